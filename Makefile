@@ -1,0 +1,36 @@
+# Two commands for a new user: `make demo` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint wit bench clean
+
+$(STAMP): pyproject.toml
+	@echo "==> creating $(VENV) and installing the project with its dev extras"
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+demo: $(STAMP)
+	$(PY) -m host_shim.wire_demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check provider host_shim tests bench
+	$(PY) -m ruff format --check provider host_shim tests bench
+	$(PY) -m mypy
+
+# Re-resolve wit/ after editing it (the test suite fails while the stored copy is stale).
+wit: $(STAMP)
+	$(PY) -m provider.wrpc.wit_resolve
+
+bench: $(STAMP)
+	$(PY) -m bench.codec_bench
+	$(PY) -m bench.transport_bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

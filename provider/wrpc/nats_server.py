@@ -1,0 +1,284 @@
+"""A wRPC server over NATS: serves exported WIT functions to wasmCloud hosts.
+
+One queue subscription per exported function subject (queue group = prefix, so replicas share
+the load) and one wildcard subscription on the server's own inbox prefix that routes every
+call's params stream; no subscription is created per call. Each call runs in its own task.
+Every call gets an answer: the handler's results, or, when it cannot be served (malformed or
+missing params, a crashing handler, shutdown), the export's failure result, so a calling
+component is never left waiting for the host's ten-minute execution timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from provider.wrpc.codec import Codec, CodecError
+from provider.wrpc.framing import (
+    ByteStream,
+    StreamTooLarge,
+    chunks,
+    decode_first_payload,
+    invocation_subject,
+    results_subject,
+)
+from provider.wrpc.wit_model import Function
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What a handler knows about the call besides its parameters."""
+
+    instance: str
+    function: str
+    headers: Mapping[str, str]
+
+    @property
+    def source_id(self) -> str | None:
+        return self.headers.get("source-id")
+
+    @property
+    def link_name(self) -> str:
+        return self.headers.get("link-name", "default")
+
+
+Handler = Callable[[CallContext, tuple[Any, ...]], Awaitable[tuple[Any, ...]]]
+FailureResult = Callable[[str], tuple[Any, ...]]
+
+
+@dataclass(frozen=True)
+class Export:
+    function: Function
+    handler: Handler
+    # Results to send when the call cannot be served (e.g. `(Err(Case("unexpected", msg)),)`);
+    # without it only the end-of-stream is sent, which makes the calling component trap.
+    failure_result: FailureResult | None = None
+
+
+@dataclass
+class _PendingParams:
+    stream: ByteStream
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    error: str | None = None
+
+
+class WrpcServer:
+    def __init__(
+        self,
+        nc: Any,
+        prefix: str,
+        *,
+        codec: Codec | None = None,
+        params_timeout: float = 30.0,
+        max_params_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self._nc = nc
+        self.prefix = prefix
+        self._codec = codec or Codec()
+        self._params_timeout = params_timeout
+        self._max_params_bytes = max_params_bytes
+        self._exports: dict[str, Export] = {}
+        self._subscriptions: list[Any] = []
+        self._inbox_subscription: Any = None
+        self._inbox = ""
+        self._call_numbers = itertools.count()
+        self._pending_params: dict[str, _PendingParams] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.accepting = False
+
+    def export(
+        self, function: Function, handler: Handler, failure_result: FailureResult | None = None
+    ) -> None:
+        subject = invocation_subject(self.prefix, function.instance, function.name)
+        self._exports[subject] = Export(function, handler, failure_result)
+
+    @property
+    def in_flight(self) -> int:
+        """Calls being served right now."""
+        return len(self._tasks)
+
+    @property
+    def awaiting_params(self) -> int:
+        """Calls still waiting for the rest of their parameters."""
+        return len(self._pending_params)
+
+    async def start(self) -> None:
+        self._inbox = self._nc.new_inbox()
+        self._inbox_subscription = await self._nc.subscribe(
+            f"{self._inbox}.>", cb=self._on_inbox_message, pending_bytes_limit=0
+        )
+        for subject in self._exports:
+            self._subscriptions.append(
+                await self._nc.subscribe(subject, queue=self.prefix, cb=self._on_invocation)
+            )
+        await self._nc.flush()  # the subscriptions are live at the server once start() returns
+        self.accepting = True
+        log.debug(
+            "wrpc server listening", extra={"prefix": self.prefix, "functions": len(self._exports)}
+        )
+
+    async def stop_accepting(self) -> None:
+        """Stop taking new calls; calls already received go on."""
+        self.accepting = False
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def stop(self, grace: float = 0.1) -> None:
+        """Stop taking calls, give in-flight calls `grace` seconds, then fail the rest."""
+        await self.stop_accepting()
+        if self._tasks:
+            _, still_running = await asyncio.wait(set(self._tasks), timeout=grace)
+            for task in still_running:
+                task.cancel()  # the call task answers with its failure result on cancellation
+            if still_running:
+                await asyncio.wait(still_running, timeout=max(grace, 0.05))
+        if self._inbox_subscription is not None:
+            with contextlib.suppress(Exception):
+                await self._inbox_subscription.unsubscribe()
+            self._inbox_subscription = None
+
+    # -- NATS callbacks: route only, never block (nats-py runs one subscription's callbacks
+    #    one at a time) --
+
+    async def _on_invocation(self, msg: Any) -> None:
+        export = self._exports.get(msg.subject)
+        if export is None or not msg.reply:
+            log.warning("dropping invocation without reply subject", extra={"subject": msg.subject})
+            return
+        if not self.accepting:
+            return  # unsubscribed; a queued message from before the stop
+        task = asyncio.create_task(self._serve(export, msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _on_inbox_message(self, msg: Any) -> None:
+        # Subjects look like `{inbox}.{call}.params`; anything else is not ours to take.
+        call_inbox, _, path = msg.subject.rpartition(".")
+        if path != "params":
+            return
+        pending = self._pending_params.get(call_inbox)
+        if pending is None or pending.done.is_set():
+            return  # a call already served from its first payload, or one given up on
+        try:
+            if pending.stream.feed(msg.data):
+                pending.done.set()
+        except StreamTooLarge as exc:
+            pending.error = str(exc)
+            pending.done.set()
+
+    # -- one call --
+
+    async def _serve(self, export: Export, msg: Any) -> None:
+        function = export.function
+        reply_inbox: str = msg.reply
+        call_inbox = f"{self._inbox}.{next(self._call_numbers)}"
+        started = time.perf_counter()
+        try:
+            params = await self._receive_params(export, msg, call_inbox)
+            if params is None:
+                return
+            context = CallContext(function.instance, function.name, msg.headers or {})
+            try:
+                results = await export.handler(context, params)
+                payload = self._codec.encode_values(function.results, results)
+            except asyncio.CancelledError:
+                await self._fail(export, reply_inbox, "the provider is shutting down")
+                raise
+            except CodecError as exc:
+                log.error(
+                    "handler returned a value its WIT type rejects", extra=_call(function, exc)
+                )
+                await self._fail(export, reply_inbox, f"internal error: {exc}")
+                return
+            except Exception as exc:  # a handler bug must still answer the call
+                log.exception("handler failed", extra=_call(function, exc))
+                await self._fail(export, reply_inbox, f"internal error: {type(exc).__name__}")
+                return
+            await self._send_results(reply_inbox, payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # NATS gone: nothing left to answer with
+            log.exception("cannot answer call", extra={"function": function.name})
+        finally:
+            self._pending_params.pop(call_inbox, None)
+            if log.isEnabledFor(logging.DEBUG):
+                elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
+                log.debug("call served", extra={"function": function.name, "ms": elapsed_ms})
+
+    async def _receive_params(
+        self, export: Export, msg: Any, call_inbox: str
+    ) -> tuple[Any, ...] | None:
+        """Handshake, then the decoded params; on failure, answers the call and returns None."""
+        function = export.function
+        # Registered before the handshake goes out, so no params chunk can slip past; the
+        # invocation's own payload is the stream's first part.
+        pending = _PendingParams(ByteStream(self._max_params_bytes))
+        self._pending_params[call_inbox] = pending
+        oversized = _feed_first(pending, msg.data)
+        await self._nc.publish(msg.reply, b"", reply=call_inbox)
+        try:
+            if oversized is None:
+                params = decode_first_payload(self._codec, function.param_types, msg.data)
+                if params is not None:
+                    return params
+            try:
+                await asyncio.wait_for(pending.done.wait(), self._params_timeout)
+            except TimeoutError:
+                await self._fail(
+                    export,
+                    msg.reply,
+                    f"parameters incomplete after {self._params_timeout:g} s "
+                    f"({pending.stream.size} bytes received, no end of stream)",
+                )
+                return None
+            if pending.error is not None:
+                await self._fail(export, msg.reply, f"malformed parameters: {pending.error}")
+                return None
+            return self._codec.decode_values(function.param_types, pending.stream.data())
+        except CodecError as exc:
+            log.warning("malformed parameters", extra=_call(function, exc))
+            await self._fail(export, msg.reply, f"malformed parameters: {exc}")
+            return None
+
+    async def _send_results(self, reply_inbox: str, payload: bytes) -> None:
+        subject = results_subject(reply_inbox)
+        for chunk in chunks(payload, self._nc.max_payload):
+            await self._nc.publish(subject, chunk)
+        await self._nc.publish(subject, b"")
+
+    async def _fail(self, export: Export, reply_inbox: str, message: str) -> None:
+        payload = b""
+        if export.failure_result is not None:
+            payload = self._codec.encode_values(
+                export.function.results, export.failure_result(message)
+            )
+        await self._send_results(reply_inbox, payload)
+
+
+def _feed_first(pending: _PendingParams, payload: bytes) -> str | None:
+    if not payload:
+        return None  # an empty first payload must not end the stream
+    try:
+        pending.stream.feed(payload)
+    except StreamTooLarge as exc:
+        pending.error = str(exc)
+        pending.done.set()
+        return pending.error
+    return None
+
+
+def _call(function: Function, exc: BaseException) -> dict[str, str]:
+    return {"instance": function.instance, "function": function.name, "error": str(exc)}
+
+
+__all__ = ["CallContext", "Export", "FailureResult", "Handler", "WrpcServer"]
