@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 from host_shim.local_nats import free_port, tcp_answers
@@ -46,7 +47,9 @@ class PostgresServer:
         if self.password:
             credentials += ":" + quote(self.password, safe="")
         if self.host.startswith("/"):
-            return f"postgresql://{credentials}@/{database}?host={quote(self.host)}&port={self.port}"
+            return (
+                f"postgresql://{credentials}@/{database}?host={quote(self.host)}&port={self.port}"
+            )
         return f"postgresql://{credentials}@{self.host}:{self.port}/{database}"
 
     def link_config(self, database: str) -> dict[str, str]:
@@ -82,7 +85,7 @@ def running_postgres() -> Iterator[PostgresServer]:
         yield server
 
 
-def _run_as(user: str | None) -> dict[str, int]:
+def _run_as(user: str | None) -> dict[str, Any]:
     if user is None:
         return {}
     entry = pwd.getpwnam(user)
@@ -111,7 +114,8 @@ def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
         subprocess.run(["openssl", *args], check=True, capture_output=True)
 
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=sqldb-postgres test CA", "-keyout", str(ca_key), "-out", str(ca_cert))  # fmt: skip
+            "-subj", "/CN=sqldb-postgres test CA",
+            "-keyout", str(ca_key), "-out", str(ca_cert))  # fmt: skip
     openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
             "-keyout", str(key), "-out", str(csr))  # fmt: skip
     openssl("x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
@@ -131,10 +135,11 @@ def _machine_postgres() -> Iterator[PostgresServer]:
         tls_dir = workdir / "tls"
         tls_dir.mkdir()
         ca_file: Path | None = None
-        try:
+        cert: Path | None = None
+        key: Path | None = None
+        # Without openssl the server runs without TLS; the TLS tests skip and say why.
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
             ca_file, cert, key = _make_certificates(tls_dir)
-        except (OSError, subprocess.CalledProcessError):
-            cert = key = None  # no openssl: run without TLS; TLS tests skip and say why
         if run_as is not None:
             for path in (workdir, tls_dir, pwfile, *tls_dir.iterdir()):
                 shutil.chown(path, run_as, run_as)
@@ -196,7 +201,7 @@ def _embedded_postgres() -> Iterator[PostgresServer]:
     with tempfile.TemporaryDirectory(prefix="embedded-pg-") as workdir:
         data = Path(workdir) / "data"
         data.mkdir()
-        server = embedded_postgres.PostgresServer(data, cleanup_mode="stop")
+        server = embedded_postgres.PostgresServer(data, cleanup_mode="stop")  # type: ignore[attr-defined]
         try:
             info = server.get_postmaster_info()
             socket_dir = getattr(info, "socket_dir", None)

@@ -29,3 +29,54 @@ async def nc(nats_url: str) -> AsyncIterator[Any]:
 def prefix() -> str:
     """A lattice.provider prefix no other test (or test run) uses."""
     return f"t{uuid.uuid4().hex[:12]}.test_provider"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[Any]:
+    from host_shim.local_postgres import running_postgres
+
+    with running_postgres() as server:
+        yield server
+
+
+async def _create_database(server: Any, name: str) -> None:
+    import asyncpg
+
+    admin = await asyncpg.connect(server.dsn(), ssl=False)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+
+
+def _new_database(server: Any) -> str:
+    """Create a fresh database; runs in its own thread, so callers may be inside a loop."""
+    import asyncio
+    import threading
+
+    name = f"test_{uuid.uuid4().hex[:10]}"
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(_create_database(server, name))
+        except BaseException as exc:
+            failure.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return name
+
+
+@pytest.fixture(scope="session")
+def database(postgres_server: Any) -> str:
+    """A database of this test run's own (runs never see each other's state)."""
+    return _new_database(postgres_server)
+
+
+@pytest.fixture(scope="session")
+def make_database(postgres_server: Any) -> Any:
+    return lambda: _new_database(postgres_server)

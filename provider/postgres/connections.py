@@ -20,9 +20,9 @@ from typing import Any
 
 import asyncpg
 
-from provider.postgres import pg_datetime
+from provider.postgres import pg_text
 from provider.postgres.config import ConnectionSettings
-from provider.postgres.pg_values import SESSION_SETTINGS, TEXT_IO_TYPES, row_converters
+from provider.postgres.pg_values import SESSION_SETTINGS, TEXT_TYPES, row_converters
 
 log = logging.getLogger(__name__)
 
@@ -60,30 +60,45 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
     def forget_statements(self) -> None:
         self.prepared.clear()
 
+    async def refresh_types(self) -> None:
+        """Pick up types created since connect (CREATE EXTENSION hstore, CREATE TYPE ... RANGE)."""
+        await configure_connection(self)
+        self.forget_statements()
+
+
+# The types we read and write as PostgreSQL text, found once per connection: our text types
+# (pg_catalog), hstore (whatever schema its extension lives in), every range and multirange
+# (asyncpg's range codec refuses text elements), and the array types of all of them.
+_TEXT_TYPE_QUERY = """
+SELECT t.oid, t.typname, t.typarray, n.nspname
+FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+WHERE (n.nspname = 'pg_catalog' AND t.typname = ANY($1::text[]))
+   OR t.typname = 'hstore' OR t.typtype IN ('r', 'm')
+"""
+
+
+def _text_out(value: Any) -> str:
+    return pg_text.format_array_literal(value) if isinstance(value, list) else str(value)
+
 
 async def configure_connection(connection: Any) -> None:
-    """Per-connection setup: the types we exchange as PostgreSQL text (see pg_values)."""
-    for type_name in TEXT_IO_TYPES:
-        await connection.set_type_codec(
-            type_name, schema="pg_catalog", encoder=str, decoder=str, format="text"
-        )
-    settings = connection.get_settings()
+    """Exchange `_TEXT_TYPE_QUERY`'s types (and their arrays) as PostgreSQL text.
 
-    def session_time_zone() -> str:
-        return str(getattr(settings, "TimeZone", "UTC"))
-
-    binary_as_text = {
-        "date": (pg_datetime.encode_date, pg_datetime.decode_date),
-        "timestamp": (pg_datetime.encode_timestamp, pg_datetime.decode_timestamp),
-        "timestamptz": (
-            pg_datetime.encode_timestamptz,
-            pg_datetime.timestamptz_decoder(session_time_zone),
-        ),
-    }
-    for type_name, (encoder, decoder) in binary_as_text.items():
-        await connection.set_type_codec(
-            type_name, schema="pg_catalog", encoder=encoder, decoder=decoder, format="tuple"
-        )
+    Arrays are registered as whole text values, so asyncpg never decodes a text-format array
+    itself (its decoder crashes the process on an empty element); `pg_values` parses them.
+    Registering a codec on an array or range type is not possible through asyncpg's public
+    `set_type_codec`, so this uses the settings object that method itself uses; the asyncpg
+    version is pinned in pyproject.toml and tests/test_pg_values_wire.py exercises it.
+    """
+    rows = await connection.fetch(_TEXT_TYPE_QUERY, list(TEXT_TYPES))
+    settings = connection._protocol.get_settings()
+    for row in rows:
+        # Array types named as asyncpg names them ("tsvector[]"), so callers see one convention.
+        for oid, name in ((row["oid"], row["typname"]), (row["typarray"], f"{row['typname']}[]")):
+            if oid:
+                settings.add_python_codec(
+                    oid, name, row["nspname"], [], "scalar", _text_out, str, "text"
+                )
 
 
 async def connect(settings: ConnectionSettings) -> StatementConnection:

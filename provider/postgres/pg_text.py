@@ -1,10 +1,11 @@
 """PostgreSQL text formats of the types we exchange as text, both ways (pure functions).
 
-The provider asks asyncpg for the text form of dates, times, time zones, network and bit types,
-tsvector and hstore (see `pg_values.TEXT_IO_TYPES`), because PostgreSQL's own text output is
-lossless where Python's datetime is not (BC years, years past 9999, infinities, the session's
-time zone offset). This module turns those texts into WIT payloads and back. Sessions run with
-`DateStyle=ISO, YMD` and `IntervalStyle=postgres`, which is what the parsers expect.
+The provider asks asyncpg for the text form of numbers, dates, times, time zones, network and bit
+types, tsvector, hstore, ranges and the arrays of all of these (see `pg_values.TEXT_TYPES`),
+because PostgreSQL's own text output is lossless where Python's types are not (BC years, years
+past 9999, infinities, the session's time zone offset, numeric scale). This module turns those
+texts into WIT payloads and back. Sessions run with `DateStyle=ISO, YMD` and
+`IntervalStyle=postgres`, which is what the parsers expect.
 
 Years follow chrono's proleptic Gregorian numbering, as the Rust provider does: year 0 is
 1 BC, year -1 is 2 BC.
@@ -13,9 +14,9 @@ Years follow chrono's proleptic Gregorian numbering, as the Rust provider does: 
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 import re
 import struct
+from decimal import Decimal
 from typing import Any
 
 from provider.wrpc.values import Case
@@ -52,7 +53,7 @@ def float_from_hashable_f64(parts: tuple[int, int, int]) -> float:
     """Inverse of `hashable_f64`: rebuilds the IEEE bits, so NaN, ±inf, -0 and denormals survive.
 
     A tuple that integer_decode cannot produce (e.g. (3, 0, 1) written by hand) is read as
-    sign × mantissa × 2^exponent.
+    sign * mantissa * 2^exponent.
     """
     mantissa, exponent, sign = parts
     sign_bit = 1 << 63 if sign < 0 else 0
@@ -86,16 +87,73 @@ def _scaled(mantissa: int, exponent: int, sign: int) -> float:
     return -magnitude if sign < 0 else magnitude
 
 
-# --- numeric ---------------------------------------------------------------------------------------
+# --- array literals ----------------------------------------------------------------------------
 
 
-def decimal_text(value: Decimal) -> str:
-    """PostgreSQL's text for a numeric: plain digits with its scale, NaN, ±Infinity."""
-    if value.is_nan():
-        return "NaN"
-    if value.is_infinite():
-        return "-Infinity" if value < 0 else "Infinity"
-    return format(value, "f")
+def parse_array_literal(text: str) -> list[Any]:
+    """'{a,"b c",NULL,{1,2}}' → ['a', 'b c', None, ['1', '2']] (element texts, NULL as None)."""
+    if text.startswith("["):  # explicit bounds, e.g. '[0:1]={1,2}'
+        text = text[text.index("=") + 1 :]
+    try:
+        items, end = _parse_array_at(text, 0)
+    except IndexError:
+        raise PgTextError(f"unterminated array literal: {text!r}") from None
+    if text[end:].strip():
+        raise PgTextError(f"trailing text after array literal: {text!r}")
+    return items
+
+
+def _parse_array_at(text: str, i: int) -> tuple[list[Any], int]:
+    if text[i : i + 1] != "{":
+        raise PgTextError(f"array literal must start with '{{': {text!r}")
+    items: list[Any] = []
+    i += 1
+    if text[i : i + 1] == "}":
+        return items, i + 1
+    while True:
+        char = text[i : i + 1]
+        if char == "{":
+            nested, i = _parse_array_at(text, i)
+            items.append(nested)
+        elif char == '"':
+            out: list[str] = []
+            i += 1
+            while text[i] != '"':
+                if text[i] == "\\":
+                    i += 1
+                out.append(text[i])
+                i += 1
+            items.append("".join(out))
+            i += 1
+        else:
+            start = i
+            while text[i] not in ",}":
+                i += 1
+            word = text[start:i].strip()
+            items.append(None if word.upper() == "NULL" else word)
+        if text[i] == ",":
+            i += 1
+            continue
+        if text[i] == "}":
+            return items, i + 1
+        raise PgTextError(f"malformed array literal: {text!r}")
+
+
+def format_array_literal(items: list[Any]) -> str:
+    """The inverse of `parse_array_literal`: every element quoted, None as NULL."""
+    parts = []
+    for item in items:
+        if item is None:
+            parts.append("NULL")
+        elif isinstance(item, list):
+            parts.append(format_array_literal(item))
+        else:
+            escaped = str(item).replace("\\", "\\\\").replace('"', '\\"')
+            parts.append(f'"{escaped}"')
+    return "{" + ",".join(parts) + "}"
+
+
+# --- numeric --------------------------------------------------------------------------------------
 
 
 def parse_decimal(text: str) -> Decimal:
@@ -109,11 +167,7 @@ def parse_decimal(text: str) -> Decimal:
     return value
 
 
-def float_decimal(value: float) -> Decimal:
-    return Decimal(repr(value)) if math.isfinite(value) else Decimal(str(value))
-
-
-# --- dates and times -------------------------------------------------------------------------------
+# --- dates and times ------------------------------------------------------------------------------
 
 _DATE = re.compile(r"(\d{4,})-(\d\d)-(\d\d)")
 _TIME = re.compile(r"(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?")
@@ -204,7 +258,9 @@ def parse_timestamp(text: str) -> dict[str, Any]:
     match = _TIMESTAMP.fullmatch(text)
     if match is None or match.group("offset"):
         raise PgTextError(f"not a timestamp: {text!r}")
-    date = Case("ymd", (_year(match.group(1), bool(match.group("bc"))), int(match[2]), int(match[3])))
+    date = Case(
+        "ymd", (_year(match.group(1), bool(match.group("bc"))), int(match[2]), int(match[3]))
+    )
     return {"date": date, "time": _time_record(match, 4)}
 
 
@@ -232,7 +288,9 @@ def parse_timestamp_tz(text: str) -> dict[str, Any]:
         raise PgTextError(f"not a timestamp with time zone: {text!r}")
     offset_match = _OFFSET.fullmatch(match.group("offset"))
     assert offset_match is not None
-    date = Case("ymd", (_year(match.group(1), bool(match.group("bc"))), int(match[2]), int(match[3])))
+    date = Case(
+        "ymd", (_year(match.group(1), bool(match.group("bc"))), int(match[2]), int(match[3]))
+    )
     return {
         "timestamp": {"date": date, "time": _time_record(match, 4)},
         "offset": offset_case(_offset_seconds(offset_match)),
@@ -256,7 +314,7 @@ def format_timestamp_tz(timestamp_tz: dict[str, Any]) -> str:
     return f"{text.removesuffix(' BC')}{format_offset(timestamp_tz['offset'])}{era}"
 
 
-# --- ranges of dates (the WIT `interval` record) ---------------------------------------------------
+# --- ranges of dates (the WIT `interval` record) --------------------------------------------------
 
 _RANGE = re.compile(r"([\[(])([^,]*),([^,]*)([\])])")
 
@@ -286,7 +344,30 @@ def format_date_range(interval: dict[str, Any]) -> str:
     return f"{opening}{format_date(interval['start'])},{format_date(interval['end'])}{closing}"
 
 
-# --- bits, MAC addresses, LSNs, money --------------------------------------------------------------
+# --- geometry given as lists of points (path, polygon) --------------------------------------------
+
+_POINT = re.compile(r"\(\s*([^(),\s]+)\s*,\s*([^(),\s]+)\s*\)")
+
+
+def parse_points(text: str) -> list[tuple[float, float]]:
+    """'[(0,0),(1,1)]' or '((0,0),(1,0),(0,1))' → [(0.0, 0.0), ...] (PostgreSQL prints floats
+    in shortest round-trip form, so this is exact)."""
+    return [(float(x), float(y)) for x, y in _POINT.findall(text)]
+
+
+def format_points(points: list[Any], to_float: Any, opening: str, closing: str) -> str:
+    def number(value: float) -> str:
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return repr(value)
+
+    inner = ",".join(f"({number(to_float(x))},{number(to_float(y))})" for x, y in points)
+    return f"{opening}{inner}{closing}"
+
+
+# --- bits, MAC addresses, LSNs, money -------------------------------------------------------------
 
 
 def parse_bits(text: str) -> tuple[int, bytes]:
@@ -331,13 +412,13 @@ def parse_money(text: str) -> str:
     return f"-{digits}" if negative else digits
 
 
-# --- tsvector --------------------------------------------------------------------------------------
+# --- tsvector -------------------------------------------------------------------------------------
 
 _POSITION = re.compile(r"(\d+)([ABCD])?")
 
 
 def parse_tsvector(text: str) -> list[dict[str, Any]]:
-    """"'a':1A,3 'b'" → lexeme records, one per position (one without position if none)."""
+    """ "'a':1A,3 'b'" → lexeme records, one per position (one without position if none)."""
     lexemes: list[dict[str, Any]] = []
     i, end = 0, len(text)
     while i < end:
@@ -397,7 +478,7 @@ def format_tsvector(lexemes: list[dict[str, Any]]) -> str:
     return " ".join(parts)
 
 
-# --- hstore ----------------------------------------------------------------------------------------
+# --- hstore ---------------------------------------------------------------------------------------
 
 
 def parse_hstore(text: str) -> list[tuple[str, str | None]]:

@@ -8,36 +8,40 @@ own text form, so no column type can fail a query.
 Parameters: a case names the PostgreSQL type its value is sent as. It may be sent to a parameter
 the server inferred as that type or a compatible one (see `COMPATIBLE`); anything else is a
 `ParamError` naming the parameter and both types. Values are handed to asyncpg in the form its
-codec for the *inferred* type takes; the types in `TEXT_IO_TYPES` travel in PostgreSQL's text
+codec for the *inferred* type takes; the types in `TEXT_TYPES` travel in PostgreSQL's text
 format, so PostgreSQL's own input functions validate them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from decimal import Decimal, InvalidOperation
+from decimal import InvalidOperation
 from typing import Any
 
 from provider.postgres import pg_text as t
 from provider.wrpc.values import Case
 
-# Types the connection exchanges in PostgreSQL's text format (set up per connection).
-TEXT_IO_TYPES = (
-    "money", "time", "timetz", "interval",
+# Types exchanged in PostgreSQL's text format, with their arrays (see connections.py). Text is
+# lossless where Python's types are not (BC and far-future dates, infinities, the session's time
+# zone, numeric scale), and it keeps asyncpg's own text-array decoding, which crashes the
+# process on an empty element (`ARRAY[''::tsvector]`), out of the picture: we parse arrays.
+TEXT_TYPES = (
+    "numeric", "money", "date", "time", "timetz", "timestamp", "timestamptz", "interval",
     "inet", "cidr", "macaddr", "macaddr8", "bit", "varbit", "tsvector", "tsquery", "pg_lsn",
-    "xml", "json", "jsonb", "uuid",
+    "xml", "json", "jsonb", "uuid", "int2vector", "path", "polygon",
 )  # fmt: skip
-# Types exchanged as PostgreSQL text produced by our binary codecs (see pg_datetime).
-DATETIME_TYPES = ("date", "timestamp", "timestamptz")
 # Session settings the text parsers rely on.
 SESSION_SETTINGS = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "extra_float_digits": "3"}
+# asyncpg names int2vector "int2vector[]" like its array type (1006) unless a codec names it.
+INT2VECTOR_OID = 22
 
 
 class ParamError(ValueError):
     """A parameter cannot be sent as the type the server inferred for it."""
 
 
-# --- result columns ---------------------------------------------------------------------------------
+# --- result columns -------------------------------------------------------------------------------
 
 Payload = Callable[[Any], Any]
 
@@ -76,7 +80,7 @@ RESULT_CASES: dict[str, tuple[str, Payload]] = {
     "int8": ("int8", _identity),
     "float4": ("float4", t.hashable_f32),
     "float8": ("float8", t.hashable_f64),
-    "numeric": ("numeric", t.decimal_text),
+    "numeric": ("numeric", _identity),
     "money": ("money", t.parse_money),
     "bool": ("bool", _identity),
     "text": ("text", _identity),
@@ -105,14 +109,15 @@ RESULT_CASES: dict[str, tuple[str, Payload]] = {
     "line": ("line", lambda v: ((t.hashable_f64(v[0]), t.hashable_f64(v[1])), _point((v[2], 0.0)))),
     "lseg": ("lseg", lambda v: (_point(v[0]), _point(v[1]))),
     "box": ("box", lambda v: (_point(v[1]), _point(v[0]))),  # asyncpg: (high, low)
-    "path": ("path", lambda v: [_point(p) for p in v.points]),
-    "polygon": ("polygon", lambda v: [_point(p) for p in v.points]),
+    "path": ("path", lambda v: [_point(p) for p in t.parse_points(v)]),
+    "polygon": ("polygon", lambda v: [_point(p) for p in t.parse_points(v)]),
     "circle": ("circle", lambda v: (_point(v[0]), t.hashable_f64(v[1]))),
     "pg_lsn": ("pg-lsn", t.parse_lsn),
     "tsvector": ("ts-vector", t.parse_tsvector),
     "tsquery": ("ts-query", _identity),
     "hstore": ("hstore", t.parse_hstore),
-    "int2vector": ("int2-vector", list),
+    "int2vector": ("int2-vector", lambda v: [int(n) for n in v.split()]),
+    "daterange": ("interval", t.parse_date_range),  # None for 'empty' (see _convert_date_range)
     "pg_snapshot": ("pg-snapshot", _snapshot),
     "txid_snapshot": ("pg-snapshot", _snapshot),
 }
@@ -137,9 +142,11 @@ ColumnConverter = Callable[[Any], Case]
 NULL = Case("null")
 
 
-def column_converter(type_name: str, type_kind: str) -> ColumnConverter:
-    """The converter for one result column, from its asyncpg `Type` name and kind."""
-    if type_kind == "array" and type_name.endswith("[]"):
+def column_converter(type_oid: int, type_name: str) -> ColumnConverter:
+    """The converter for one result column, from its asyncpg `Type` oid and name."""
+    if type_oid == INT2VECTOR_OID:
+        type_name = "int2vector"
+    if type_name.endswith("[]"):
         return _array_converter(type_name[:-2])
     if type_name == "daterange":
         return _convert_date_range
@@ -167,28 +174,24 @@ def _array_converter(element_type: str) -> ColumnConverter:
     def convert(value: Any) -> Case:
         if value is None:
             return NULL
-        if any(v is None or (isinstance(v, list) and not nested_element) for v in value):
+        # Arrays of text types arrive as PostgreSQL's array literal; others as lists.
+        items = t.parse_array_literal(value) if isinstance(value, str) else value
+        if any(v is None or (isinstance(v, list) and not nested_element) for v in items):
             return Case("text", pg_text_of(value))  # NULL elements or 2-D: no WIT form
-        return Case(array_case, [payload(v) for v in value])
+        payloads = [payload(v) for v in items]
+        if any(p is None for p in payloads):
+            return Case("text", pg_text_of(value))  # e.g. an empty daterange
+        return Case(array_case, payloads)
 
     return convert
 
 
 def _convert_date_range(value: Any) -> Case:
-    """asyncpg's Range of date texts (from our date codec) as the WIT `interval` record."""
+    """A daterange's text as the WIT `interval` record (`empty` has no record form: text)."""
     if value is None:
         return NULL
-    if value.isempty:
-        return Case("text", "empty")  # the record has no form for an empty range
-    return Case(
-        "interval",
-        {
-            "start": Case("negative-infinity") if value.lower is None else t.parse_date(value.lower),
-            "start-inclusive": value.lower is not None and value.lower_inc,
-            "end": Case("positive-infinity") if value.upper is None else t.parse_date(value.upper),
-            "end-inclusive": value.upper is not None and value.upper_inc,
-        },
-    )
+    interval = t.parse_date_range(value)
+    return Case("text", value) if interval is None else Case("interval", interval)
 
 
 def _convert_as_text(value: Any) -> Case:
@@ -216,7 +219,11 @@ def pg_text_of(value: Any) -> str:
         closing = "]" if value.upper_inc else ")"
         return f"{opening}{lower},{upper}{closing}"
     if isinstance(value, tuple):  # composite records and other row-like values
-        return "(" + ",".join("" if v is None else _quote_if_needed(pg_text_of(v)) for v in value) + ")"
+        return (
+            "("
+            + ",".join("" if v is None else _quote_if_needed(pg_text_of(v)) for v in value)
+            + ")"
+        )
     return str(value)
 
 
@@ -236,7 +243,7 @@ def _quote_if_needed(text: str) -> str:
 
 def row_converters(attributes: Sequence[Any]) -> list[tuple[str, ColumnConverter]]:
     """(column name, converter) for each column of a statement's result."""
-    return [(a.name, column_converter(a.type.name, a.type.kind)) for a in attributes]
+    return [(a.name, column_converter(a.type.oid, a.type.name)) for a in attributes]
 
 
 def convert_rows(
@@ -251,7 +258,7 @@ def convert_rows(
     ]
 
 
-# --- parameters -------------------------------------------------------------------------------------
+# --- parameters -----------------------------------------------------------------------------------
 
 
 def _utf8(data: bytes) -> str:
@@ -280,9 +287,9 @@ def _geometry(kind: str) -> Payload:
         if kind == "box":
             return asyncpg.Box(point(payload[1]), point(payload[0]))
         if kind == "path":
-            return asyncpg.Path(*(point(p) for p in payload), is_closed=False)
+            return t.format_points(payload, f, "[", "]")
         if kind == "polygon":
-            return asyncpg.Polygon(*(point(p) for p in payload))
+            return t.format_points(payload, f, "(", ")")
         if kind == "circle":
             return asyncpg.Circle(point(payload[0]), f(payload[1]))
         raise AssertionError(kind)
@@ -290,15 +297,9 @@ def _geometry(kind: str) -> Payload:
     return make
 
 
-def _date_range_param(interval: dict[str, Any]) -> Any:
-    import asyncpg
-
-    return asyncpg.Range(
-        t.format_date(interval["start"]),
-        t.format_date(interval["end"]),
-        lower_inc=interval["start-inclusive"],
-        upper_inc=interval["end-inclusive"],
-    )
+def _numeric_text(text: str) -> str:
+    t.parse_decimal(text)  # a clear invalid-params for "abc" before PostgreSQL sees it
+    return text
 
 
 def _bits(payload: tuple[int | None, bytes]) -> str:
@@ -322,10 +323,10 @@ PARAM_CASES: dict[str, tuple[str, Payload]] = {
     "float8": ("float8", t.float_from_hashable_f64),
     "real": ("float4", t.float_from_hashable_f32),
     "float4": ("float4", t.float_from_hashable_f32),
-    "numeric": ("numeric", t.parse_decimal),
-    "decimal": ("numeric", t.parse_decimal),
+    "numeric": ("numeric", _numeric_text),
+    "decimal": ("numeric", _numeric_text),
     "money": ("money", _identity),
-    "int2-vector": ("int2vector", list),
+    "int2-vector": ("int2vector", lambda items: " ".join(str(int(n)) for n in items)),
     "bit": ("bit", _bits),
     "bit-varying": ("varbit", _bits),
     "varbit": ("varbit", _bits),
@@ -338,7 +339,7 @@ PARAM_CASES: dict[str, tuple[str, Payload]] = {
     "macaddr8": ("macaddr8", t.format_mac),
     **{g: (g, _geometry(g)) for g in ("box", "circle", "line", "lseg", "path", "point", "polygon")},
     "date": ("date", t.format_date),
-    "interval": ("daterange", _date_range_param),
+    "interval": ("daterange", t.format_date_range),
     "time": ("time", t.format_time),
     "time-tz": ("timetz", t.format_time_tz),
     "timestamp": ("timestamp", t.format_timestamp),
@@ -356,23 +357,39 @@ PARAM_CASES: dict[str, tuple[str, Payload]] = {
     "uuid": ("uuid", _identity),
     "hstore": ("hstore", t.format_hstore),
 }
+
+
+def _each(convert: Payload) -> Payload:
+    def convert_items(items: Any) -> list[Any]:
+        return [convert(item) for item in items]
+
+    return convert_items
+
+
 for _element_case, _array_case in ARRAY_CASES.items():
     _element_type, _element_payload = PARAM_CASES[_element_case]
-    PARAM_CASES[_array_case] = (
-        f"{_element_type}[]",
-        lambda items, convert=_element_payload: [convert(item) for item in items],
-    )
+    PARAM_CASES[_array_case] = (f"{_element_type}[]", _each(_element_payload))
 
 _INTEGERS = {"int2", "int4", "int8"}
+
+
+def _float_text(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)
+
+
 _TEXTS = {"text", "varchar", "bpchar", "name"}
 # Inferred parameter type → the case types (and how) it also takes besides its own.
 COMPATIBLE: dict[str, dict[str, Payload]] = {
     **{i: {j: _identity for j in _INTEGERS} for i in _INTEGERS},
-    "numeric": {**{i: Decimal for i in _INTEGERS}, "float4": t.float_decimal, "float8": t.float_decimal},
+    "numeric": {**{i: str for i in _INTEGERS}, "float4": _float_text, "float8": _float_text},
     "float4": {**{i: float for i in _INTEGERS}, "float8": _identity},
     "float8": {**{i: float for i in _INTEGERS}, "float4": _identity},
     "oid": {i: _identity for i in _INTEGERS},
-    "money": {"numeric": t.decimal_text},
+    "money": {"numeric": _identity},
     "json": {"jsonb": _identity},
     "jsonb": {"json": _identity},
     "inet": {"cidr": _identity},
@@ -390,9 +407,9 @@ COMPATIBLE: dict[str, dict[str, Payload]] = {
 # Scalars that go to a text parameter as PostgreSQL would print them.
 _SHOWN_AS_TEXT: dict[str, Payload] = {
     **{i: str for i in _INTEGERS},
-    "float4": repr,
-    "float8": repr,
-    "numeric": t.decimal_text,
+    "float4": _float_text,
+    "float8": _float_text,
+    "numeric": _identity,
     "bool": lambda b: "true" if b else "false",
 }
 
@@ -402,8 +419,7 @@ def _text_target(type_name: str, type_kind: str) -> bool:
     # then validates the value (user enums, domains and unknown types included).
     return (
         type_name in _TEXTS
-        or type_name in TEXT_IO_TYPES
-        or type_name in DATETIME_TYPES
+        or type_name in TEXT_TYPES
         or type_kind != "scalar"
         or type_name == "hstore"
     )
@@ -430,11 +446,11 @@ def param_value(index: int, value: Any, type_name: str, type_kind: str) -> Any:
     adapt = COMPATIBLE.get(type_name, {}).get(case_type)
     if adapt is not None:
         return adapt(converted)
-    if case_type in _TEXTS and _text_target(type_name, type_kind) and type_kind != "array":
+    if case_type in _TEXTS and _text_target(type_name, type_kind) and not type_name.endswith("[]"):
         return converted
     if type_name in _TEXTS and case_type in _SHOWN_AS_TEXT:
         return _SHOWN_AS_TEXT[case_type](converted)  # e.g. an int4 for an untyped `$1`
-    if case_type.endswith("[]") and type_kind == "array":
+    if case_type.endswith("[]") and type_name.endswith("[]"):
         element_adapt = COMPATIBLE.get(type_name[:-2], {}).get(case_type[:-2])
         if element_adapt is not None:
             return [element_adapt(v) for v in converted]
@@ -453,6 +469,12 @@ def param_values(values: Sequence[Any], parameter_types: Sequence[Any]) -> list[
             f"the statement takes {len(parameter_types)} parameters, {len(values)} were given"
         )
     return [
-        param_value(i, value, pg_type.name, pg_type.kind)
+        param_value(i, value, *_param_type(pg_type))
         for i, (value, pg_type) in enumerate(zip(values, parameter_types, strict=True), start=1)
     ]
+
+
+def _param_type(pg_type: Any) -> tuple[str, str]:
+    if pg_type.oid == INT2VECTOR_OID:
+        return "int2vector", "scalar"
+    return pg_type.name, pg_type.kind

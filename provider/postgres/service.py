@@ -154,8 +154,9 @@ class PostgresService:
                 try:
                     await connection.execute(sql)
                 finally:
-                    # A batch may DISCARD or DEALLOCATE, in any wording: re-prepare on next use.
-                    connection.forget_statements()
+                    # A batch may DISCARD or DEALLOCATE (in any wording) or create types:
+                    # re-read the types and re-prepare on next use.
+                    await connection.refresh_types()
         except Exception as exc:
             return Err(self._error(link, exc))
         return Ok()

@@ -63,6 +63,7 @@ class WrpcClient:
         handshake_timeout: float = 10.0,
         result_timeout: float = 600.0,
         max_result_bytes: int = 64 * 1024 * 1024,
+        no_responders_retries: tuple[float, ...] = (0.02, 0.1),
     ) -> None:
         self._nc = nc
         self.prefix = prefix
@@ -70,6 +71,10 @@ class WrpcClient:
         self.handshake_timeout = handshake_timeout
         self.result_timeout = result_timeout
         self._max_result_bytes = max_result_bytes
+        # NATS answers 503 only when no subscriber received the invocation, so retrying is
+        # safe; right after a server subscribes, nats-server may still answer 503 for a
+        # subject it recently found without interest (seen here about once in 300 tries).
+        self._no_responders_retries = no_responders_retries
         self._inbox = ""
         self._subscription: Any = None
         self._numbers = itertools.count()
@@ -113,6 +118,21 @@ class WrpcClient:
         timeout: float | None = None,
     ) -> bytes:
         """Send encoded params, return the encoded results (raw bytes)."""
+        for delay in self._no_responders_retries:
+            try:
+                return await self._invoke_once(instance, function, params, headers, timeout)
+            except NoResponders:
+                await asyncio.sleep(delay)
+        return await self._invoke_once(instance, function, params, headers, timeout)
+
+    async def _invoke_once(
+        self,
+        instance: str,
+        function: str,
+        params: bytes,
+        headers: Mapping[str, str] | None,
+        timeout: float | None,
+    ) -> bytes:
         if self._subscription is None:
             raise RuntimeError("WrpcClient.start() was not called")
         reply_inbox = f"{self._inbox}.{next(self._numbers)}"

@@ -1,0 +1,84 @@
+"""`python -m provider`: run the sqldb-postgres capability provider.
+
+Started by a wasmCloud host, it reads HostData (one base64 JSON line) from stdin. Standalone,
+it takes the same settings from flags or environment variables; flags win over stdin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from dataclasses import replace
+
+from provider.lattice.host_data import HostData, HostDataError, parse_host_data
+from provider.lattice.logs import setup_logging
+from provider.lattice.runtime import ProviderRuntime
+from provider.postgres_provider import PostgresProvider
+
+
+def arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m provider",
+        description="wasmcloud:postgres capability provider (wRPC over NATS, PostgreSQL via "
+        "asyncpg). A host writes base64(JSON(HostData)) to stdin; standalone runs use the "
+        "flags below (each also read from the environment variable shown).",
+    )
+    env = os.environ.get
+    parser.add_argument("--nats-url", default=env("NATS_URL"), help="lattice NATS URL [NATS_URL]")
+    parser.add_argument("--lattice", default=env("WASMCLOUD_LATTICE"),
+                        help="lattice name [WASMCLOUD_LATTICE] (default: default)")  # fmt: skip
+    parser.add_argument("--provider-id", default=env("PROVIDER_ID"),
+                        help="provider id [PROVIDER_ID] (default: sqldb-postgres)")  # fmt: skip
+    parser.add_argument("--host-id", default=env("HOST_ID"), help="host id for shutdown [HOST_ID]")
+    parser.add_argument("--log-level", default=env("LOG_LEVEL"), help="log level [LOG_LEVEL]")
+    parser.add_argument("--structured-logging", action="store_true",
+                        default=env("STRUCTURED_LOGGING", "").lower() in ("1", "true", "yes"),
+                        help="JSON log lines [STRUCTURED_LOGGING]")  # fmt: skip
+    parser.add_argument("--no-stdin", action="store_true",
+                        help="do not read HostData from stdin (default with a TTY)")  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def host_data_from(args: argparse.Namespace) -> HostData:
+    host_data = HostData()
+    if not args.no_stdin and not sys.stdin.isatty():
+        line = sys.stdin.readline()
+        if line.strip():
+            host_data = parse_host_data(line)
+    overrides = {
+        "lattice_rpc_url": args.nats_url,
+        "lattice_rpc_prefix": args.lattice,
+        "provider_key": args.provider_id,
+        "host_id": args.host_id,
+        "log_level": args.log_level,
+    }
+    host_data = replace(host_data, **{k: v for k, v in overrides.items() if v})
+    if args.structured_logging:
+        host_data = replace(host_data, structured_logging=True)
+    return host_data
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv)
+    try:
+        host_data = host_data_from(args)
+    except HostDataError as exc:
+        print(f"sqldb-postgres: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(host_data.structured_logging, host_data.log_level)
+    runtime = ProviderRuntime(host_data, PostgresProvider())
+    try:
+        asyncio.run(runtime.run())
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        logging.getLogger("provider").error("cannot reach the lattice", extra={"error": str(exc)})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

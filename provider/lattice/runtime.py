@@ -1,0 +1,237 @@
+"""The provider SDK layer: lattice connection, lifecycle subjects and the wRPC server.
+
+Business code implements `ProviderHooks`; this module turns host traffic into hook calls:
+link put (on both the xkey subject and the provider-id subject, de-duplicated), link delete,
+health, config update and shutdown (only for our host: stop taking calls, finish or fail the
+in-flight ones, release resources, then reply, all inside the host's 300 ms window).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import nats
+from nats.aio.client import RawCredentials
+
+from provider.lattice.host_data import HostData
+from provider.lattice.links import LinkDefinition, LinkError
+from provider.lattice.xkeys import CurveKeyPair, XKeyError
+from provider.wrpc.nats_server import FailureResult, Handler, WrpcServer
+from provider.wrpc.wit_model import Function
+
+log = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE = 0.15  # of the host's 300 ms: in-flight calls may finish within this
+
+
+@dataclass(frozen=True)
+class Export:
+    function: Function
+    handler: Handler
+    failure_result: FailureResult
+
+
+class ProviderHooks(Protocol):
+    def exports(self) -> Sequence[Export]: ...
+
+    async def put_link(self, link: LinkDefinition, values: dict[str, str]) -> None: ...
+
+    async def delete_link(self, link: LinkDefinition) -> None: ...
+
+    async def health(self) -> tuple[bool, str]: ...
+
+    async def config_update(self, config: dict[str, str]) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+def subject(host_data: HostData, key: str, suffix: str) -> str:
+    return f"wasmbus.rpc.{host_data.lattice}.{key}.{suffix}"
+
+
+def credentials(host_data: HostData) -> RawCredentials | None:
+    """A .creds document from the host's JWT and seed, as nats-py takes it."""
+    if not (host_data.lattice_rpc_user_jwt and host_data.lattice_rpc_user_seed):
+        return None
+    return RawCredentials(
+        "-----BEGIN NATS USER JWT-----\n"
+        f"{host_data.lattice_rpc_user_jwt}\n"
+        "------END NATS USER JWT------\n\n"
+        "-----BEGIN USER NKEY SEED-----\n"
+        f"{host_data.lattice_rpc_user_seed}\n"
+        "------END USER NKEY SEED------\n"
+    )
+
+
+class ProviderRuntime:
+    def __init__(self, host_data: HostData, hooks: ProviderHooks) -> None:
+        self.host_data = host_data
+        self.hooks = hooks
+        self.prefix = f"{host_data.lattice}.{host_data.provider_key}"
+        self.xkeys: CurveKeyPair | None = None
+        if host_data.provider_xkey_private_key:
+            try:
+                self.xkeys = CurveKeyPair.from_seed(host_data.provider_xkey_private_key)
+            except XKeyError as exc:
+                log.error("provider xkey is unusable; links with secrets will be refused",
+                          extra={"error": str(exc)})  # fmt: skip
+        self._applied_links: dict[tuple[str, str], tuple[Any, ...]] = {}
+        self._nc: Any = None
+        self._server: WrpcServer | None = None
+        self._stopped = asyncio.Event()
+        self._shutting_down = False
+
+    @property
+    def server(self) -> WrpcServer | None:
+        return self._server
+
+    async def start(self) -> None:
+        options: dict[str, Any] = {"name": f"provider {self.host_data.provider_key}"}
+        creds = credentials(self.host_data)
+        if creds is not None:
+            options["user_credentials"] = creds
+        self._nc = await nats.connect(self.host_data.nats_url, **options)
+        for definition in self.host_data.link_definitions:
+            await self._put_link_document(definition)
+        self._server = WrpcServer(self._nc, self.prefix)
+        for export in self.hooks.exports():
+            self._server.export(export.function, export.handler, export.failure_result)
+        await self._server.start()
+        key = self.host_data.provider_key
+        puts = {subject(self.host_data, key, "linkdefs.put")}
+        if self.xkeys is not None:
+            puts.add(subject(self.host_data, self.xkeys.public_key, "linkdefs.put"))
+        for put_subject in sorted(puts):
+            await self._nc.subscribe(put_subject, cb=self._on_link_put)
+        await self._nc.subscribe(subject(self.host_data, key, "linkdefs.del"), cb=self._on_link_del)
+        await self._nc.subscribe(subject(self.host_data, key, "health"), cb=self._on_health)
+        await self._nc.subscribe(
+            subject(self.host_data, key, "default.shutdown"), cb=self._on_shutdown
+        )
+        await self._nc.subscribe(
+            subject(self.host_data, key, "config.update"), cb=self._on_config_update
+        )
+        await self._nc.flush()
+        log.info("provider started", extra={"prefix": self.prefix, "nats": self.host_data.nats_url})
+
+    async def run(self) -> None:
+        """Start, then serve until shut down by the host or a signal."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, lambda: asyncio.ensure_future(self.stop()))
+        await self._stopped.wait()
+        with contextlib.suppress(Exception):
+            await self._nc.close()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def _on_link_put(self, msg: Any) -> None:
+        try:
+            document = json.loads(msg.data)
+        except ValueError:
+            log.warning("ignoring link put that is not JSON")
+            return
+        await self._put_link_document(document)
+
+    async def _put_link_document(self, document: Any) -> None:
+        try:
+            link = LinkDefinition.from_json(document)
+        except LinkError as exc:
+            log.warning("ignoring malformed link definition", extra={"error": str(exc)})
+            return
+        if link.target != self.host_data.provider_key:
+            return  # we are not this link's target
+        fingerprint = (tuple(sorted(link.target_config.items())), link.target_secrets)
+        key = (link.source_id, link.name)
+        if self._applied_links.get(key) == fingerprint:
+            return  # the same put on the other subject
+        self._applied_links[key] = fingerprint
+        try:
+            values = link.target_values(self.xkeys, self.host_data.host_xkey_public_key)
+            await self.hooks.put_link(link, values)
+        except Exception as exc:  # a bad link never takes the provider down
+            log.error(
+                "link refused",
+                extra={"source_id": link.source_id, "link_name": link.name, "error": str(exc)},
+            )
+            return
+        log.info(
+            "link put",
+            extra={"source_id": link.source_id, "link_name": link.name,
+                   "keys": sorted(link.target_config)},
+        )  # fmt: skip
+
+    async def _on_link_del(self, msg: Any) -> None:
+        try:
+            link = LinkDefinition.from_json(json.loads(msg.data))
+        except (ValueError, LinkError) as exc:
+            log.warning("ignoring malformed link delete", extra={"error": str(exc)})
+            return
+        if link.target != self.host_data.provider_key:
+            return
+        self._applied_links.pop((link.source_id, link.name), None)
+        await self.hooks.delete_link(link)
+        log.info("link deleted", extra={"source_id": link.source_id, "link_name": link.name})
+
+    async def _on_health(self, msg: Any) -> None:
+        try:
+            healthy, message = await self.hooks.health()
+        except Exception as exc:
+            healthy, message = False, f"health check failed: {type(exc).__name__}"
+        report: dict[str, Any] = {"healthy": healthy, "message": message}
+        if msg.reply:
+            await self._nc.publish(msg.reply, json.dumps(report).encode())
+
+    async def _on_config_update(self, msg: Any) -> None:
+        try:
+            config = json.loads(msg.data)
+        except ValueError:
+            log.warning("ignoring config update that is not JSON")
+            return
+        if not isinstance(config, dict):
+            log.warning("ignoring config update that is not an object")
+            return
+        await self.hooks.config_update({str(k): str(v) for k, v in config.items()})
+        log.info("config updated", extra={"keys": sorted(config)})
+
+    async def _on_shutdown(self, msg: Any) -> None:
+        try:
+            host_id = json.loads(msg.data).get("host_id")
+        except (ValueError, AttributeError):
+            host_id = None
+        if host_id != self.host_data.host_id:
+            return  # another host's provider instance
+        started = time.perf_counter()
+        await self.shutdown()
+        if msg.reply:
+            await self._nc.publish(msg.reply, b"shutting down")
+            await self._nc.flush(timeout=1)
+        log.info("shut down", extra={"ms": round((time.perf_counter() - started) * 1000, 1)})
+        self._stopped.set()
+
+    async def shutdown(self) -> None:
+        """Stop taking calls, finish or fail in-flight ones, release resources (idempotent)."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        if self._server is not None:
+            await self._server.stop(grace=SHUTDOWN_GRACE)
+        try:
+            await asyncio.wait_for(self.hooks.shutdown(), 0.1)
+        except (TimeoutError, Exception) as exc:
+            log.warning("cleanup did not finish", extra={"error": type(exc).__name__})
+
+    async def stop(self) -> None:
+        """Shut down and let `run()` return (signals, tests)."""
+        await self.shutdown()
+        self._stopped.set()

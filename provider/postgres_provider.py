@@ -1,0 +1,82 @@
+"""The sqldb-postgres provider: `PostgresService` behind the lattice hooks and wRPC exports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from provider.lattice.links import LinkDefinition
+from provider.lattice.runtime import Export
+from provider.postgres.service import PostgresService
+from provider.wrpc.nats_server import CallContext
+from provider.wrpc.values import Case, Err
+from provider.wrpc.wit_model import postgres_package
+
+
+def link_key(source_id: str | None, link_name: str = "default") -> str:
+    """Links are keyed by the calling component, and by link name when it is not `default`."""
+    source = source_id or ""
+    return source if link_name == "default" else f"{source}#{link_name}"
+
+
+def unexpected_failure(message: str) -> tuple[Any, ...]:
+    """The answer to a call that cannot be served: every function's error has `unexpected`."""
+    return (Err(Case("unexpected", message)),)
+
+
+class PostgresProvider:
+    def __init__(self, service: PostgresService | None = None) -> None:
+        self.service = service or PostgresService()
+        self.config: dict[str, str] = {}
+
+    # --- lifecycle hooks ------------------------------------------------------------------------
+
+    async def put_link(self, link: LinkDefinition, values: dict[str, str]) -> None:
+        await self.service.put_link(link_key(link.source_id, link.name), values)
+
+    async def delete_link(self, link: LinkDefinition) -> None:
+        await self.service.delete_link(link_key(link.source_id, link.name))
+
+    async def health(self) -> tuple[bool, str]:
+        return await self.service.health()
+
+    async def config_update(self, config: dict[str, str]) -> None:
+        self.config = config
+
+    async def shutdown(self) -> None:
+        await self.service.close(timeout=0.05)
+
+    # --- wRPC exports ---------------------------------------------------------------------------
+
+    def exports(self) -> Sequence[Export]:
+        package = postgres_package()
+        handlers = {
+            ("query", "query"): self._query,
+            ("query", "query-batch"): self._query_batch,
+            ("prepared", "prepare"): self._prepare,
+            ("prepared", "exec"): self._exec,
+        }
+        return [
+            Export(package.function(interface, name), handler, unexpected_failure)
+            for (interface, name), handler in handlers.items()
+        ]
+
+    async def _query(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
+        sql, values = params
+        return (await self.service.query(_link(context), sql, values),)
+
+    async def _query_batch(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
+        (sql,) = params
+        return (await self.service.query_batch(_link(context), sql),)
+
+    async def _prepare(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
+        (sql,) = params
+        return (await self.service.prepare(_link(context), sql),)
+
+    async def _exec(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
+        token, values = params
+        return (await self.service.exec(_link(context), token, values),)
+
+
+def _link(context: CallContext) -> str:
+    return link_key(context.source_id, context.link_name)

@@ -1,0 +1,85 @@
+"""Fixtures' helpers: a provider process on a lattice of its own, and a host-side client."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from host_shim.provider_process import LatticeHost, ProviderProcess
+from provider.wrpc.nats_client import WrpcClient
+from provider.wrpc.values import Case
+from provider.wrpc.wit_model import postgres_package
+
+PACKAGE = postgres_package()
+QUERY = PACKAGE.function("query", "query")
+BATCH = PACKAGE.function("query", "query-batch")
+PREPARE = PACKAGE.function("prepared", "prepare")
+EXEC = PACKAGE.function("prepared", "exec")
+
+
+class RunningProvider:
+    def __init__(self, nats_url: str) -> None:
+        self.host = LatticeHost(nats_url)
+        self.log_path = Path(tempfile.mkstemp(prefix="provider-", suffix=".log")[1])
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = ProviderProcess(self.host, log_file=self._log)
+
+    def start(self) -> None:
+        """For synchronous fixtures."""
+        asyncio.run(self.astart())
+
+    async def astart(self) -> None:
+        self.process.start()
+        nc = await nats.connect(self.host.nats_url)
+        try:
+            await self.process.wait_healthy(nc)
+        finally:
+            await nc.close()
+
+    def stop(self) -> None:
+        self.process.kill()
+        self._log.close()
+
+    def log_text(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+class Caller:
+    """One component's view: calls carry its `source-id`."""
+
+    def __init__(self, client: WrpcClient, source_id: str) -> None:
+        self.client = client
+        self.source_id = source_id
+        self.headers = {"source-id": source_id, "link-name": "default"}
+
+    async def query(self, sql: str, params: Sequence[Case] = ()) -> Any:
+        (result,) = await self.client.call(QUERY, [sql, list(params)], self.headers)
+        return result
+
+    async def batch(self, sql: str) -> Any:
+        (result,) = await self.client.call(BATCH, [sql], self.headers)
+        return result
+
+    async def prepare(self, sql: str) -> Any:
+        (result,) = await self.client.call(PREPARE, [sql], self.headers)
+        return result
+
+    async def exec(self, token: str, params: Sequence[Case] = ()) -> Any:
+        (result,) = await self.client.call(EXEC, [token, list(params)], self.headers)
+        return result
+
+
+def new_source_id() -> str:
+    return f"app-{uuid.uuid4().hex[:8]}"
+
+
+def values_of(rows: Any) -> list[list[Case]]:
+    """Rows of a query result as lists of pg-values."""
+    return [[entry["value"] for entry in row] for row in rows]

@@ -1,0 +1,54 @@
+"""Start-up from HostData and shutdown inside the host's 300 ms window, as a host drives them."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import nats
+
+from provider.wrpc.nats_client import WrpcClient
+from provider.wrpc.values import Case, Err, Ok
+from tests.provider_harness import Caller, RunningProvider, values_of
+
+
+async def test_initial_links_from_host_data_and_shutdown_with_calls_in_flight(
+    nats_url: str, postgres_server: Any, database: str
+) -> None:
+    running = RunningProvider(nats_url)
+    config = postgres_server.link_config(database)
+    definition = running.host.link_definition("app-initial", config)
+    running.process.host_data = running.host.host_data(link_definitions=[definition])
+    await running.astart()
+    nc = await nats.connect(nats_url)
+    client = WrpcClient(nc, running.host.prefix, result_timeout=10)
+    await client.start()
+    try:
+        caller = Caller(client, "app-initial")
+        # The link came with HostData: no put was published.
+        assert values_of((await caller.query("SELECT 3::int4")).value) == [[Case("int4", 3)]]
+
+        quick = [asyncio.create_task(caller.query("SELECT pg_sleep(0.02)")) for _ in range(8)]
+        slow = asyncio.create_task(caller.query("SELECT pg_sleep(5)"))
+        await asyncio.sleep(0.1)  # all of them are in flight now
+
+        # Another host's shutdown request is ignored.
+        await nc.publish(running.host.subject(running.host.provider_id, "default.shutdown"),
+                         b'{"host_id": "some-other-host"}')  # fmt: skip
+        started = time.perf_counter()
+        reply = await running.host.shutdown(nc)
+        elapsed = time.perf_counter() - started
+        assert reply == b"shutting down"
+        assert elapsed < 0.3, f"shutdown reply after {elapsed * 1000:.0f} ms"
+
+        # None lost: every call got an answer.
+        for task in quick:
+            assert isinstance(await asyncio.wait_for(task, 5), Ok)
+        slow_result = await asyncio.wait_for(slow, 5)
+        assert slow_result == Err(Case("unexpected", "the provider is shutting down"))
+        assert running.process.wait_exit(timeout=5) == 0
+    finally:
+        await client.close()
+        await nc.close()
+        running.stop()

