@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint wit bench clean
+.PHONY: demo wire-demo test lint wit bench clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing the project with its dev extras"
@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 demo: $(STAMP)
-	$(PY) -m host_shim.wire_demo
+	$(PY) -m host_shim.provider_demo
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -31,6 +31,10 @@ wit: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench.codec_bench
 	$(PY) -m bench.transport_bench
+	$(PY) -m bench.provider_bench
+
+wire-demo: $(STAMP)
+	$(PY) -m host_shim.wire_demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
