@@ -96,7 +96,9 @@ async def bench(nats_url: str, server: PostgresServer) -> None:
 
     for callers in (1, 32):
         direct["exec", callers], _ = await measure("exec (INSERT)", callers, direct_exec, own_cpu)
-        direct["query", callers], _ = await measure("query (10 rows)", callers, direct_query, own_cpu)
+        direct["query", callers], _ = await measure(
+            "query (10 rows)", callers, direct_query, own_cpu
+        )
     await pool.close()
 
     host = LatticeHost(nats_url, lattice=f"bench-{uuid.uuid4().hex[:6]}")

@@ -114,7 +114,11 @@ async def run(nats_url: str, server: PostgresServer, log_path: str) -> None:
                 await call(prepare, "INSERT INTO orders (item, qty, price) VALUES ($1, $2, $3)"),
             )
             step(f"prepare: token {token[:14]}…")
-            for item, qty, price in (("apple", 3, "0.50"), ("pear", 1, "0.75"), ("fig", 12, "2.10")):
+            for item, qty, price in (
+                ("apple", 3, "0.50"),
+                ("pear", 1, "0.75"),
+                ("fig", 12, "2.10"),
+            ):
                 args = [Case("text", item), Case("int4", qty), Case("numeric", price)]
                 affected = expect_ok("exec", await call(exec_, token, args))
                 step(f"exec: inserted {item!r} ({affected} row)")
@@ -132,16 +136,23 @@ async def run(nats_url: str, server: PostgresServer, log_path: str) -> None:
             table = [names] + [[show(entry["value"]) for entry in row] for row in rows]
             widths = [max(len(r[i]) for r in table) for i in range(len(names))]
             for index, row in enumerate(table):
-                print("    " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+                print(
+                    "    "
+                    + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+                )
                 if index == 0:
                     print("    " + "  ".join("-" * width for width in widths))
             error = await call(query, "SELECT * FROM no_such_table", [])
-            step(f"an error reaches the caller as a typed variant: {error.value.tag}: {error.value.value}")
+            step(
+                f"an error reaches the caller as a typed variant: {error.value.tag}: {error.value.value}"
+            )
             await client.close()
 
             started = time.perf_counter()
             reply = await host.shutdown(nc)
-            step(f"shutdown: {reply.decode()!r} after {(time.perf_counter() - started) * 1000:.0f} ms")
+            step(
+                f"shutdown: {reply.decode()!r} after {(time.perf_counter() - started) * 1000:.0f} ms"
+            )
             code = provider.wait_exit()
             step(f"provider exited with {code}")
         finally:

@@ -28,7 +28,9 @@ def test_make_demo_prints_the_rows_it_wrote() -> None:
     assert "query-batch: created table orders" in output
     assert "exec: inserted 'fig' (1 row)" in output
     assert "query: 3 rows" in output
-    rows = [line.split() for line in output.splitlines() if line.startswith("    ") and "--" not in line]
+    rows = [
+        line.split() for line in output.splitlines() if line.startswith("    ") and "--" not in line
+    ]
     assert [row[:5] for row in rows[1:]] == [
         ["1", "apple", "3", "0.50", "1.50"],
         ["2", "pear", "1", "0.75", "0.75"],

@@ -22,7 +22,9 @@ from provider.wrpc.values import Case
         (-0.0, (0, -1075, -1)),
     ],
 )
-def test_hashable_f64_matches_rusts_integer_decode(value: float, expected: tuple[int, int, int]) -> None:
+def test_hashable_f64_matches_rusts_integer_decode(
+    value: float, expected: tuple[int, int, int]
+) -> None:
     assert t.hashable_f64(value) == expected
 
 

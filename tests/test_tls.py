@@ -27,7 +27,9 @@ async def first_value(service: PostgresService, link: str, sql: str) -> Any:
     return result.value[0][0]["value"]
 
 
-async def test_tls_with_the_private_ca_verifies_and_encrypts(tls_server: Any, database: str) -> None:
+async def test_tls_with_the_private_ca_verifies_and_encrypts(
+    tls_server: Any, database: str
+) -> None:
     service = PostgresService()
     config = {
         **tls_server.link_config(database),
