@@ -143,16 +143,14 @@ async def run(nats_url: str, server: PostgresServer, log_path: str) -> None:
                 if index == 0:
                     print("    " + "  ".join("-" * width for width in widths))
             error = await call(query, "SELECT * FROM no_such_table", [])
-            step(
-                f"an error reaches the caller as a typed variant: {error.value.tag}: {error.value.value}"
-            )
+            variant, text = error.value.tag, error.value.value
+            step(f"an error reaches the caller as a typed variant: {variant}: {text}")
             await client.close()
 
             started = time.perf_counter()
             reply = await host.shutdown(nc)
-            step(
-                f"shutdown: {reply.decode()!r} after {(time.perf_counter() - started) * 1000:.0f} ms"
-            )
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            step(f"shutdown: {reply.decode()!r} after {elapsed_ms:.0f} ms")
             code = provider.wait_exit()
             step(f"provider exited with {code}")
         finally:
