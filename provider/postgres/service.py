@@ -68,7 +68,7 @@ class PostgresService:
             pool_key = settings.pool_key() if shared else (source_id, *settings.pool_key())
             if old is not None and old.pool_key == pool_key:
                 return  # same database, same pool: keep connections and statements
-            await self._drop_link(source_id)
+            await self._drop_link(source_id, forget_statements=False)  # tokens stay valid
             entry = self._pools.get(pool_key)
             if entry is None:
                 entry = self._pools[pool_key] = _SharedPool(LinkPool(settings))
@@ -81,9 +81,10 @@ class PostgresService:
             self.refused_links.pop(source_id, None)
             await self._drop_link(source_id)
 
-    async def _drop_link(self, source_id: str) -> None:
+    async def _drop_link(self, source_id: str, *, forget_statements: bool = True) -> None:
         link = self._links.pop(source_id, None)
-        self.registry.forget_link(source_id)
+        if forget_statements:
+            self.registry.forget_link(source_id)
         if link is None:
             return
         entry = self._pools.get(link.pool_key)
