@@ -1,20 +1,17 @@
-"""Per-link connection pools, each connection with its own bounded cache of prepared statements.
+"""One PostgreSQL connection and the prepared statements it holds (asyncpg underneath).
 
 asyncpg's own statement cache is off (`statement_cache_size=0`): we need each statement's
 parameter types before converting the guest's values, so statements are prepared explicitly
-and cached per connection here, keyed by SQL text. A cached statement that PostgreSQL no longer
-knows (a guest's `DISCARD ALL` / `DEALLOCATE`, or DDL that changed its result type) is dropped
-and prepared again, once, before anything ran, so the guest never sees
-`prepared statement "..." does not exist`.
+and cached per connection here, keyed by SQL text, in a bounded LRU whose evictions are
+deallocated on the server. The connection never decides what to retry; it reports why it
+prepared (see `metrics.REPREPARE_CAUSES`) and forgets what PostgreSQL no longer has.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,34 +33,66 @@ class CachedStatement:
     converters: list[Any]  # one (column name, converter) per result column
 
 
+PrepareListener = Callable[[str], None]  # called with the cause of each server-side prepare
+
+
 class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
     """An asyncpg connection that owns a bounded LRU of prepared statements."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.prepared: OrderedDict[str, CachedStatement] = OrderedDict()
+        self.max_statements = STATEMENTS_PER_CONNECTION
+        self._evicted: set[str] = set()  # SQL this connection dropped at its bound
+        self._forgotten: dict[str, str] = {}  # SQL PostgreSQL lost → why (for the metrics)
+        self.on_prepare: PrepareListener | None = None
+        self.on_evict: Callable[[], None] | None = None
 
     async def cached_statement(self, sql: str) -> CachedStatement:
         found = self.prepared.get(sql)
         if found is not None:
             self.prepared.move_to_end(sql)
             return found
+        cause = self._forgotten.pop(sql, None) or (
+            "evicted" if sql in self._evicted else "first_use"
+        )
         statement = await self.prepare(sql)
+        self._evicted.discard(sql)
         found = CachedStatement(
             statement, tuple(statement.get_parameters()), row_converters(statement.get_attributes())
         )
         self.prepared[sql] = found
-        if len(self.prepared) > STATEMENTS_PER_CONNECTION:
-            self.prepared.popitem(last=False)  # asyncpg closes it server-side once unreferenced
+        if self.on_prepare is not None:
+            self.on_prepare(cause)
+        if len(self.prepared) > self.max_statements:
+            await self._evict_oldest()
         return found
 
-    def forget_statements(self) -> None:
+    async def _evict_oldest(self) -> None:
+        evicted_sql, _ = self.prepared.popitem(last=False)
+        if len(self._evicted) < 4 * self.max_statements:  # bounded memory of evictions
+            self._evicted.add(evicted_sql)
+        if self.on_evict is not None:
+            self.on_evict()
+        # The evicted PreparedStatement is unreferenced now, so asyncpg has queued it for
+        # closing; close it on the server right away rather than at the next prepare.
+        cleanup = getattr(self, "_cleanup_stmts", None)
+        if cleanup is not None:
+            await cleanup()
+
+    def forget_statements(self, cause: str) -> None:
+        """PostgreSQL no longer has our statements (or their plans): prepare again on use."""
+        self._forgotten = dict.fromkeys(self.prepared, cause)
         self.prepared.clear()
+
+    def forget_statement(self, sql: str, cause: str) -> None:
+        if self.prepared.pop(sql, None) is not None:
+            self._forgotten[sql] = cause
 
     async def refresh_types(self) -> None:
         """Pick up types created since connect (CREATE EXTENSION hstore, CREATE TYPE ... RANGE)."""
         await configure_connection(self)
-        self.forget_statements()
+        self.forget_statements("types_changed")
 
 
 # The types we read and write as PostgreSQL text, found once per connection: our text types
@@ -120,92 +149,3 @@ async def connect(settings: ConnectionSettings) -> StatementConnection:
         connection.terminate()
         raise
     return connection
-
-
-class LinkPool:
-    """Up to `size` connections to one database, each keeping its prepared statements.
-
-    Our own small pool rather than asyncpg's: asyncpg invalidates a PreparedStatement when its
-    pooled connection is released, and the point of a per-connection statement cache is to
-    keep statements across calls. Connections are opened lazily, so an unreachable database
-    fails calls (clearly) instead of the link.
-    """
-
-    def __init__(self, settings: ConnectionSettings) -> None:
-        self.settings = settings
-        self.size = settings.pool_size
-        self._slots = asyncio.Semaphore(self.size)
-        self._idle: deque[StatementConnection] = deque()
-        self._in_use: set[StatementConnection] = set()
-        self.waiting = 0
-        self.closed = False
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._idle) + len(self._in_use)
-
-    @property
-    def in_use(self) -> int:
-        return len(self._in_use)
-
-    @contextlib.asynccontextmanager
-    async def connection(self) -> AsyncIterator[StatementConnection]:
-        if self.closed:
-            raise asyncpg.exceptions.InterfaceError("the link's pool is closed")
-        self.waiting += 1
-        try:
-            await self._slots.acquire()
-        finally:
-            self.waiting -= 1
-        try:
-            connection = self._take_idle() or await connect(self.settings)
-            self._in_use.add(connection)
-            try:
-                yield connection
-            finally:
-                self._in_use.discard(connection)
-                await self._give_back(connection)
-        finally:
-            self._slots.release()
-
-    def _take_idle(self) -> StatementConnection | None:
-        while self._idle:
-            connection = self._idle.pop()  # most recently used: its statements are warm
-            if not connection.is_closed():
-                return connection
-        return None
-
-    async def _give_back(self, connection: StatementConnection) -> None:
-        if connection.is_closed() or self.closed:
-            connection.terminate()
-            return
-        if connection.is_in_transaction():
-            # A guest left a transaction open (pooled calls have no session affinity).
-            try:
-                await asyncio.wait_for(connection.execute("ROLLBACK"), 5)
-            except Exception:
-                connection.terminate()
-                return
-        self._idle.append(connection)
-
-    async def close(self, timeout: float = 5.0) -> None:
-        """Close idle connections gracefully; terminate the ones still busy."""
-        self.closed = True
-        idle, self._idle = list(self._idle), deque()
-        for connection in self._in_use:
-            connection.terminate()
-        results = await asyncio.gather(
-            *(asyncio.wait_for(c.close(), timeout) for c in idle), return_exceptions=True
-        )
-        for connection, result in zip(idle, results, strict=True):
-            if isinstance(result, BaseException):
-                connection.terminate()
-
-
-def is_stale_statement(error: BaseException) -> bool:
-    """PostgreSQL forgot the statement, or its plan no longer fits: safe to prepare again."""
-    if isinstance(error, asyncpg.exceptions.InvalidSQLStatementNameError):
-        return True  # 26000: prepared statement "..." does not exist
-    return isinstance(error, asyncpg.exceptions.FeatureNotSupportedError) and (
-        "cached plan must not change result type" in str(error)
-    )

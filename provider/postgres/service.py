@@ -1,8 +1,14 @@
 """The four `wasmcloud:postgres` functions against PostgreSQL, per link (no NATS in here).
 
-Links are keyed by the calling component's id (the `source-id` of each call). Each link owns an
-asyncpg pool (or shares one, with `POSTGRES_SHARE_CONNECTIONS_BY_URL`) and its statements in the
-registry. Every function returns the WIT result value: `Ok(...)` or `Err(<error case>)`.
+Links are keyed by the calling component's id (the `source-id` of each call). Each link owns a
+pool (or shares one, with `POSTGRES_SHARE_CONNECTIONS_BY_URL`) and its statement tokens. Every
+function returns the WIT result value: `Ok(...)` or `Err(<error case>)`.
+
+Running a statement (`_run`) is where the pooling guarantees live: the statement is prepared on
+whichever connection serves the call (its token's pin when that one is idle), and a failure
+that proves the statement never ran — PostgreSQL forgot it, its plan changed, the connection
+was dead before sending — is retried, so a guest never sees `prepared statement "..." does not
+exist` or any other error that only exists because of how connections are pooled.
 """
 
 from __future__ import annotations
@@ -13,17 +19,24 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from provider.postgres import retry
 from provider.postgres.config import ConfigError, ConnectionSettings, settings_from_config
 from provider.postgres.config import shares_connections as config_shares_connections
-from provider.postgres.connections import LinkPool, is_stale_statement
 from provider.postgres.errors import query_error, unexpected_text
-from provider.postgres.pg_values import ParamError, convert_rows, param_values
-from provider.postgres.statements import StatementRegistry
+from provider.postgres.metrics import Metrics
+from provider.postgres.pg_values import convert_rows, param_values
+from provider.postgres.pool import LinkPool, describe
+from provider.postgres.statements import StatementRecord, StatementRegistry
 from provider.wrpc.values import Case, Err, Ok
 
 log = logging.getLogger(__name__)
 
 HEALTH_PROBE_TIMEOUT = 2.0
+STALE_RETRIES = 2  # a statement PostgreSQL forgot is prepared again at most this often
+
+
+class OutcomeUnknown(Exception):
+    """The connection died after a write was sent: it may or may not have happened."""
 
 
 @dataclass
@@ -40,11 +53,13 @@ class Link:
 
 
 class PostgresService:
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics | None = None) -> None:
         self._links: dict[str, Link] = {}
         self._pools: dict[tuple[object, ...], _SharedPool] = {}
         self.refused_links: dict[str, str] = {}  # source id → why its config was refused
         self.registry = StatementRegistry()
+        self.metrics = metrics or Metrics()
+        self.metrics.watch(self._snapshot)
         self._lock = asyncio.Lock()
 
     # --- links --------------------------------------------------------------------------------
@@ -71,10 +86,19 @@ class PostgresService:
             await self._drop_link(source_id, forget_statements=False)  # tokens stay valid
             entry = self._pools.get(pool_key)
             if entry is None:
-                entry = self._pools[pool_key] = _SharedPool(LinkPool(settings))
+                entry = self._pools[pool_key] = _SharedPool(self._new_pool(source_id, settings))
             entry.users.add(source_id)
             self._links[source_id] = Link(source_id, settings, pool_key)
             log.info("link ready", extra={"source_id": source_id, "database": settings.describe()})
+
+    def _new_pool(self, label: str, settings: ConnectionSettings) -> LinkPool:
+        metrics = self.metrics
+        return LinkPool(
+            settings,
+            on_prepare=lambda cause: metrics.prepares.labels(label, cause).inc(),
+            on_evict=lambda: metrics.evictions.labels(label, "connection").inc(),
+            on_wait=metrics.acquire_wait.labels(label).observe,
+        )
 
     async def delete_link(self, source_id: str) -> None:
         async with self._lock:
@@ -93,14 +117,14 @@ class PostgresService:
         entry.users.discard(source_id)
         if not entry.users:
             del self._pools[link.pool_key]
-            await _close_pool(entry.pool)
+            await entry.pool.close()
 
     async def close(self, timeout: float = 0.1) -> None:
         """Close every pool (used at shutdown); connections still busy are terminated."""
         pools = [entry.pool for entry in self._pools.values()]
         self._pools.clear()
         self._links.clear()
-        await asyncio.gather(*(_close_pool(pool, timeout) for pool in pools))
+        await asyncio.gather(*(pool.close(timeout) for pool in pools))
 
     def _link(self, source_id: str | None) -> Link | Case:
         link = self._links.get(source_id or "")
@@ -114,16 +138,37 @@ class PostgresService:
     def _pool(self, link: Link) -> LinkPool:
         return self._pools[link.pool_key].pool
 
-    # --- health -------------------------------------------------------------------------------
+    # --- health and metrics -------------------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {**self._pool(link).snapshot(), "statements": self.registry.count(name)}
+            for name, link in list(self._links.items())
+            if link.pool_key in self._pools
+        }
 
     async def health(self) -> tuple[bool, str]:
         """Probe every link's database; (healthy, message naming what is wrong)."""
         problems = [f"link {s}: {reason}" for s, reason in sorted(self.refused_links.items())]
         probes = await asyncio.gather(*(self._probe(link) for link in self._links.values()))
         problems += [p for p in probes if p]
+        summaries = [self._summary(name) for name in sorted(self._links)]
         if problems:
-            return False, "; ".join(problems)
-        return True, f"{len(self._links)} link(s) healthy"
+            return False, "; ".join(problems + summaries)
+        return True, "; ".join([f"{len(self._links)} link(s) healthy", *summaries])
+
+    def _summary(self, name: str) -> str:
+        link = self._links[name]
+        reprepares = self.metrics.prepares_by_cause(name)
+        causes = ", ".join(f"{k} {v}" for k, v in reprepares.items() if v and k != "first_use")
+        reasons = (retry.STALE, retry.PLAN_CHANGED, retry.NOT_SENT, retry.LOST)
+        retries = sum(
+            int(self.metrics.count(self.metrics.retries, link=name, reason=r)) for r in reasons
+        )
+        return (
+            f"{name}: {describe(self._pool(link))}, {self.registry.count(name)} statements, "
+            f"re-prepares: {causes or 'none'}, retries {retries}"
+        )
 
     async def _probe(self, link: Link) -> str | None:
         try:
@@ -156,8 +201,10 @@ class PostgresService:
                     await connection.execute(sql)
                 finally:
                     # A batch may DISCARD or DEALLOCATE (in any wording) or create types:
-                    # re-read the types and re-prepare on next use.
-                    await connection.refresh_types()
+                    # re-read the types and prepare again on next use. (Should a batch
+                    # deallocate through some other path, `_run` still retries SQLSTATE 26000.)
+                    if not connection.is_closed():
+                        await connection.refresh_types()
         except Exception as exc:
             return Err(self._error(link, exc))
         return Ok()
@@ -167,12 +214,14 @@ class PostgresService:
         if isinstance(link, Case):
             return Err(link)
         try:
-            async with self._pool(link).connection() as connection:
-                await connection.cached_statement(sql)  # a real server-side prepare validates it
+            await self._run(link, sql, None, rows_wanted=False)  # a real server-side prepare
         except Exception as exc:
             error = self._error(link, exc)
             return Err(Case("unexpected", f"{error.tag}: {error.value}"))
-        record = self.registry.register(link.source_id, sql, link.settings.max_statements)
+        record, evicted = self.registry.register(link.source_id, sql, link.settings.max_statements)
+        self.metrics.statements_registered.labels(link.source_id).inc()
+        if evicted:
+            self.metrics.evictions.labels(link.source_id, "link").inc(evicted)
         return Ok(record.token)
 
     async def exec(self, source_id: str | None, token: str, params: Sequence[Any]) -> Ok | Err:
@@ -181,40 +230,86 @@ class PostgresService:
             return Err(Case("unexpected", link.value))
         record = self.registry.lookup(link.source_id, token)
         if record is None:
+            self.metrics.errors.labels(link.source_id, "unknown-prepared-query").inc()
             return Err(Case("unknown-prepared-query"))
         try:
-            affected = await self._run(link, record.sql, params, rows_wanted=False)
+            affected = await self._run(link, record.sql, params, rows_wanted=False, record=record)
         except Exception as exc:
             return Err(Case("query-error", self._error(link, exc)))
         return Ok(affected)
 
     # --- running one statement ----------------------------------------------------------------
 
-    async def _run(self, link: Link, sql: str, params: Sequence[Any], *, rows_wanted: bool) -> Any:
-        async with self._pool(link).connection() as connection:
-            for attempt in (1, 2):
-                cached = await connection.cached_statement(sql)
-                args = param_values(params, cached.parameter_types)
+    async def _run(
+        self,
+        link: Link,
+        sql: str,
+        params: Sequence[Any] | None,
+        *,
+        rows_wanted: bool,
+        record: StatementRecord | None = None,
+    ) -> Any:
+        """Prepare (and unless `params` is None, run) `sql` on a connection of the link.
+
+        Retries what provably did not run; see `retry` for the classification.
+        """
+        pool = self._pool(link)
+        read_only = record.read_only if record is not None else retry.is_read_only(sql)
+        stale_retries = 0
+        attempts = pool.size + 2  # enough to get past every dead connection of the pool
+        prefer = record.pinned() if record is not None else None
+        for attempt in range(1, attempts + 1):
+            async with pool.connection(prefer) as connection:
                 try:
-                    rows = await cached.statement.fetch(*args)
+                    cached = await connection.cached_statement(sql)  # no side effects
+                    if params is None:
+                        result = None
+                    else:
+                        args = param_values(params, cached.parameter_types)
+                        rows = await cached.statement.fetch(*args)
+                        result = (
+                            convert_rows(rows, cached.converters)
+                            if rows_wanted
+                            else rows_affected(cached.statement.get_statusmsg(), len(rows))
+                        )
                 except Exception as exc:
-                    if attempt == 1 and is_stale_statement(exc):
-                        # The statement never ran: forget what this connection cached, retry.
-                        connection.forget_statements()
-                        continue
-                    raise
-                if rows_wanted:
-                    return convert_rows(rows, cached.converters)
-                return rows_affected(cached.statement.get_statusmsg(), len(rows))
+                    kind = retry.classify(exc)
+                    if kind in (retry.STALE, retry.PLAN_CHANGED) and stale_retries < STALE_RETRIES:
+                        stale_retries += 1
+                        if kind == retry.STALE:
+                            connection.forget_statements("does_not_exist")
+                        else:
+                            connection.forget_statement(sql, "plan_changed")
+                        prefer = connection  # prepare again right where it failed
+                    elif kind == retry.NOT_SENT or (kind == retry.LOST and read_only):
+                        prefer = None
+                    elif kind == retry.LOST and params is not None:
+                        raise OutcomeUnknown(
+                            "the database connection was lost after the statement was sent; "
+                            f"its outcome is unknown, so it was not retried ({exc})"
+                        ) from exc
+                    elif kind == retry.LOST:
+                        prefer = None  # only a prepare was lost: nothing ran
+                    else:
+                        raise
+                    if attempt == attempts:
+                        raise
+                    self.metrics.retries.labels(link.source_id, kind).inc()
+                    continue
+            if record is not None:
+                record.pin_if_unpinned(connection)
+            return result
         raise AssertionError("unreachable")
 
     def _error(self, link: Link, error: BaseException) -> Case:
-        case = query_error(error)
-        if case.tag == "unexpected" and not isinstance(error, ParamError):
-            log.warning(
-                "query failed",
-                extra={"source_id": link.source_id, "error": case.value},
-            )
+        case = (
+            Case("unexpected", str(error))
+            if isinstance(error, OutcomeUnknown)
+            else query_error(error)
+        )
+        self.metrics.errors.labels(link.source_id, case.tag).inc()
+        if case.tag == "unexpected":
+            log.warning("query failed", extra={"source_id": link.source_id, "error": case.value})
         return case
 
 
@@ -224,7 +319,3 @@ def rows_affected(status: str | None, rows_returned: int) -> int:
         return rows_returned
     last = status.rsplit(" ", 1)[-1]
     return int(last) if last.isdigit() else 0
-
-
-async def _close_pool(pool: LinkPool, timeout: float = 5.0) -> None:
-    await pool.close(timeout)

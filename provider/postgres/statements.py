@@ -2,23 +2,56 @@
 
 A token is 128 random bits from a CSPRNG; it means something only to the link (source
 component) that prepared it, so another component presenting it gets `unknown-prepared-query`.
-The record holds the SQL text, which any connection of the link's pool can prepare again: the
-token is never tied to one connection. Preparing the same SQL twice on one link returns the
-same token. Each link keeps at most `max_statements` records; at the bound the least recently
-used record is dropped (its token becomes unknown).
+The record holds the SQL text, which any connection of the link's pool can prepare again, and
+its *pin*: the connection that prepared it last, preferred while it is idle and alive, never
+waited for. Preparing the same SQL twice on one link returns the same token. Each link keeps at
+most `max_statements` records; at the bound the least recently used record is dropped (its
+token becomes unknown). Records are small and serialise with msgpack (`to_bytes`).
 """
 
 from __future__ import annotations
 
 import secrets
+import weakref
 from collections import OrderedDict
-from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from provider.postgres.retry import is_read_only
 
 
-@dataclass(frozen=True, slots=True)
 class StatementRecord:
-    token: str
-    sql: str
+    __slots__ = ("_pin", "read_only", "sql", "token")
+
+    def __init__(self, token: str, sql: str) -> None:
+        self.token = token
+        self.sql = sql
+        self.read_only = is_read_only(sql)
+        self._pin: weakref.ref[Any] | None = None
+
+    def pinned(self) -> Any | None:
+        """The connection this statement is pinned to, if it is still alive."""
+        connection = self._pin() if self._pin is not None else None
+        if connection is None or connection.is_closed():
+            return None
+        return connection
+
+    def pin_if_unpinned(self, connection: Any) -> None:
+        """Re-pin to `connection` when the pin is gone (closed, killed, replaced)."""
+        if self.pinned() is None:
+            self._pin = weakref.ref(connection)
+
+    def to_bytes(self) -> bytes:
+        packed: bytes = msgpack.packb((1, self.token, self.sql))
+        return packed
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> StatementRecord:
+        version, token, sql = msgpack.unpackb(data)
+        if version != 1:
+            raise ValueError(f"unknown statement record version {version}")
+        return cls(token, sql)
 
 
 class LinkStatements:
@@ -60,11 +93,14 @@ class StatementRegistry:
     def __init__(self) -> None:
         self._links: dict[str, LinkStatements] = {}
 
-    def register(self, link: str, sql: str, max_statements: int) -> StatementRecord:
+    def register(self, link: str, sql: str, max_statements: int) -> tuple[StatementRecord, int]:
+        """The record for `sql` on `link`, and how many records the bound evicted."""
         statements = self._links.get(link)
         if statements is None:
             statements = self._links[link] = LinkStatements(max_statements)
-        return statements.register(sql)
+        before = statements.evictions
+        record = statements.register(sql)
+        return record, statements.evictions - before
 
     def lookup(self, link: str, token: str) -> StatementRecord | None:
         statements = self._links.get(link)

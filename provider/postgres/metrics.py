@@ -1,0 +1,111 @@
+"""Pool and statement metrics, in Prometheus' text format (prometheus-client).
+
+Counters and the acquire-wait histogram are updated where things happen; pool sizes and
+statement counts are read from the live objects at scrape time by `ServiceCollector`, so there
+is no second copy of state to keep in step. `Metrics.summary(link)` condenses the same numbers
+for the health message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+# Why a statement was prepared on a connection.
+REPREPARE_CAUSES = (
+    "first_use",  # this connection had not prepared it yet (includes a changed pin)
+    "evicted",  # this connection had it but evicted it from its bounded cache
+    "does_not_exist",  # SQLSTATE 26000: DISCARD/DEALLOCATE, however phrased
+    "plan_changed",  # "cached plan must not change result type" after DDL
+    "types_changed",  # types re-read after a query-batch (CREATE TYPE/EXTENSION, DISCARD)
+)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.acquire_wait = Histogram(
+            "sqldb_postgres_pool_acquire_wait_seconds",
+            "Time a call waited for a connection of its link's pool",
+            ["link"],
+            buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
+            registry=self.registry,
+        )
+        self.statements_registered = Counter(
+            "sqldb_postgres_statements_registered",
+            "Prepared-statement tokens handed out",
+            ["link"],
+            registry=self.registry,
+        )
+        self.prepares = Counter(
+            "sqldb_postgres_statement_prepares",
+            "Server-side prepares, by cause",
+            ["link", "cause"],
+            registry=self.registry,
+        )
+        self.evictions = Counter(
+            "sqldb_postgres_statement_evictions",
+            "Statements dropped at a bound: a link's tokens or a connection's cache",
+            ["link", "level"],
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "sqldb_postgres_retries",
+            "Statements run again because the first attempt could not have run",
+            ["link", "reason"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "sqldb_postgres_errors",
+            "Errors returned to guests, by WIT variant",
+            ["link", "variant"],
+            registry=self.registry,
+        )
+
+    def watch(self, snapshot: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        """Report live pool/statement state; `snapshot()` maps link → numbers."""
+        self.registry.register(ServiceCollector(snapshot))
+
+    def text(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def count(self, counter: Counter, **labels: str) -> float:
+        """The current value of one labelled counter (for health summaries and tests)."""
+        for metric in counter.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_total") and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
+
+    def prepares_by_cause(self, link: str) -> dict[str, int]:
+        return {
+            cause: int(self.count(self.prepares, link=link, cause=cause))
+            for cause in REPREPARE_CAUSES
+        }
+
+
+class ServiceCollector(Collector):
+    _GAUGES = (
+        ("pool_size", "Connections a link's pool may open"),
+        ("pool_open", "Connections open"),
+        ("pool_in_use", "Connections serving a call"),
+        ("pool_idle", "Connections open and idle"),
+        ("pool_waiting", "Calls waiting for a connection"),
+        ("statements", "Prepared-statement tokens the link holds"),
+        ("connection_statements", "Statements prepared on the link's connections, summed"),
+    )
+
+    def __init__(self, snapshot: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = self._snapshot()
+        for key, help_text in self._GAUGES:
+            family = GaugeMetricFamily(f"sqldb_postgres_{key}", help_text, labels=["link"])
+            for link, numbers in sorted(state.items()):
+                family.add_metric([link], float(numbers.get(key, 0)))
+            yield family

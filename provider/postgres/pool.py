@@ -1,0 +1,185 @@
+"""A link's connections: up to `size` of them, each keeping its prepared statements.
+
+Our own small pool rather than asyncpg's: asyncpg invalidates a PreparedStatement when its
+pooled connection is released, and the point of a per-connection statement cache is to keep
+statements across calls. A caller may *prefer* a connection (a statement token's pin): it gets
+that connection when it is idle and open, and any other otherwise — a preference never makes a
+call wait, so one hot token runs on every connection in parallel.
+
+Connections are opened lazily, so an unreachable database fails calls (clearly) instead of
+failing the link. After the pool has once connected, a failed connect is retried for a while
+with backoff: that is a server restart or failover, and the calls waiting through it succeed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import asyncpg
+
+from provider.postgres.config import ConnectionSettings
+from provider.postgres.connections import StatementConnection, connect
+
+log = logging.getLogger(__name__)
+
+RECONNECT_WINDOW = 15.0  # seconds a once-working database may take to come back
+RECONNECT_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0)
+
+# Connect failures that a server restart produces; anything else fails at once.
+_TRANSIENT_CONNECT_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.CannotConnectNowError,  # 57P03: starting up / shutting down
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+)
+
+
+class LinkPool:
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        *,
+        on_prepare: Callable[[str], None] | None = None,
+        on_evict: Callable[[], None] | None = None,
+        on_wait: Callable[[float], None] | None = None,
+        statements_per_connection: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.size = settings.pool_size
+        self._slots = asyncio.Semaphore(self.size)
+        self._idle: deque[StatementConnection] = deque()
+        self._in_use: set[StatementConnection] = set()
+        self._on_prepare = on_prepare
+        self._on_evict = on_evict
+        self._on_wait = on_wait
+        self._statements_per_connection = statements_per_connection
+        self.waiting = 0
+        self.closed = False
+        self.ever_connected = False
+
+    # --- numbers ------------------------------------------------------------------------------
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._idle) + len(self._in_use)
+
+    @property
+    def in_use(self) -> int:
+        return len(self._in_use)
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    def connections(self) -> list[StatementConnection]:
+        return [*self._idle, *self._in_use]
+
+    def snapshot(self) -> dict[str, int]:
+        return {
+            "pool_size": self.size,
+            "pool_open": self.open_connections,
+            "pool_in_use": self.in_use,
+            "pool_idle": self.idle,
+            "pool_waiting": self.waiting,
+            "connection_statements": sum(len(c.prepared) for c in self.connections()),
+        }
+
+    # --- acquire / release --------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def connection(
+        self, prefer: StatementConnection | None = None
+    ) -> AsyncIterator[StatementConnection]:
+        if self.closed:
+            raise asyncpg.exceptions.InterfaceError("the link's pool is closed")
+        started = time.perf_counter()
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
+        if self._on_wait is not None:
+            self._on_wait(time.perf_counter() - started)
+        try:
+            connection = self._take_idle(prefer) or await self._connect()
+            self._in_use.add(connection)
+            try:
+                yield connection
+            finally:
+                self._in_use.discard(connection)
+                await self._give_back(connection)
+        finally:
+            self._slots.release()
+
+    def _take_idle(self, prefer: StatementConnection | None) -> StatementConnection | None:
+        if prefer is not None and not prefer.is_closed():
+            with contextlib.suppress(ValueError):
+                self._idle.remove(prefer)  # idle: it serves this call
+                return prefer
+        while self._idle:
+            connection = self._idle.pop()  # most recently used: its statements are warm
+            if not connection.is_closed():
+                return connection
+        return None
+
+    async def _connect(self) -> StatementConnection:
+        deadline = time.monotonic() + RECONNECT_WINDOW
+        for attempt in range(10_000):
+            try:
+                connection = await connect(self.settings)
+                break
+            except _TRANSIENT_CONNECT_ERRORS:
+                if not self.ever_connected or self.closed or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)])
+        else:  # pragma: no cover - the deadline ends the loop long before
+            raise TimeoutError("no connection")
+        self.ever_connected = True
+        if self._statements_per_connection is not None:
+            connection.max_statements = self._statements_per_connection
+        connection.on_prepare = self._on_prepare
+        connection.on_evict = self._on_evict
+        return connection
+
+    async def _give_back(self, connection: StatementConnection) -> None:
+        if connection.is_closed() or self.closed:
+            connection.terminate()
+            return
+        if connection.is_in_transaction():
+            # A guest left a transaction open (pooled calls have no session affinity).
+            try:
+                await asyncio.wait_for(connection.execute("ROLLBACK"), 5)
+            except Exception:
+                connection.terminate()
+                return
+        self._idle.append(connection)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Close idle connections gracefully; terminate the ones still busy."""
+        self.closed = True
+        idle, self._idle = list(self._idle), deque()
+        for connection in self._in_use:
+            connection.terminate()
+        results = await asyncio.gather(
+            *(asyncio.wait_for(c.close(), timeout) for c in idle), return_exceptions=True
+        )
+        for connection, result in zip(idle, results, strict=True):
+            if isinstance(result, BaseException):
+                connection.terminate()
+
+
+def describe(pool: LinkPool) -> str:
+    numbers: dict[str, Any] = pool.snapshot()
+    return (
+        f"pool {numbers['pool_in_use']}/{numbers['pool_open']} in use of {numbers['pool_size']}, "
+        f"{numbers['pool_waiting']} waiting"
+    )

@@ -1,0 +1,70 @@
+"""What a failed statement means for retrying it (pure functions, no I/O).
+
+- `stale`: PostgreSQL no longer has the prepared statement (SQLSTATE 26000, after a guest's
+  DISCARD / DEALLOCATE in any wording). The statement never ran: prepare again, run again.
+- `plan_changed`: "cached plan must not change result type" after DDL. It never ran either.
+- `not_sent`: the connection was unusable before anything was sent (asyncpg's
+  InternalClientError "cannot switch to state", InterfaceError on a closed connection). Safe
+  to run on another connection.
+- `lost`: the connection died after the statement was sent (the backend was terminated, the
+  server went away). A read may run again; a write's outcome is unknown and is not retried.
+- `final`: anything else; the guest gets the error.
+"""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+
+STALE = "stale"
+PLAN_CHANGED = "plan_changed"
+NOT_SENT = "not_sent"
+LOST = "lost"
+FINAL = "final"
+
+_LOST = (
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.AdminShutdownError,  # 57P01: pg_terminate_backend, fast shutdown
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionFailureError,  # 08006
+    OSError,
+)
+
+
+def classify(error: BaseException) -> str:
+    if isinstance(error, asyncpg.exceptions.InvalidSQLStatementNameError):
+        return STALE
+    if isinstance(error, asyncpg.exceptions.FeatureNotSupportedError) and (
+        "cached plan must not change result type" in str(error)
+    ):
+        return PLAN_CHANGED
+    if isinstance(error, asyncpg.exceptions.DataError):
+        return FINAL  # a parameter asyncpg could not encode: the guest's to fix
+    if isinstance(error, _LOST):
+        return LOST
+    if isinstance(
+        error, asyncpg.exceptions.InternalClientError | asyncpg.exceptions.InterfaceError
+    ):
+        return NOT_SENT
+    return FINAL
+
+
+_COMMENTS = re.compile(r"(--[^\n]*\n?|/\*.*?\*/|\s|\()+", re.S)
+_WRITES = re.compile(r"\b(insert|update|delete|merge|into|call|do|copy|create|alter|drop)\b", re.I)
+_READ_STARTS = ("select", "values", "table", "show", "with")
+
+
+def is_read_only(sql: str) -> bool:
+    """True for statements that can be run twice without effect: plain reads.
+
+    Conservative by construction: it must start like a read and mention no writing keyword
+    anywhere (`SELECT ... INTO` creates a table; a data-modifying CTE writes). A read that
+    calls a volatile function with side effects (nextval, a function that writes) is the one
+    case this cannot see; such a call may run twice if its connection dies mid-flight.
+    """
+    text = _COMMENTS.sub(" ", sql).strip().lower()
+    if not text.startswith(_READ_STARTS):
+        return False
+    return _WRITES.search(text) is None
