@@ -18,11 +18,12 @@ import os
 import pwd
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -41,6 +42,7 @@ class PostgresServer:
     kind: str  # "configured", "machine" or "embedded"
     ca_file: str | None = None  # set when the server speaks TLS with our generated CA
     has_xml: bool = True
+    restart: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     def dsn(self, database: str = "postgres") -> str:
         credentials = quote(self.user, safe="")
@@ -64,8 +66,9 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def running_postgres() -> Iterator[PostgresServer]:
-    configured = os.environ.get("DATABASE_URL")
+def running_postgres(own: bool = False) -> Iterator[PostgresServer]:
+    """A server to use; `own=True` never reuses `DATABASE_URL` (e.g. to restart it)."""
+    configured = None if own else os.environ.get("DATABASE_URL")
     if configured:
         parts = urlsplit(configured)
         if tcp_answers(f"tcp://{parts.hostname or '127.0.0.1'}:{parts.port or 5432}"):
@@ -156,13 +159,9 @@ def _machine_postgres() -> Iterator[PostgresServer]:
                    "-c", "fsync=off", "-c", "full_page_writes=off"]  # fmt: skip
         if cert is not None and key is not None:
             command += ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]
-        log_path = workdir / "postgres.log"
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(
-                command, stdout=log_file, stderr=subprocess.STDOUT, **_run_as(run_as)
-            )
+        postmaster = _Postmaster(command, workdir, port, run_as)
+        postmaster.start()
         try:
-            _wait_until_ready(process, log_path, port)
             yield PostgresServer(
                 host="127.0.0.1",
                 port=port,
@@ -170,28 +169,57 @@ def _machine_postgres() -> Iterator[PostgresServer]:
                 password=password,
                 kind="machine",
                 ca_file=str(ca_file) if cert is not None else None,
+                restart=postmaster.restart,
             )
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            postmaster.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _wait_until_ready(process: subprocess.Popen[bytes], log_path: Path, port: int) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"postgres exited: {log_path.read_text(errors='replace')[-3000:]}")
-        log = log_path.read_text(errors="replace")
-        if "ready to accept connections" in log and tcp_answers(f"tcp://127.0.0.1:{port}", 0.2):
+class _Postmaster:
+    """One `postgres` server process that can be stopped (fast) and started again."""
+
+    def __init__(self, command: list[str], workdir: Path, port: int, run_as: str | None) -> None:
+        self.command, self.workdir, self.port, self.run_as = command, workdir, port, run_as
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log_path = self.workdir / f"postgres-{self.starts}.log"
+        with open(log_path, "wb") as log_file:
+            self.process = subprocess.Popen(
+                self.command, stdout=log_file, stderr=subprocess.STDOUT, **_run_as(self.run_as)
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"postgres exited: {log_path.read_text(errors='replace')[-3000:]}"
+                )
+            log = log_path.read_text(errors="replace")
+            if "ready to accept connections" in log and tcp_answers(
+                f"tcp://127.0.0.1:{self.port}", 0.2
+            ):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"postgres not ready after 30 s: {log_path.read_text(errors='replace')}")
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT): clients are disconnected, nothing waits for them."""
+        if self.process is None or self.process.poll() is not None:
             return
-        time.sleep(0.05)
-    raise RuntimeError(f"postgres not ready after 30 s: {log_path.read_text(errors='replace')}")
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
 
 
 @contextlib.contextmanager

@@ -69,7 +69,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sqldb-postgres: {exc}", file=sys.stderr)
         return 2
     setup_logging(host_data.structured_logging, host_data.log_level)
-    runtime = ProviderRuntime(host_data, PostgresProvider())
+    provider = PostgresProvider()
+    metrics_port = host_data.config.get("METRICS_PORT") or os.environ.get("METRICS_PORT")
+    if metrics_port:
+        address = host_data.config.get("METRICS_ADDRESS") or os.environ.get("METRICS_ADDRESS")
+        try:
+            provider.serve_metrics(int(metrics_port), address or "127.0.0.1")
+        except (ValueError, OSError) as exc:
+            logging.getLogger("provider").error("metrics not served", extra={"error": str(exc)})
+    runtime = ProviderRuntime(host_data, provider)
     try:
         asyncio.run(runtime.run())
     except KeyboardInterrupt:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
+
+from prometheus_client import start_http_server
 
 from provider.lattice.links import LinkDefinition
 from provider.lattice.runtime import Export
@@ -11,6 +14,8 @@ from provider.postgres.service import PostgresService
 from provider.wrpc.nats_server import CallContext
 from provider.wrpc.values import Case, Err
 from provider.wrpc.wit_model import postgres_package
+
+log = logging.getLogger(__name__)
 
 
 def link_key(source_id: str | None, link_name: str = "default") -> str:
@@ -28,6 +33,11 @@ class PostgresProvider:
     def __init__(self, service: PostgresService | None = None) -> None:
         self.service = service or PostgresService()
         self.config: dict[str, str] = {}
+
+    def serve_metrics(self, port: int, address: str = "127.0.0.1") -> None:
+        """Expose the Prometheus text format on http://{address}:{port}/metrics."""
+        start_http_server(port, addr=address, registry=self.service.metrics.registry)
+        log.info("metrics served", extra={"address": address, "port": port})
 
     # --- lifecycle hooks ------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ class ConnectionSettings:
     tls_ca: str | None  # PEM text or a file path; verifies the server with a private CA
     pool_size: int
     max_statements: int
+    statements_per_connection: int
 
     def describe(self) -> str:
         """Where this link points, for logs and health messages (no secrets)."""
@@ -41,7 +42,8 @@ class ConnectionSettings:
     def pool_key(self) -> tuple[object, ...]:
         """Links with equal keys may share one pool (POSTGRES_SHARE_CONNECTIONS_BY_URL)."""
         return (self.host, self.port, self.username, self.password, self.database,
-                self.tls_required, self.tls_ca, self.pool_size)  # fmt: skip
+                self.tls_required, self.tls_ca, self.pool_size,
+                self.statements_per_connection)  # fmt: skip
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """None without TLS; else a context that requires TLS and verifies the server."""
@@ -77,6 +79,7 @@ def settings_from_config(values: Mapping[str, str]) -> ConnectionSettings:
         port = 5432  # upstream falls back to the default port for an unparsable value
     pool_size = _positive_int(values, "POSTGRES_POOL_SIZE", default_pool_size())
     max_statements = _positive_int(values, "POSTGRES_MAX_STATEMENTS", 10_000)
+    per_connection = _positive_int(values, "POSTGRES_STATEMENTS_PER_CONNECTION", 256)
     tls_required = values.get("POSTGRES_TLS_REQUIRED", "").strip().lower() in TRUE_WORDS
     settings = ConnectionSettings(
         host=values["POSTGRES_HOST"],
@@ -88,6 +91,7 @@ def settings_from_config(values: Mapping[str, str]) -> ConnectionSettings:
         tls_ca=values.get("POSTGRES_TLS_CA") or None,
         pool_size=pool_size,
         max_statements=max_statements,
+        statements_per_connection=per_connection,
     )
     settings.ssl_context()  # a CA that cannot be loaded is a config error, found now
     return settings

@@ -47,6 +47,7 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         self._forgotten: dict[str, str] = {}  # SQL PostgreSQL lost → why (for the metrics)
         self.on_prepare: PrepareListener | None = None
         self.on_evict: Callable[[], None] | None = None
+        self._statement_number = 0
 
     async def cached_statement(self, sql: str) -> CachedStatement:
         found = self.prepared.get(sql)
@@ -56,7 +57,10 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         cause = self._forgotten.pop(sql, None) or (
             "evicted" if sql in self._evicted else "first_use"
         )
-        statement = await self.prepare(sql)
+        # A named (server-side, long-lived) statement: asyncpg makes unnamed ones when its
+        # own cache is off, and an unnamed statement is parsed again on every execution.
+        self._statement_number += 1
+        statement = await self.prepare(sql, name=f"sqldb_{self._statement_number}")
         self._evicted.discard(sql)
         found = CachedStatement(
             statement, tuple(statement.get_parameters()), row_converters(statement.get_attributes())
@@ -69,7 +73,7 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         return found
 
     async def _evict_oldest(self) -> None:
-        evicted_sql, _ = self.prepared.popitem(last=False)
+        evicted_sql = self.prepared.popitem(last=False)[0]  # drops the last reference
         if len(self._evicted) < 4 * self.max_statements:  # bounded memory of evictions
             self._evicted.add(evicted_sql)
         if self.on_evict is not None:

@@ -98,6 +98,7 @@ class PostgresService:
             on_prepare=lambda cause: metrics.prepares.labels(label, cause).inc(),
             on_evict=lambda: metrics.evictions.labels(label, "connection").inc(),
             on_wait=metrics.acquire_wait.labels(label).observe,
+            statements_per_connection=settings.statements_per_connection,
         )
 
     async def delete_link(self, source_id: str) -> None:
