@@ -33,13 +33,14 @@ class Outcome:
     seconds: float = 0.0
 
     def error_lines(self) -> list[str]:
-        return [f"{count} × {text}" for text, count in self.errors.most_common()]
+        return [f"{count} x {text}" for text, count in self.errors.most_common()]
 
 
 async def create_table(admin_dsn: str) -> None:
     connection = await asyncpg.connect(admin_dsn, ssl=False)
     await connection.execute(
-        "DROP TABLE IF EXISTS chaos; CREATE TABLE chaos (caller int4, seq int4, PRIMARY KEY (caller, seq))"
+        "DROP TABLE IF EXISTS chaos; "
+        "CREATE TABLE chaos (caller int4, seq int4, PRIMARY KEY (caller, seq))"
     )
     await connection.close()
 
