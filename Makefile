@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo wire-demo test lint wit bench clean
+.PHONY: demo wire-demo test lint wit bench chaos clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing the project with its dev extras"
@@ -32,6 +32,10 @@ bench: $(STAMP)
 	$(PY) -m bench.codec_bench
 	$(PY) -m bench.transport_bench
 	$(PY) -m bench.provider_bench
+
+# The long chaos run (tests/test_statements_chaos.py runs a short one in `make test`).
+chaos: $(STAMP)
+	$(PY) -m bench.chaos_run
 
 wire-demo: $(STAMP)
 	$(PY) -m host_shim.wire_demo

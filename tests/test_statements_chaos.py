@@ -110,7 +110,7 @@ async def test_under_backend_kills_acknowledged_inserts_are_kept(
 
 
 async def test_session_resets_in_any_wording_are_invisible(
-    setup: tuple[Caller, str, str],
+    setup: tuple[Caller, str, str], metrics_port: int
 ) -> None:
     caller, admin_dsn, _ = setup
     outcome = chaos.Outcome()
@@ -122,10 +122,17 @@ async def test_session_resets_in_any_wording_are_invisible(
     assert outcome.resets > 0
     assert outcome.errors == {}, outcome.error_lines()
     assert await chaos.stored_rows(admin_dsn) == outcome.acknowledged
-    # The same for `query`, whose statements are cached too.
-    assert await caller.batch("DEALLOCATE ALL") == Ok()
-    for _ in range(8):
-        assert isinstance(await caller.query("SELECT count(*) FROM chaos"), Ok)
+    # The same for `query`, whose statements are cached too, and for a reset that does not
+    # come through query-batch at all.
+    for reset in ("DEALLOCATE ALL", "DISCARD ALL"):
+        assert await caller.batch(reset) == Ok()
+        for _ in range(8):
+            assert isinstance(await caller.query("SELECT count(*) FROM chaos"), Ok)
+        assert isinstance(await caller.query(reset), Ok)
+        for _ in range(8):
+            assert isinstance(await caller.query("SELECT count(*) FROM chaos"), Ok)
+    samples = chaos.scrape(metrics_port)
+    assert chaos.by_cause(samples, caller.source_id).get("does_not_exist", 0) > 0
 
 
 async def test_across_a_server_restart(setup: tuple[Caller, str, str], own_postgres: Any) -> None:

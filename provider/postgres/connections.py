@@ -94,9 +94,12 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
             self._forgotten[sql] = cause
 
     async def refresh_types(self) -> None:
-        """Pick up types created since connect (CREATE EXTENSION hstore, CREATE TYPE ... RANGE)."""
+        """Pick up types created since connect (CREATE EXTENSION hstore, CREATE TYPE ... RANGE).
+
+        Cached statements stay: their codecs were fixed when they were prepared, and a type
+        that did not exist then cannot appear in them.
+        """
         await configure_connection(self)
-        self.forget_statements("types_changed")
 
 
 # The types we read and write as PostgreSQL text, found once per connection: our text types

@@ -21,7 +21,6 @@ REPREPARE_CAUSES = (
     "evicted",  # this connection had it but evicted it from its bounded cache
     "does_not_exist",  # SQLSTATE 26000: DISCARD/DEALLOCATE, however phrased
     "plan_changed",  # "cached plan must not change result type" after DDL
-    "types_changed",  # types re-read after a query-batch (CREATE TYPE/EXTENSION, DISCARD)
 )
 
 

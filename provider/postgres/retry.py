@@ -36,8 +36,10 @@ _LOST = (
 def classify(error: BaseException) -> str:
     if isinstance(error, asyncpg.exceptions.InvalidSQLStatementNameError):
         return STALE
+    if isinstance(error, asyncpg.exceptions.InvalidCachedStatementError):
+        return PLAN_CHANGED  # asyncpg's name for "cached plan must not change result type"
     if isinstance(error, asyncpg.exceptions.FeatureNotSupportedError) and (
-        "cached plan must not change result type" in str(error)
+        "cached plan must not change result type" in error.as_dict().get("message", "")
     ):
         return PLAN_CHANGED
     if isinstance(error, asyncpg.exceptions.DataError):

@@ -196,16 +196,22 @@ class PostgresService:
         link = self._link(source_id)
         if isinstance(link, Case):
             return Err(link)
+        pool = self._pool(link)
         try:
-            async with self._pool(link).connection() as connection:
-                try:
-                    await connection.execute(sql)
-                finally:
-                    # A batch may DISCARD or DEALLOCATE (in any wording) or create types:
-                    # re-read the types and prepare again on next use. (Should a batch
-                    # deallocate through some other path, `_run` still retries SQLSTATE 26000.)
-                    if not connection.is_closed():
-                        await connection.refresh_types()
+            for attempt in range(1, pool.size + 3):
+                async with pool.connection() as connection:
+                    try:
+                        await connection.execute(sql)
+                    except Exception as exc:
+                        if retry.classify(exc) != retry.NOT_SENT or attempt == pool.size + 2:
+                            raise
+                        self.metrics.retries.labels(link.source_id, retry.NOT_SENT).inc()
+                        continue  # the connection was dead before the batch was sent
+                    # A batch may create types (CREATE EXTENSION hstore, CREATE TYPE): read
+                    # them again. A batch that DISCARDs or DEALLOCATEs, in whatever wording,
+                    # needs nothing here: `_run` prepares again on SQLSTATE 26000.
+                    await connection.refresh_types()
+                    break
         except Exception as exc:
             return Err(self._error(link, exc))
         return Ok()
