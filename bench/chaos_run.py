@@ -71,8 +71,9 @@ async def run(nats_url: str, server: Any) -> int:
     async def progress() -> None:
         while not stop.is_set():
             await asyncio.sleep(5)
+            errors = sum(outcome.errors.values())
             print(f"  {outcome.operations} operations, {outcome.kills} kills, "
-                  f"{outcome.resets} resets, {sum(outcome.errors.values())} errors", flush=True)  # fmt: skip
+                  f"{outcome.resets} resets, {errors} errors", flush=True)  # fmt: skip
 
     faults += [asyncio.create_task(restarts()), asyncio.create_task(progress())]
     await chaos.hammer(caller, CALLERS, EXECS, outcome)

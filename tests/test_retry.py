@@ -8,23 +8,26 @@ import pytest
 from provider.postgres import retry
 
 
-def postgres_error(cls: type[asyncpg.PostgresError], message: str) -> asyncpg.PostgresError:
+def pg(cls: type[asyncpg.PostgresError], message: str) -> asyncpg.PostgresError:
     return cls.new({"M": message, "S": "ERROR", "C": cls.sqlstate or "XX000"})
+
+
+X = asyncpg.exceptions
 
 
 @pytest.mark.parametrize(
     ("error", "kind"),
     [
-        (postgres_error(asyncpg.exceptions.InvalidSQLStatementNameError, 'prepared statement "s1" does not exist'), retry.STALE),
-        (postgres_error(asyncpg.exceptions.FeatureNotSupportedError, "cached plan must not change result type"), retry.PLAN_CHANGED),
-        (postgres_error(asyncpg.exceptions.FeatureNotSupportedError, "something else"), retry.FINAL),
-        (asyncpg.exceptions.InternalClientError("cannot switch to state 15"), retry.NOT_SENT),
-        (asyncpg.exceptions.InterfaceError("connection is closed"), retry.NOT_SENT),
-        (asyncpg.exceptions.DataError("invalid input for query argument $1"), retry.FINAL),
-        (asyncpg.exceptions.ConnectionDoesNotExistError("closed in the middle"), retry.LOST),
-        (postgres_error(asyncpg.exceptions.AdminShutdownError, "terminating connection"), retry.LOST),
+        (pg(X.InvalidSQLStatementNameError, 'prepared statement "s1" does not exist'), retry.STALE),
+        (pg(X.FeatureNotSupportedError, "cached plan must not change result type"), "plan_changed"),
+        (pg(X.FeatureNotSupportedError, "something else"), retry.FINAL),
+        (X.InternalClientError("cannot switch to state 15"), retry.NOT_SENT),
+        (X.InterfaceError("connection is closed"), retry.NOT_SENT),
+        (X.DataError("invalid input for query argument $1"), retry.FINAL),
+        (X.ConnectionDoesNotExistError("closed in the middle"), retry.LOST),
+        (pg(X.AdminShutdownError, "terminating connection"), retry.LOST),
         (ConnectionResetError(), retry.LOST),
-        (postgres_error(asyncpg.exceptions.UniqueViolationError, "duplicate key"), retry.FINAL),
+        (pg(X.UniqueViolationError, "duplicate key"), retry.FINAL),
     ],
 )  # fmt: skip
 def test_classify(error: BaseException, kind: str) -> None:

@@ -210,7 +210,10 @@ class PostgresService:
                     # A batch may create types (CREATE EXTENSION hstore, CREATE TYPE): read
                     # them again. A batch that DISCARDs or DEALLOCATEs, in whatever wording,
                     # needs nothing here: `_run` prepares again on SQLSTATE 26000.
-                    await connection.refresh_types()
+                    try:
+                        await connection.refresh_types()
+                    except Exception:
+                        connection.terminate()  # the batch ran; this connection did not survive
                     break
         except Exception as exc:
             return Err(self._error(link, exc))
