@@ -1,4 +1,4 @@
-"""Provider throughput: `exec` and a 10-row `query`, 1 and 32 concurrent callers.
+"""Provider throughput: `exec` of a hot token and a 10-row `query`, 1, 32 and 64 callers.
 
 Everything runs on this machine in one run: NATS, PostgreSQL, the provider as a child process
 (started as a host starts it), and a wRPC client playing the host. The same statements run
@@ -28,6 +28,7 @@ from provider.wrpc.values import Case, Ok
 from provider.wrpc.wit_model import postgres_package
 
 POOL_SIZE = 8
+CALLERS = (1, 32, 64)
 DURATION = float(os.environ.get("BENCH_SECONDS", "3"))
 INSERT = "INSERT INTO bench_items (name, qty) VALUES ($1, $2)"
 SELECT = "SELECT id, name, qty, price, created FROM bench_items WHERE id <= $1 ORDER BY id"
@@ -94,7 +95,7 @@ async def bench(nats_url: str, server: PostgresServer) -> None:
     async def direct_query(i: int) -> Any:
         return await pool.fetch(SELECT, 10)
 
-    for callers in (1, 32):
+    for callers in CALLERS:
         direct["exec", callers], _ = await measure("exec (INSERT)", callers, direct_exec, own_cpu)
         direct["query", callers], _ = await measure(
             "query (10 rows)", callers, direct_query, own_cpu
@@ -139,7 +140,7 @@ async def bench(nats_url: str, server: PostgresServer) -> None:
 
         print(f"through the provider (wRPC over NATS, pool {POOL_SIZE}):", flush=True)
         results = {}
-        for callers in (1, 32):
+        for callers in CALLERS:
             results["exec", callers] = await measure("exec (INSERT)", callers, provider_exec,
                                                      provider_cpu)  # fmt: skip
             results["query", callers] = await measure("query (10 rows)", callers, provider_query,
