@@ -8,8 +8,10 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
+from provider.lattice.host_data import HostData
 from provider.lattice.links import LinkDefinition
 from provider.lattice.runtime import Export
+from provider.lattice.statement_store import JetStreamStatements
 from provider.postgres.service import PostgresService
 from provider.wrpc.nats_server import CallContext
 from provider.wrpc.values import Case, Err
@@ -40,6 +42,11 @@ class PostgresProvider:
         log.info("metrics served", extra={"address": address, "port": port})
 
     # --- lifecycle hooks ------------------------------------------------------------------------
+
+    async def attach(self, nc: Any, host_data: HostData) -> None:
+        """Share statement tokens with this provider's other replicas (JetStream KV)."""
+        store = await JetStreamStatements.open(nc, host_data.lattice, host_data.provider_key)
+        self.service.registry.shared = store
 
     async def put_link(self, link: LinkDefinition, values: dict[str, str]) -> None:
         await self.service.put_link(link_key(link.source_id, link.name), values)

@@ -42,6 +42,9 @@ class Export:
 class ProviderHooks(Protocol):
     def exports(self) -> Sequence[Export]: ...
 
+    async def attach(self, nc: Any, host_data: HostData) -> None:
+        """Called once connected to the lattice, before links are applied."""
+
     async def put_link(self, link: LinkDefinition, values: dict[str, str]) -> None: ...
 
     async def delete_link(self, link: LinkDefinition) -> None: ...
@@ -99,6 +102,7 @@ class ProviderRuntime:
         if creds is not None:
             options["user_credentials"] = creds
         self._nc = await nats.connect(self.host_data.nats_url, **options)
+        await self.hooks.attach(self._nc, self.host_data)
         for definition in self.host_data.link_definitions:
             await self._put_link_document(definition)
         self._server = WrpcServer(self._nc, self.prefix)

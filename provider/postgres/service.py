@@ -53,11 +53,13 @@ class Link:
 
 
 class PostgresService:
-    def __init__(self, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, metrics: Metrics | None = None, registry: StatementRegistry | None = None
+    ) -> None:
         self._links: dict[str, Link] = {}
         self._pools: dict[tuple[object, ...], _SharedPool] = {}
         self.refused_links: dict[str, str] = {}  # source id → why its config was refused
-        self.registry = StatementRegistry()
+        self.registry = registry or StatementRegistry()
         self.metrics = metrics or Metrics()
         self.metrics.watch(self._snapshot)
         self._lock = asyncio.Lock()
@@ -105,6 +107,7 @@ class PostgresService:
         async with self._lock:
             self.refused_links.pop(source_id, None)
             await self._drop_link(source_id)
+        await self.registry.forget_shared(source_id)
 
     async def _drop_link(self, source_id: str, *, forget_statements: bool = True) -> None:
         link = self._links.pop(source_id, None)
@@ -229,6 +232,7 @@ class PostgresService:
             error = self._error(link, exc)
             return Err(Case("unexpected", f"{error.tag}: {error.value}"))
         record, evicted = self.registry.register(link.source_id, sql, link.settings.max_statements)
+        await self.registry.share(link.source_id, record)
         self.metrics.statements_registered.labels(link.source_id).inc()
         if evicted:
             self.metrics.evictions.labels(link.source_id, "link").inc(evicted)
@@ -238,7 +242,9 @@ class PostgresService:
         link = self._link(source_id)
         if isinstance(link, Case):
             return Err(Case("unexpected", link.value))
-        record = self.registry.lookup(link.source_id, token)
+        record = self.registry.lookup(link.source_id, token) or await self.registry.find(
+            link.source_id, token, link.settings.max_statements
+        )
         if record is None:
             self.metrics.errors.labels(link.source_id, "unknown-prepared-query").inc()
             return Err(Case("unknown-prepared-query"))

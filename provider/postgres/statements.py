@@ -11,14 +11,27 @@ token becomes unknown). Records are small and serialise with msgpack (`to_bytes`
 
 from __future__ import annotations
 
+import logging
 import secrets
 import weakref
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 
 from provider.postgres.retry import is_read_only
+
+log = logging.getLogger(__name__)
+
+
+class SharedStatements(Protocol):
+    """Where replicas of the provider share statement records (a JetStream KV bucket)."""
+
+    async def save(self, link: str, token: str, record: bytes) -> None: ...
+
+    async def load(self, link: str, token: str) -> bytes | None: ...
+
+    async def forget_link(self, link: str) -> None: ...
 
 
 class StatementRecord:
@@ -77,6 +90,19 @@ class LinkStatements:
             self.evictions += 1
         return record
 
+    def adopt(self, record: StatementRecord) -> StatementRecord:
+        """Keep a record another replica made (same token), within the bound."""
+        existing = self._token_by_sql.get(record.sql)
+        if existing is not None and existing != record.token:
+            self._by_token.pop(existing, None)  # the other replica's token wins for this SQL
+        self._by_token[record.token] = record
+        self._token_by_sql[record.sql] = record.token
+        while len(self._by_token) > self.max_statements:
+            _, evicted = self._by_token.popitem(last=False)
+            self._token_by_sql.pop(evicted.sql, None)
+            self.evictions += 1
+        return record
+
     def get(self, token: str) -> StatementRecord | None:
         record = self._by_token.get(token)
         if record is not None:
@@ -88,10 +114,15 @@ class LinkStatements:
 
 
 class StatementRegistry:
-    """All links' statements; the provider-side half of `prepare` / `exec`."""
+    """All links' statements; the provider-side half of `prepare` / `exec`.
 
-    def __init__(self) -> None:
+    With `shared`, records are also saved where every replica of the provider finds them:
+    replicas share one queue group, so an `exec` may reach a replica that did not `prepare`.
+    """
+
+    def __init__(self, shared: SharedStatements | None = None) -> None:
         self._links: dict[str, LinkStatements] = {}
+        self.shared = shared
 
     def register(self, link: str, sql: str, max_statements: int) -> tuple[StatementRecord, int]:
         """The record for `sql` on `link`, and how many records the bound evicted."""
@@ -106,8 +137,43 @@ class StatementRegistry:
         statements = self._links.get(link)
         return None if statements is None else statements.get(token)
 
+    async def share(self, link: str, record: StatementRecord) -> None:
+        if self.shared is None:
+            return
+        try:
+            await self.shared.save(link, record.token, record.to_bytes())
+        except Exception as exc:  # the token still works on this replica
+            log.warning("statement not shared with replicas", extra={"error": str(exc)})
+
+    async def find(self, link: str, token: str, max_statements: int) -> StatementRecord | None:
+        """This replica's record, else the one another replica shared (then kept here too)."""
+        record = self.lookup(link, token)
+        if record is not None or self.shared is None:
+            return record
+        try:
+            data = await self.shared.load(link, token)
+        except Exception as exc:
+            log.warning("shared statements unavailable", extra={"error": str(exc)})
+            return None
+        if data is None:
+            return None
+        shared = StatementRecord.from_bytes(data)
+        if shared.token != token:
+            return None
+        statements = self._links.get(link)
+        if statements is None:
+            statements = self._links[link] = LinkStatements(max_statements)
+        return statements.adopt(shared)
+
     def forget_link(self, link: str) -> None:
         self._links.pop(link, None)
+
+    async def forget_shared(self, link: str) -> None:
+        if self.shared is not None:
+            try:
+                await self.shared.forget_link(link)
+            except Exception as exc:
+                log.warning("shared statements not forgotten", extra={"error": str(exc)})
 
     def count(self, link: str) -> int:
         statements = self._links.get(link)
