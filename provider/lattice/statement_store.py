@@ -65,6 +65,9 @@ class JetStreamStatements:
         value: bytes | None = entry.value
         return value
 
+    async def forget(self, link: str, token: str) -> None:
+        await self._kv.purge(f"{_link_prefix(link)}.{token}")
+
     async def forget_link(self, link: str) -> None:
         from nats.js.errors import NoKeysError
 

@@ -31,6 +31,8 @@ class SharedStatements(Protocol):
 
     async def load(self, link: str, token: str) -> bytes | None: ...
 
+    async def forget(self, link: str, token: str) -> None: ...
+
     async def forget_link(self, link: str) -> None: ...
 
 
@@ -75,6 +77,7 @@ class LinkStatements:
         self._by_token: OrderedDict[str, StatementRecord] = OrderedDict()
         self._token_by_sql: dict[str, str] = {}
         self.evictions = 0
+        self.evicted_tokens: list[str] = []  # since the last `take_evicted()`
 
     def register(self, sql: str) -> StatementRecord:
         token = self._token_by_sql.get(sql)
@@ -84,11 +87,19 @@ class LinkStatements:
         record = StatementRecord(f"pstmt-{secrets.token_urlsafe(16)}", sql)
         self._by_token[record.token] = record
         self._token_by_sql[sql] = record.token
+        self._enforce_bound()
+        return record
+
+    def _enforce_bound(self) -> None:
         while len(self._by_token) > self.max_statements:
             _, evicted = self._by_token.popitem(last=False)
-            del self._token_by_sql[evicted.sql]
+            self._token_by_sql.pop(evicted.sql, None)
             self.evictions += 1
-        return record
+            self.evicted_tokens.append(evicted.token)
+
+    def take_evicted(self) -> list[str]:
+        evicted, self.evicted_tokens = self.evicted_tokens, []
+        return evicted
 
     def adopt(self, record: StatementRecord) -> StatementRecord:
         """Keep a record another replica made (same token), within the bound."""
@@ -97,10 +108,7 @@ class LinkStatements:
             self._by_token.pop(existing, None)  # the other replica's token wins for this SQL
         self._by_token[record.token] = record
         self._token_by_sql[record.sql] = record.token
-        while len(self._by_token) > self.max_statements:
-            _, evicted = self._by_token.popitem(last=False)
-            self._token_by_sql.pop(evicted.sql, None)
-            self.evictions += 1
+        self._enforce_bound()
         return record
 
     def get(self, token: str) -> StatementRecord | None:
@@ -138,10 +146,15 @@ class StatementRegistry:
         return None if statements is None else statements.get(token)
 
     async def share(self, link: str, record: StatementRecord) -> None:
+        """Save `record` for the other replicas; drop what this link's bound evicted."""
+        statements = self._links.get(link)
+        evicted = statements.take_evicted() if statements is not None else []
         if self.shared is None:
             return
         try:
             await self.shared.save(link, record.token, record.to_bytes())
+            for token in evicted:  # an evicted token is unknown on every replica
+                await self.shared.forget(link, token)
         except Exception as exc:  # the token still works on this replica
             log.warning("statement not shared with replicas", extra={"error": str(exc)})
 
