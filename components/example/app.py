@@ -1,0 +1,133 @@
+"""The example guest component: a small but real workload through `wasmcloud:postgres`.
+
+Built with componentize-py against `wit/` (see components/build.py). Exports `run` (called by
+the host shim) and `wasi:http/incoming-handler@0.2.0` (so wasmCloud's own runtime can call the
+same .wasm over HTTP). Module-level code runs at build time (componentize-py pre-initialises):
+everything that touches the database happens inside the exported functions.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+from componentize_py_types import Err, Ok
+from wit_world import WitWorld as WitWorldProtocol
+from wit_world import exports
+from wit_world.imports import prepared, query
+from wit_world.imports import wasmcloud_postgres_types as pg
+from wit_world.imports.wasi_http_types import (
+    Fields,
+    IncomingRequest,
+    OutgoingBody,
+    OutgoingResponse,
+    ResponseOutparam,
+)
+
+MIGRATION = """
+CREATE TABLE IF NOT EXISTS visits (
+    id serial PRIMARY KEY,
+    visitor text NOT NULL,
+    pages int4 NOT NULL,
+    score float8,
+    tags text[],
+    seen timestamptz NOT NULL DEFAULT now(),
+    meta jsonb
+);
+TRUNCATE visits;
+"""
+VISITS = 20
+
+
+def hashable_f64(value: float) -> tuple[int, int, int]:
+    """(mantissa, exponent, sign) as Rust's f64::integer_decode."""
+    bits = struct.unpack("<Q", struct.pack("<d", value))[0]
+    sign = -1 if bits >> 63 else 1
+    biased = (bits >> 52) & 0x7FF
+    fraction = bits & ((1 << 52) - 1)
+    mantissa = fraction << 1 if biased == 0 else fraction | (1 << 52)
+    return mantissa, biased - 1075, sign
+
+
+def plain(value: Any) -> Any:
+    """A pg-value as JSON-friendly data: [case, payload]."""
+    case = type(value).__name__.removeprefix("PgValue_")
+    payload = getattr(value, "value", None)
+    if case in ("Float8", "Double") and payload is not None:
+        mantissa, exponent, sign = payload
+        payload = sign * mantissa * 2.0**exponent
+    elif isinstance(payload, bytes):
+        payload = payload.hex()
+    elif hasattr(payload, "__dict__"):
+        payload = repr(payload)
+    return [case, payload]
+
+
+def error_text(error: Any) -> dict[str, Any]:
+    variant = type(error).__name__.split("_", 1)[-1]
+    inner = getattr(error, "value", None)
+    if inner is not None and not isinstance(inner, str):  # exec's query-error(query-error)
+        return {"variant": variant, "inner": error_text(inner)}
+    return {"variant": variant, "message": inner}
+
+
+def workload() -> dict[str, Any]:
+    query.query_batch(MIGRATION)
+    insert = prepared.prepare(
+        "INSERT INTO visits (visitor, pages, score, tags, meta) VALUES ($1, $2, $3, $4, $5)"
+    )
+    written = 0
+    for i in range(VISITS):
+        written += prepared.exec(
+            insert,
+            [
+                pg.PgValue_Text(f"visitor-{i}"),
+                pg.PgValue_Int4(i),
+                pg.PgValue_Float8(hashable_f64(i * 1.5)),
+                pg.PgValue_TextArray(["regular" if i % 2 else "new", f"group-{i % 3}"]),
+                pg.PgValue_Jsonb(json.dumps({"visit": i, "vip": i > 17})),
+            ],
+        )
+    bump = prepared.prepare("UPDATE visits SET pages = pages + 1 WHERE pages >= $1")
+    bumped = prepared.exec(bump, [pg.PgValue_Int4(15)])
+    rows = query.query(
+        "SELECT visitor, pages, score, tags, meta, pages >= $2 AS busy, $3::bool AS flag "
+        "FROM visits WHERE pages >= $1 ORDER BY id",
+        [pg.PgValue_Int4(16), pg.PgValue_Int8(19), pg.PgValue_Bool(True)],
+    )
+    summary: dict[str, Any] = {
+        "written": written,
+        "updated": bumped,
+        "rows": [{entry.column_name: plain(entry.value) for entry in row} for row in rows],
+    }
+    try:
+        query.query("SELECT * FROM no_such_table", [])
+    except Err as failure:
+        summary["error"] = error_text(failure.value)
+    try:
+        prepared.exec("pstmt-not-a-token", [])
+    except Err as failure:
+        summary["unknown_token"] = error_text(failure.value)
+    return summary
+
+
+class WitWorld(WitWorldProtocol):
+    def run(self) -> str:
+        return json.dumps(workload(), sort_keys=True)
+
+
+class IncomingHandler(exports.IncomingHandler):
+    def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
+        try:
+            status, body = 200, json.dumps(workload(), sort_keys=True).encode()
+        except Err as failure:
+            status, body = 500, json.dumps(error_text(failure.value)).encode()
+        response = OutgoingResponse(Fields.from_list([("content-type", b"application/json")]))
+        response.set_status_code(status)
+        outgoing = response.body()
+        ResponseOutparam.set(response_out, Ok(response))
+        with outgoing.write() as stream:
+            for start in range(0, len(body), 4096):  # the stream takes at most 4096 per write
+                stream.blocking_write_and_flush(body[start : start + 4096])
+        OutgoingBody.finish(outgoing, None)
