@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo wire-demo test lint wit bench chaos clean
+.PHONY: demo component provider-demo wire-demo test lint wit bench chaos clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing the project with its dev extras"
@@ -13,15 +13,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-demo: $(STAMP)
+# The example guest component (componentize-py; skipped when its sources did not change).
+component: $(STAMP)
+	$(PY) components/build.py
+
+demo: component
+	$(PY) -m host_shim wadm.yaml
+
+provider-demo: $(STAMP)
 	$(PY) -m host_shim.provider_demo
 
 test: $(STAMP)
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check provider host_shim tests bench
-	$(PY) -m ruff format --check provider host_shim tests bench
+	$(PY) -m ruff check provider host_shim tests bench components
+	$(PY) -m ruff format --check provider host_shim tests bench components
 	$(PY) -m mypy
 
 # Re-resolve wit/ after editing it (the test suite fails while the stored copy is stale).

@@ -30,7 +30,9 @@ def wasi_wit_dir() -> Path:
 
 def inputs_digest() -> str:
     digest = hashlib.sha256()
-    for path in sorted([*EXAMPLE.glob("*.py"), *EXAMPLE.glob("wit/*.wit"), *ROOT.glob("wit/*.wit")]):
+    for path in sorted(
+        [*EXAMPLE.glob("*.py"), *EXAMPLE.glob("wit/*.wit"), *ROOT.glob("wit/*.wit")]
+    ):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()
 
@@ -62,7 +64,8 @@ def build(force: bool = False) -> Path:
         )  # fmt: skip
     stamp.write_text(digest)
     size_mb = OUTPUT.stat().st_size / 1e6
-    print(f"built {OUTPUT.relative_to(ROOT)} ({size_mb:.1f} MB) in {time.perf_counter() - started:.1f} s")
+    elapsed = time.perf_counter() - started
+    print(f"built {OUTPUT.relative_to(ROOT)} ({size_mb:.1f} MB) in {elapsed:.1f} s")
     return OUTPUT
 
 

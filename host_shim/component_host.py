@@ -23,13 +23,21 @@ from typing import Any
 import wasmtime
 from wasmtime import Engine, Store, WasiConfig
 from wasmtime.component import (
+    F32,
+    F64,
+    S8,
+    S16,
+    S32,
+    S64,
+    U8,
+    U16,
+    U32,
+    U64,
     Bool,
     Char,
     Component,
     ComponentInstanceType,
     EnumType,
-    F32,
-    F64,
     FlagsType,
     FuncType,
     Linker,
@@ -37,16 +45,8 @@ from wasmtime.component import (
     OptionType,
     RecordType,
     ResultType,
-    S8,
-    S16,
-    S32,
-    S64,
     String,
     TupleType,
-    U8,
-    U16,
-    U32,
-    U64,
     ValType,
     VariantType,
 )
@@ -83,7 +83,7 @@ def load_component(engine: Engine, wasm_path: Path) -> tuple[Component, float, b
     return component, time.perf_counter() - started, False
 
 
-def type_mismatch(wasm: ValType, model: wit.WitType) -> str | None:  # noqa: C901
+def type_mismatch(wasm: ValType, model: wit.WitType) -> str | None:
     """Why a component's type differs from `wit/`'s, or None when they are the same."""
     if isinstance(model, wit.Primitive):
         name = _PRIMITIVE_NAMES.get(type(wasm))

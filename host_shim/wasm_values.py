@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from wasmtime.component import U8 as U8Type
 from wasmtime.component import (
     EnumType,
     FlagsType,
@@ -27,7 +28,6 @@ from wasmtime.component import (
     Variant,
     VariantType,
 )
-from wasmtime.component import U8 as U8Type
 
 from provider.wrpc.values import Case, Err, Ok
 
@@ -61,7 +61,7 @@ def is_tagged(cases: list[tuple[str, ValType | None]]) -> bool:
 class ValueConverters:
     """`to_codec(t)` and `to_wasmtime(t)`: converters for a wasmtime type, built once."""
 
-    def to_codec(self, t: ValType) -> Convert:  # noqa: C901 - one branch per type kind
+    def to_codec(self, t: ValType) -> Convert:
         if isinstance(t, ListType):
             element = t.element
             if isinstance(element, U8Type):
@@ -105,7 +105,7 @@ class ValueConverters:
 
         return untagged
 
-    def to_wasmtime(self, t: ValType) -> Convert:  # noqa: C901 - one branch per type kind
+    def to_wasmtime(self, t: ValType) -> Convert:
         if isinstance(t, ListType):
             element = t.element
             if isinstance(element, U8Type):
@@ -127,13 +127,13 @@ class ValueConverters:
             return record
         if isinstance(t, VariantType | OptionType | ResultType):
             cases = _cases(t)
-            converts = {name: (None if ct is None else self.to_wasmtime(ct)) for name, ct in cases}
+            by_tag = {name: (None if ct is None else self.to_wasmtime(ct)) for name, ct in cases}
             tag_of = _tag_of(t)
             tagged = is_tagged(cases)
 
             def variant(value: Any) -> Any:
                 tag, payload = tag_of(value)
-                convert = converts[tag]
+                convert = by_tag[tag]
                 converted = None if convert is None else convert(payload)
                 return Variant(tag, converted) if tagged else converted
 

@@ -1,0 +1,164 @@
+"""`python -m host_shim wadm.yaml`: run a wadm application the way a wasmCloud host would.
+
+Starts NATS and PostgreSQL unless `NATS_URL` / `DATABASE_URL` answer, starts the provider
+(the manifest's capability) with HostData on stdin and the manifest's links in it, publishes
+the link puts (secrets sealed to the provider's xkey), waits until it reports healthy, loads
+the manifest's component with wasmtime, checks its imports against `wit/`, serves its
+`wasmcloud:postgres` imports over wRPC with the host's headers, calls its `run` export, prints
+what it returns and shuts the provider down through the host's shutdown subject.
+
+The link is pointed at the PostgreSQL in use (host, port, user, database and the password
+secret are replaced; every other key comes from the manifest). A secret's value comes from the
+environment variable named like its key (`postgres-password` → `POSTGRES_PASSWORD`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nats
+
+from host_shim.component_host import ComponentError, ComponentHost
+from host_shim.local_nats import running_nats
+from host_shim.local_postgres import PostgresServer, running_postgres
+from host_shim.manifest import Link, Manifest, ManifestError, load_manifest
+from host_shim.provider_process import LatticeHost, ProviderProcess
+from provider.wrpc.nats_client import WrpcClient
+
+
+def step(text: str) -> None:
+    print(f"==> {text}", flush=True)
+
+
+def render(output: str) -> str:
+    """The component's JSON summary, one line per key and per row."""
+    try:
+        summary = json.loads(output)
+    except ValueError:
+        return output
+    if not isinstance(summary, dict):
+        return output
+    lines = []
+    for key, value in sorted(summary.items()):
+        if isinstance(value, list):
+            lines.append(f"    {key}:")
+            lines += [f"      {json.dumps(item, sort_keys=True)}" for item in value]
+        else:
+            lines.append(f"    {key}: {json.dumps(value, sort_keys=True)}")
+    return "\n".join(lines)
+
+
+def postgres_links(manifest: Manifest) -> list[Link]:
+    return [
+        link
+        for link in manifest.links
+        if link.namespace == "wasmcloud" and link.package == "postgres"
+    ]
+
+
+def link_values(link: Link, server: PostgresServer) -> tuple[dict[str, str], dict[str, str]]:
+    """(target config, secrets) for a link, pointed at the PostgreSQL in use."""
+    config = dict(link.target_config)
+    database_keys = server.link_config(config.get("POSTGRES_DATABASE") or "postgres")
+    password = database_keys.pop("POSTGRES_PASSWORD")
+    config.update(database_keys)
+    config.pop("POSTGRES_PASSWORD", None)
+    secrets: dict[str, str] = {}
+    for ref in link.target_secrets:
+        env_name = re.sub(r"[^A-Z0-9]", "_", ref.key.upper())
+        value = os.environ.get(env_name)
+        if value is None and ref.name == "POSTGRES_PASSWORD":
+            value = password
+        if value is None:
+            raise ManifestError(f"secret {ref.name}: set {env_name} in the environment")
+        secrets[ref.name] = value
+    if "POSTGRES_PASSWORD" not in secrets:
+        config["POSTGRES_PASSWORD"] = password
+    return config, secrets
+
+
+async def run_application(manifest: Manifest, nats_url: str, server: PostgresServer) -> int:
+    providers = [c for c in manifest.components.values() if c.type == "capability"]
+    links = postgres_links(manifest)
+    if len(providers) != 1 or not links:
+        raise ManifestError("expected one capability and a wasmcloud:postgres link to it")
+    provider_component = providers[0]
+    link = links[0]
+    component = manifest.components[link.source]
+
+    host = LatticeHost(nats_url, provider_id=provider_component.id)
+    config, secrets = link_values(link, server)
+    definition = host.link_definition(component.id, config, secrets or None, name=link.name)
+    log_path = Path(tempfile.mkstemp(prefix="provider-", suffix=".log")[1])
+    with open(log_path, "wb") as log_file:
+        provider = ProviderProcess(
+            host,
+            log_file=log_file,
+            link_definitions=[definition],
+            config=provider_component.config,
+        )
+        step(f"starting provider {provider_component.id} (HostData on stdin; log {log_path})")
+        provider.start()
+        nc = await nats.connect(nats_url)
+        try:
+            health = await provider.wait_healthy(nc)
+            await host.put_link(nc, definition)
+            step(f"provider healthy: {health['message']}")
+            step(f"link put: {component.id} -> {provider_component.id} on wasmcloud:postgres "
+                 f"{list(link.interfaces)}" + (" (secrets sealed)" if secrets else ""))  # fmt: skip
+            client = WrpcClient(nc, host.prefix, result_timeout=600)
+            await client.start()
+            wasm = manifest.image_path(component)
+            if not wasm.exists():
+                raise ComponentError(f"{wasm} does not exist: build it with `make component`")
+            headers = {"source-id": component.id, "link-name": link.name}
+            started = time.perf_counter()
+            component_host = await asyncio.to_thread(
+                ComponentHost, wasm, client, headers, asyncio.get_running_loop()
+            )
+            how = "from the compiled cache" if component_host.from_cache else "compiled"
+            step(f"component {component.id} loaded {how} in "
+                 f"{time.perf_counter() - started:.2f} s; imports match wit/")  # fmt: skip
+            started = time.perf_counter()
+            output = await asyncio.to_thread(component_host.call_export, "run")
+            elapsed = time.perf_counter() - started
+            calls = component_host.import_calls
+            per_call = component_host.import_seconds / max(calls, 1) * 1000
+            step(f"run returned after {elapsed:.2f} s ({calls} import calls, "
+                 f"{per_call:.2f} ms each on average):")  # fmt: skip
+            print(render(output))
+            await client.close()
+            reply = await host.shutdown(nc)
+            step(f"provider shut down: {reply.decode()!r}, exit {provider.wait_exit()}")
+        finally:
+            provider.kill()
+            await nc.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m host_shim", description=__doc__)
+    parser.add_argument("manifest", type=Path, help="a wadm application manifest (wadm.yaml)")
+    args = parser.parse_args(argv)
+    try:
+        manifest = load_manifest(args.manifest)
+        step(f"application {manifest.name} {manifest.version}: "
+             f"{', '.join(manifest.components)}")  # fmt: skip
+        with running_nats() as nats_url, running_postgres() as server:
+            step(f"NATS at {nats_url}; PostgreSQL ({server.kind}) at {server.host}:{server.port}")
+            return asyncio.run(run_application(manifest, nats_url, server))
+    except (ManifestError, ComponentError, OSError) as exc:
+        print(f"host_shim: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""A real Wasm component → wasmtime → host shim → NATS → provider → PostgreSQL, and back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from wasmtime.component import FuncType, OptionType, ResultType, ValType, VariantType
+
+from host_shim.component_host import ComponentError, ComponentHost
+from host_shim.wasm_values import is_tagged
+from provider.wrpc.nats_client import WrpcClient
+from tests.provider_harness import RunningProvider
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPONENT_ID = "sqldb_postgres_example-example"
+
+
+@pytest.fixture(scope="session")
+def example_wasm() -> Path:
+    """Built once (componentize-py, ~7 s; skipped when up to date)."""
+    subprocess.run([sys.executable, str(ROOT / "components" / "build.py")], check=True)
+    return ROOT / "components" / "example" / "build" / "example.wasm"
+
+
+@pytest.fixture(scope="module")
+def provider(nats_url: str) -> Iterator[RunningProvider]:
+    running = RunningProvider(nats_url)
+    running.start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+async def client(
+    nats_url: str, provider: RunningProvider, postgres_server: Any, make_database: Any
+) -> AsyncIterator[WrpcClient]:
+    nc = await nats.connect(nats_url)
+    config = postgres_server.link_config(make_database())
+    await provider.host.put_link(nc, provider.host.link_definition(COMPONENT_ID, config))
+    client = WrpcClient(nc, provider.host.prefix, result_timeout=60)
+    await client.start()
+    await asyncio.sleep(0.2)  # the link put is applied asynchronously
+    yield client
+    await client.close()
+    await nc.close()
+
+
+def host_for(wasm: Path, client: WrpcClient) -> ComponentHost:
+    headers = {"source-id": COMPONENT_ID, "link-name": "default"}
+    return ComponentHost(wasm, client, headers, asyncio.get_running_loop())
+
+
+async def test_the_component_runs_its_workload_through_the_provider(
+    example_wasm: Path, client: WrpcClient
+) -> None:
+    host = host_for(example_wasm, client)
+    summary = json.loads(await asyncio.to_thread(host.call_export, "run"))
+    assert summary["written"] == 20  # 20 execs, 1 row each
+    assert summary["updated"] == 5  # UPDATE ... WHERE pages >= 15
+    rows = summary["rows"]
+    assert [row["visitor"] for row in rows] == [["Text", f"visitor-{i}"] for i in range(15, 20)]
+    assert [row["pages"] for row in rows] == [["Int4", i + 1] for i in range(15, 20)]
+    assert [row["score"] for row in rows] == [["Float8", i * 1.5] for i in range(15, 20)]
+    assert rows[0]["tags"] == ["TextArray", ["regular", "group-0"]]
+    assert rows[3]["meta"] == ["Jsonb", '{"vip": true, "visit": 18}']
+    assert [row["busy"] for row in rows] == [["Bool", i + 1 >= 19] for i in range(15, 20)]
+    assert summary["error"]["variant"] == "InvalidQuery"
+    assert "42P01" in summary["error"]["message"]
+    assert summary["unknown_token"] == {"variant": "UnknownPreparedQuery", "message": None}
+    assert host.import_calls == 27
+    # A fresh Store per invocation: the component runs again.
+    again = json.loads(await asyncio.to_thread(host.call_export, "run"))
+    assert again["written"] == 20
+
+
+async def test_imports_are_checked_against_wit(example_wasm: Path, client: WrpcClient) -> None:
+    host = host_for(example_wasm, client)
+    names = sorted(host.imported_functions())
+    assert names == [
+        "wasmcloud:postgres/prepared@0.1.1-draft#exec",
+        "wasmcloud:postgres/prepared@0.1.1-draft#prepare",
+        "wasmcloud:postgres/query@0.1.1-draft#query",
+        "wasmcloud:postgres/query@0.1.1-draft#query-batch",
+    ]
+
+
+def _variant_types(t: ValType | None, found: list[Any]) -> None:
+    if isinstance(t, VariantType):
+        found.append(t)
+        for _, payload in t.cases:
+            _variant_types(payload, found)
+    elif isinstance(t, OptionType):
+        found.append(t)
+        _variant_types(t.payload, found)
+    elif isinstance(t, ResultType):
+        found.append(t)
+        _variant_types(t.ok, found)
+        _variant_types(t.err, found)
+
+
+async def test_tagging_rule_is_wasmtimes(example_wasm: Path, client: WrpcClient) -> None:
+    host = host_for(example_wasm, client)
+    found: list[Any] = []
+    tagged = {}
+    for key, (_, func_type) in host.imported_functions().items():
+        assert isinstance(func_type, FuncType)
+        for _, param in func_type.params:
+            _variant_types(param, found)
+        _variant_types(func_type.result, found)
+        result = func_type.result
+        assert isinstance(result, ResultType)
+        tagged[key.split("#")[1]] = is_tagged([("ok", result.ok), ("err", result.err)])
+    for t in found:
+        cases = list(t.cases) if isinstance(t, VariantType) else (
+            [("none", None), ("some", t.payload)] if isinstance(t, OptionType)
+            else [("ok", t.ok), ("err", t.err)]
+        )  # fmt: skip
+        assert is_tagged(cases) == t._tagged()  # pinned to wasmtime-py's own rule
+    # As ../shared/spec/component-host.md observed them.
+    assert tagged == {"query": False, "query-batch": False, "prepare": True, "exec": False}
+
+
+async def test_a_provider_that_does_not_answer_is_reported(
+    example_wasm: Path, nats_url: str
+) -> None:
+    nc = await nats.connect(nats_url)
+    nobody = WrpcClient(nc, "no-lattice.no-provider", handshake_timeout=1)
+    await nobody.start()
+    try:
+        host = host_for(example_wasm, nobody)
+        with pytest.raises(ComponentError, match="the provider did not answer: NoResponders"):
+            await asyncio.to_thread(host.call_export, "run")
+    finally:
+        await nobody.close()
+        await nc.close()
+
+
+def test_host_shim_runs_the_manifest(example_wasm: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "host_shim", "wadm.yaml"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    output = completed.stdout
+    assert "imports match wit/" in output
+    assert "written: 20" in output and "updated: 5" in output
+    assert '"variant": "InvalidQuery"' in output
+    assert "provider shut down: 'shutting down', exit 0" in output
