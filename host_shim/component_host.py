@@ -51,6 +51,7 @@ from wasmtime.component import (
     VariantType,
 )
 
+from host_shim import wasmtime_reflection_cache
 from host_shim.wasm_values import ValueConverters
 from provider.wrpc import wit_model as wit
 from provider.wrpc.nats_client import WrpcClient
@@ -176,6 +177,7 @@ class ComponentHost:
         loop: asyncio.AbstractEventLoop,
         call_timeout: float = 600.0,
     ) -> None:
+        wasmtime_reflection_cache.install()
         self.engine = Engine()
         self.component, self.load_seconds, self.from_cache = load_component(self.engine, wasm_path)
         self.client = client

@@ -157,3 +157,18 @@ def test_host_shim_runs_the_manifest(example_wasm: Path) -> None:
     assert "written: 20" in output and "updated: 5" in output
     assert '"variant": "InvalidQuery"' in output
     assert "provider shut down: 'shutting down', exit 0" in output
+
+
+def test_the_reflection_cache_is_pinned_to_the_wasmtime_it_was_written_for(
+    example_wasm: Path,
+) -> None:
+    from importlib.metadata import version
+
+    from host_shim import wasmtime_reflection_cache
+
+    assert version("wasmtime").startswith("50.")  # it wraps wasmtime-py 50's internals
+    wasmtime_reflection_cache.install()
+    assert wasmtime_reflection_cache.installed()
+    from wasmtime.component import VariantType
+
+    assert hasattr(VariantType.cases.fget, "cache")  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from typing import Any
 
 from componentize_py_types import Err, Ok
@@ -112,9 +113,33 @@ def workload() -> dict[str, Any]:
     return summary
 
 
+BENCH_QUERY = (
+    "SELECT g AS id, 'name ' || g AS name, g * 1.5 AS score, g % 2 = 0 AS even, "
+    "now() AS at FROM generate_series(1, 10) AS g"
+)
+
+
+def bench(kind: str, n: int) -> int:
+    """`n` import calls of one kind, timed inside the guest (what a guest really waits)."""
+    if kind == "exec":
+        token = prepared.prepare("SELECT $1::int4")
+        params = [pg.PgValue_Int4(1)]
+        started = time.perf_counter_ns()
+        for _ in range(n):
+            prepared.exec(token, params)
+    else:
+        started = time.perf_counter_ns()
+        for _ in range(n):
+            query.query(BENCH_QUERY, [])
+    return time.perf_counter_ns() - started
+
+
 class WitWorld(WitWorldProtocol):
     def run(self) -> str:
         return json.dumps(workload(), sort_keys=True)
+
+    def bench(self, kind: str, n: int) -> int:
+        return bench(kind, n)
 
 
 class IncomingHandler(exports.IncomingHandler):
