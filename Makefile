@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(PY) -m bench.codec_bench
 	$(PY) -m bench.transport_bench
 	$(PY) -m bench.provider_bench
+	$(PY) -m bench.shim_bench
 
 # The long chaos run (tests/test_statements_chaos.py runs a short one in `make test`).
 chaos: $(STAMP)
