@@ -21,9 +21,8 @@ import nats
 from host_shim.local_nats import free_port, running_nats
 from host_shim.local_postgres import running_postgres
 from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Ok
 from tests import chaos
-from tests.provider_harness import Caller, RunningProvider
+from tests.provider_harness import Caller, RunningProvider, wait_linked
 
 CALLERS = 64
 EXECS = int(os.environ.get("CHAOS_EXECS", "2000"))
@@ -47,10 +46,7 @@ async def run(nats_url: str, server: Any) -> int:
     config = {**server.link_config(database), "POSTGRES_POOL_SIZE": "4"}
     await provider.host.put_link(nc, provider.host.link_definition(link, config))
     caller = Caller(client, link)
-    for _ in range(100):
-        if isinstance(await caller.query("SELECT 1"), Ok):
-            break
-        await asyncio.sleep(0.05)
+    await wait_linked(caller)
 
     print(f"{CALLERS} callers x {EXECS} execs, pool 4, kills + resets + restarts ...", flush=True)
     outcome = chaos.Outcome()

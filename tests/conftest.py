@@ -31,6 +31,17 @@ def prefix() -> str:
     return f"t{uuid.uuid4().hex[:12]}.test_provider"
 
 
+@pytest.fixture(scope="module")
+def provider(nats_url: str) -> Iterator[Any]:
+    """The provider as a child process on a lattice of its own, one per test module."""
+    from tests.provider_harness import RunningProvider
+
+    running = RunningProvider(nats_url)
+    running.start()
+    yield running
+    running.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Any]:
     from host_shim.local_postgres import running_postgres

@@ -13,7 +13,7 @@ import nats
 
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Case
+from provider.wrpc.values import Case, Ok
 from provider.wrpc.wit_model import postgres_package
 
 PACKAGE = postgres_package()
@@ -74,6 +74,14 @@ class Caller:
     async def exec(self, token: str, params: Sequence[Case] = ()) -> Any:
         (result,) = await self.client.call(EXEC, [token, list(params)], self.headers)
         return result
+
+
+async def wait_linked(caller: Caller, attempts: int = 100) -> None:
+    """Link puts are applied asynchronously: wait until the caller's link answers."""
+    for _ in range(attempts):
+        if isinstance(await caller.query("SELECT 1"), Ok):
+            return
+        await asyncio.sleep(0.05)
 
 
 def new_source_id() -> str:

@@ -6,7 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +28,6 @@ def example_wasm() -> Path:
     """Built once (componentize-py, ~7 s; skipped when up to date)."""
     subprocess.run([sys.executable, str(ROOT / "components" / "build.py")], check=True)
     return ROOT / "components" / "example" / "build" / "example.wasm"
-
-
-@pytest.fixture(scope="module")
-def provider(nats_url: str) -> Iterator[RunningProvider]:
-    running = RunningProvider(nats_url)
-    running.start()
-    yield running
-    running.stop()
 
 
 @pytest.fixture

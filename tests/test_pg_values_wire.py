@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
@@ -12,15 +12,7 @@ from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case, Ok
 from provider.wrpc.wit_model import VariantType, postgres_package
 from tests.pg_value_cases import ROUND_TRIPS
-from tests.provider_harness import Caller, RunningProvider, values_of
-
-
-@pytest.fixture(scope="module")
-def provider(nats_url: str) -> Iterator[RunningProvider]:
-    running = RunningProvider(nats_url)
-    running.start()
-    yield running
-    running.stop()
+from tests.provider_harness import Caller, RunningProvider, values_of, wait_linked
 
 
 @pytest.fixture
@@ -35,9 +27,7 @@ async def caller(
         nc, provider.host.link_definition(source_id, postgres_server.link_config(database))
     )
     caller = Caller(client, source_id)
-    for _ in range(50):
-        if isinstance(await caller.query("SELECT 1"), Ok):
-            break
+    await wait_linked(caller)
     assert await caller.batch("CREATE EXTENSION IF NOT EXISTS hstore") == Ok()
     yield caller
     await client.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
@@ -11,15 +11,13 @@ import pytest
 
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case, Err, Ok
-from tests.provider_harness import Caller, RunningProvider, new_source_id, values_of
-
-
-@pytest.fixture(scope="module")
-def provider(nats_url: str) -> Iterator[RunningProvider]:
-    running = RunningProvider(nats_url)
-    running.start()
-    yield running
-    running.stop()
+from tests.provider_harness import (
+    Caller,
+    RunningProvider,
+    new_source_id,
+    values_of,
+    wait_linked,
+)
 
 
 @pytest.fixture
@@ -47,11 +45,7 @@ async def linked_caller(
     source_id = new_source_id()
     await provider.host.put_link(host_nc, provider.host.link_definition(source_id, config, secrets))
     caller = Caller(client, source_id)
-    for _ in range(50):  # the put is asynchronous: wait until the link answers
-        result = await caller.query("SELECT 1")
-        if isinstance(result, Ok):
-            return caller
-        await asyncio.sleep(0.05)
+    await wait_linked(caller)
     return caller
 
 

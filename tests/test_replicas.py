@@ -10,14 +10,7 @@ import nats
 from host_shim.provider_process import ProviderProcess
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case, Err, Ok
-from tests.provider_harness import Caller, RunningProvider, values_of
-
-
-async def wait_linked(caller: Caller) -> None:
-    for _ in range(100):
-        if isinstance(await caller.query("SELECT 1"), Ok):
-            return
-        await asyncio.sleep(0.05)
+from tests.provider_harness import Caller, RunningProvider, values_of, wait_linked
 
 
 async def test_a_token_survives_the_replica_that_prepared_it(

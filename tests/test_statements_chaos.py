@@ -17,7 +17,7 @@ from host_shim.local_postgres import running_postgres
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case, Err, Ok
 from tests import chaos
-from tests.provider_harness import Caller, RunningProvider, values_of
+from tests.provider_harness import Caller, RunningProvider, values_of, wait_linked
 
 CALLERS = 64
 EXECS = int(os.environ.get("CHAOS_EXECS", "25"))  # per caller; `make chaos` runs thousands
@@ -64,10 +64,7 @@ async def setup(
     config = {**own_postgres.link_config(database), "POSTGRES_POOL_SIZE": "4"}
     await provider.host.put_link(nc, provider.host.link_definition(source_id, config))
     caller = Caller(client, source_id)
-    for _ in range(100):
-        if isinstance(await caller.query("SELECT 1"), Ok):
-            break
-        await asyncio.sleep(0.05)
+    await wait_linked(caller)
     yield caller, admin_dsn, database
     await client.close()
     await nc.close()
@@ -192,10 +189,7 @@ async def test_registry_bound_and_connection_evictions_deallocate(
         }
         await provider.host.put_link(nc, provider.host.link_definition(source_id, config))
         caller = Caller(client, source_id)
-        for _ in range(100):
-            if isinstance(await caller.query("SELECT 1"), Ok):
-                break
-            await asyncio.sleep(0.05)
+        await wait_linked(caller)
         tokens = [(await caller.prepare(f"SELECT {i}::int4")).value for i in range(5)]
         assert await caller.exec(tokens[0]) == Err(Case("unknown-prepared-query"))  # evicted
         assert await caller.exec(tokens[4]) == Ok(1)

@@ -355,15 +355,17 @@ def parse_points(text: str) -> list[tuple[float, float]]:
     return [(float(x), float(y)) for x, y in _POINT.findall(text)]
 
 
-def format_points(points: list[Any], to_float: Any, opening: str, closing: str) -> str:
-    def number(value: float) -> str:
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return repr(value)
+def float_text(value: float) -> str:
+    """A float as PostgreSQL's input takes it (exact: repr is the shortest round trip)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)
 
-    inner = ",".join(f"({number(to_float(x))},{number(to_float(y))})" for x, y in points)
+
+def format_points(points: list[Any], to_float: Any, opening: str, closing: str) -> str:
+    inner = ",".join(f"({float_text(to_float(x))},{float_text(to_float(y))})" for x, y in points)
     return f"{opening}{inner}{closing}"
 
 

@@ -14,7 +14,6 @@ format, so PostgreSQL's own input functions validate them.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from decimal import InvalidOperation
 from typing import Any
@@ -373,19 +372,11 @@ for _element_case, _array_case in ARRAY_CASES.items():
 _INTEGERS = {"int2", "int4", "int8"}
 
 
-def _float_text(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    return repr(value)
-
-
 _TEXTS = {"text", "varchar", "bpchar", "name"}
 # Inferred parameter type → the case types (and how) it also takes besides its own.
 COMPATIBLE: dict[str, dict[str, Payload]] = {
     **{i: {j: _identity for j in _INTEGERS} for i in _INTEGERS},
-    "numeric": {**{i: str for i in _INTEGERS}, "float4": _float_text, "float8": _float_text},
+    "numeric": {**{i: str for i in _INTEGERS}, "float4": t.float_text, "float8": t.float_text},
     "float4": {**{i: float for i in _INTEGERS}, "float8": _identity},
     "float8": {**{i: float for i in _INTEGERS}, "float4": _identity},
     "oid": {i: _identity for i in _INTEGERS},
@@ -407,8 +398,8 @@ COMPATIBLE: dict[str, dict[str, Payload]] = {
 # Scalars that go to a text parameter as PostgreSQL would print them.
 _SHOWN_AS_TEXT: dict[str, Payload] = {
     **{i: str for i in _INTEGERS},
-    "float4": _float_text,
-    "float8": _float_text,
+    "float4": t.float_text,
+    "float8": t.float_text,
     "numeric": _identity,
     "bool": lambda b: "true" if b else "false",
 }

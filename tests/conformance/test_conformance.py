@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +43,6 @@ def example_wasm() -> Path:
 @pytest.fixture(scope="module")
 def conformance_database(make_database: Any) -> str:
     return str(make_database())
-
-
-@pytest.fixture(scope="module")
-def provider(nats_url: str) -> Iterator[RunningProvider]:
-    running = RunningProvider(nats_url)
-    running.start()
-    yield running
-    running.stop()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
