@@ -12,17 +12,15 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import uuid
 from typing import Any
 
-import asyncpg
 import nats
 
 from host_shim.local_nats import free_port, running_nats
 from host_shim.local_postgres import running_postgres
 from provider.wrpc.nats_client import WrpcClient
 from tests import chaos
-from tests.provider_harness import Caller, RunningProvider, wait_linked
+from tests.provider_harness import RunningProvider
 
 CALLERS = 64
 EXECS = int(os.environ.get("CHAOS_EXECS", "2000"))
@@ -33,20 +31,13 @@ async def run(nats_url: str, server: Any) -> int:
     provider = RunningProvider(nats_url)
     provider.process.host_data = provider.host.host_data(config={"METRICS_PORT": str(port)})
     await provider.astart()
-    database = f"chaos_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server.dsn(), ssl=False)
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    await admin.close()
-    admin_dsn = server.dsn(database)
-    await chaos.create_table(admin_dsn)
     nc = await nats.connect(nats_url)
     client = WrpcClient(nc, provider.host.prefix, result_timeout=120)
     await client.start()
     link = "app-chaos-long"
-    config = {**server.link_config(database), "POSTGRES_POOL_SIZE": "4"}
-    await provider.host.put_link(nc, provider.host.link_definition(link, config))
-    caller = Caller(client, link)
-    await wait_linked(caller)
+    caller, admin_dsn, database = await chaos.link_fresh_database(
+        provider, server, client, nc, link
+    )
 
     print(f"{CALLERS} callers x {EXECS} execs, pool 4, kills + resets + restarts ...", flush=True)
     outcome = chaos.Outcome()

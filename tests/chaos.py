@@ -10,6 +10,7 @@ import random
 import re
 import time
 import urllib.request
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from provider.wrpc.values import Case, Ok
-from tests.provider_harness import Caller
+from tests.provider_harness import Caller, wait_linked
 
 INSERT = "INSERT INTO chaos (caller, seq) VALUES ($1, $2)"
 
@@ -34,6 +35,23 @@ class Outcome:
 
     def error_lines(self) -> list[str]:
         return [f"{count} x {text}" for text, count in self.errors.most_common()]
+
+
+async def link_fresh_database(
+    provider: Any, server: Any, client: Any, nc: Any, link: str, pool_size: int = 4
+) -> tuple[Caller, str, str]:
+    """A new database with the chaos table, linked for `link`; (caller, admin dsn, database)."""
+    database = f"chaos_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server.dsn(), ssl=False)
+    await admin.execute(f'CREATE DATABASE "{database}"')
+    await admin.close()
+    admin_dsn = server.dsn(database)
+    await create_table(admin_dsn)
+    config = {**server.link_config(database), "POSTGRES_POOL_SIZE": str(pool_size)}
+    await provider.host.put_link(nc, provider.host.link_definition(link, config))
+    caller = Caller(client, link)
+    await wait_linked(caller)
+    return caller, admin_dsn, database
 
 
 async def create_table(admin_dsn: str) -> None:

@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 import pytest
 
 from provider.wrpc.nats_client import WrpcClient
@@ -21,15 +20,8 @@ from tests.provider_harness import (
 
 
 @pytest.fixture
-async def host_nc(nats_url: str) -> AsyncIterator[Any]:
-    connection = await nats.connect(nats_url)
-    yield connection
-    await connection.close()
-
-
-@pytest.fixture
-async def client(host_nc: Any, provider: RunningProvider) -> AsyncIterator[WrpcClient]:
-    client = WrpcClient(host_nc, provider.host.prefix, result_timeout=30)
+async def client(nc: Any, provider: RunningProvider) -> AsyncIterator[WrpcClient]:
+    client = WrpcClient(nc, provider.host.prefix, result_timeout=30)
     await client.start()
     yield client
     await client.close()
@@ -37,13 +29,13 @@ async def client(host_nc: Any, provider: RunningProvider) -> AsyncIterator[WrpcC
 
 async def linked_caller(
     provider: RunningProvider,
-    host_nc: Any,
+    nc: Any,
     client: WrpcClient,
     config: dict[str, str],
     secrets: dict[str, str] | None = None,
 ) -> Caller:
     source_id = new_source_id()
-    await provider.host.put_link(host_nc, provider.host.link_definition(source_id, config, secrets))
+    await provider.host.put_link(nc, provider.host.link_definition(source_id, config, secrets))
     caller = Caller(client, source_id)
     await wait_linked(caller)
     return caller
@@ -51,9 +43,9 @@ async def linked_caller(
 
 @pytest.fixture
 async def caller(
-    provider: RunningProvider, host_nc: Any, client: WrpcClient, postgres_server: Any, database: str
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
 ) -> Caller:
-    return await linked_caller(provider, host_nc, client, postgres_server.link_config(database))
+    return await linked_caller(provider, nc, client, postgres_server.link_config(database))
 
 
 async def test_query_with_parameters_returns_typed_rows(caller: Caller) -> None:
@@ -119,10 +111,10 @@ async def test_error_variants(caller: Caller) -> None:
 
 
 async def test_tokens_are_scoped_to_the_link_that_prepared_them(
-    provider: RunningProvider, host_nc: Any, client: WrpcClient, caller: Caller,
+    provider: RunningProvider, nc: Any, client: WrpcClient, caller: Caller,
     postgres_server: Any, database: str,
 ) -> None:  # fmt: skip
-    other = await linked_caller(provider, host_nc, client, postgres_server.link_config(database))
+    other = await linked_caller(provider, nc, client, postgres_server.link_config(database))
     token = (await caller.prepare("SELECT 42")).value
     assert await caller.exec(token) == Ok(1)
     assert await other.exec(token) == Err(Case("unknown-prepared-query"))
@@ -138,12 +130,12 @@ async def test_call_without_a_link_gets_a_clear_error(client: WrpcClient) -> Non
 
 
 async def test_two_links_to_two_databases_are_isolated(
-    provider: RunningProvider, host_nc: Any, client: WrpcClient, postgres_server: Any,
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any,
     make_database: Any,
 ) -> None:  # fmt: skip
     first_db, second_db = make_database(), make_database()
-    first = await linked_caller(provider, host_nc, client, postgres_server.link_config(first_db))
-    second = await linked_caller(provider, host_nc, client, postgres_server.link_config(second_db))
+    first = await linked_caller(provider, nc, client, postgres_server.link_config(first_db))
+    second = await linked_caller(provider, nc, client, postgres_server.link_config(second_db))
     assert (
         await first.batch("CREATE TABLE mine (v text); INSERT INTO mine VALUES ('first')") == Ok()
     )
@@ -157,12 +149,12 @@ async def test_two_links_to_two_databases_are_isolated(
 
 
 async def test_link_delete_closes_the_link_and_forgets_its_statements(
-    provider: RunningProvider, host_nc: Any, client: WrpcClient, postgres_server: Any,
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any,
     database: str,
 ) -> None:  # fmt: skip
-    caller = await linked_caller(provider, host_nc, client, postgres_server.link_config(database))
+    caller = await linked_caller(provider, nc, client, postgres_server.link_config(database))
     token = (await caller.prepare("SELECT 7")).value
-    await provider.host.delete_link(host_nc, caller.source_id)
+    await provider.host.delete_link(nc, caller.source_id)
     for _ in range(50):
         result = await caller.query("SELECT 1")
         if isinstance(result, Err):
@@ -170,7 +162,7 @@ async def test_link_delete_closes_the_link_and_forgets_its_statements(
         await asyncio.sleep(0.05)
     assert result.value.tag == "unexpected" and "no link" in result.value.value
     await provider.host.put_link(
-        host_nc,
+        nc,
         provider.host.link_definition(caller.source_id, postgres_server.link_config(database)),
     )
     await asyncio.sleep(0.3)
@@ -178,46 +170,46 @@ async def test_link_delete_closes_the_link_and_forgets_its_statements(
 
 
 async def test_secrets_override_config(
-    provider: RunningProvider, host_nc: Any, client: WrpcClient, postgres_server: Any,
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any,
     database: str,
 ) -> None:  # fmt: skip
     if not postgres_server.password:
         pytest.skip("this PostgreSQL trusts every connection: a wrong password would not fail")
     config = {**postgres_server.link_config(database), "POSTGRES_PASSWORD": "wrong-password"}
     caller = await linked_caller(
-        provider, host_nc, client, config, secrets={"POSTGRES_PASSWORD": postgres_server.password}
+        provider, nc, client, config, secrets={"POSTGRES_PASSWORD": postgres_server.password}
     )
     assert values_of((await caller.query("SELECT 5::int4")).value) == [[Case("int4", 5)]]
     # Without the secret, the wrong password in config is what the provider uses.
-    plain = await linked_caller(provider, host_nc, client, config)
+    plain = await linked_caller(provider, nc, client, config)
     failed = await plain.query("SELECT 1")
     assert failed.value.tag == "unexpected" and "password" in failed.value.value
     assert postgres_server.password not in provider.log_text()  # secrets are never logged
 
 
 async def test_bad_config_is_refused_clearly_and_health_says_why(
-    provider: RunningProvider, host_nc: Any, client: WrpcClient, postgres_server: Any,
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any,
     database: str,
 ) -> None:  # fmt: skip
     source_id = new_source_id()
     await provider.host.put_link(
-        host_nc, provider.host.link_definition(source_id, {"POSTGRES_HOST": "127.0.0.1"})
+        nc, provider.host.link_definition(source_id, {"POSTGRES_HOST": "127.0.0.1"})
     )
     await asyncio.sleep(0.3)
     result = await Caller(client, source_id).query("SELECT 1")
     assert result.value.tag == "unexpected"
     assert "refused" in result.value.value and "POSTGRES_DATABASE" in result.value.value
-    health = await provider.host.health(host_nc)
+    health = await provider.host.health(nc)
     assert health["healthy"] is False and source_id in health["message"]
-    await provider.host.delete_link(host_nc, source_id)
+    await provider.host.delete_link(nc, source_id)
     await asyncio.sleep(0.2)
     # The provider still serves everyone else.
-    good = await linked_caller(provider, host_nc, client, postgres_server.link_config(database))
+    good = await linked_caller(provider, nc, client, postgres_server.link_config(database))
     assert isinstance(await good.query("SELECT 1"), Ok)
 
 
 async def test_health_reports_an_unreachable_database(
-    provider: RunningProvider, host_nc: Any, client: WrpcClient,
+    provider: RunningProvider, nc: Any, client: WrpcClient,
 ) -> None:  # fmt: skip
     from host_shim.local_nats import free_port
 
@@ -225,17 +217,17 @@ async def test_health_reports_an_unreachable_database(
         "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(free_port()),
         "POSTGRES_USERNAME": "u", "POSTGRES_PASSWORD": "p", "POSTGRES_DATABASE": "d",
     }  # fmt: skip
-    caller = await linked_caller(provider, host_nc, client, dead)
+    caller = await linked_caller(provider, nc, client, dead)
     result = await caller.query("SELECT 1")
     assert result.value.tag == "unexpected" and "unreachable" in result.value.value
-    health = await provider.host.health(host_nc)
+    health = await provider.host.health(nc)
     assert health["healthy"] is False
     assert caller.source_id in health["message"] and "unreachable" in health["message"]
-    await provider.host.delete_link(host_nc, caller.source_id)
+    await provider.host.delete_link(nc, caller.source_id)
 
 
-async def test_config_update_is_accepted(provider: RunningProvider, host_nc: Any) -> None:
-    await provider.host.update_config(host_nc, {"LOG_NOTE": "hello"})
+async def test_config_update_is_accepted(provider: RunningProvider, nc: Any) -> None:
+    await provider.host.update_config(nc, {"LOG_NOTE": "hello"})
     await asyncio.sleep(0.2)
     assert '"keys": ["LOG_NOTE"]' in provider.log_text()
-    assert (await provider.host.health(host_nc))["healthy"] in (True, False)
+    assert (await provider.host.health(nc))["healthy"] in (True, False)

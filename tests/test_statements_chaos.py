@@ -51,21 +51,11 @@ async def setup(
     """A fresh database and a link to it with a pool of 4; (caller, admin dsn, database)."""
     import uuid
 
-    database = f"chaos_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(own_postgres.dsn(), ssl=False)
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    await admin.close()
-    admin_dsn = own_postgres.dsn(database)
-    await chaos.create_table(admin_dsn)
     nc = await nats.connect(nats_url)
     client = WrpcClient(nc, provider.host.prefix, result_timeout=60)
     await client.start()
-    source_id = f"app-chaos-{uuid.uuid4().hex[:6]}"
-    config = {**own_postgres.link_config(database), "POSTGRES_POOL_SIZE": "4"}
-    await provider.host.put_link(nc, provider.host.link_definition(source_id, config))
-    caller = Caller(client, source_id)
-    await wait_linked(caller)
-    yield caller, admin_dsn, database
+    link = f"app-chaos-{uuid.uuid4().hex[:6]}"
+    yield await chaos.link_fresh_database(provider, own_postgres, client, nc, link)
     await client.close()
     await nc.close()
 
