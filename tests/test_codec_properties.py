@@ -199,3 +199,22 @@ def test_two_field_record_fast_path_matches_the_general_record_path(data: st.Dat
         for decode in (_two_field_record_decoder(fields), _record_decoder(fields)):
             with pytest.raises(Incomplete):
                 decode(encoded[:cut], 0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.data())
+def test_two_field_record_encoder_fast_path_matches_the_general_path(data: st.DataObject) -> None:
+    from provider.wrpc.codec import _record_encoder, _two_field_record_encoder
+    from provider.wrpc.wit_model import RecordType
+
+    entry = PACKAGE.type("types", "result-row-entry")
+    assert isinstance(entry, RecordType)
+    fields = tuple((name, CODEC.encoder(t)) for name, t in entry.fields)
+    value = data.draw(values_of(entry))
+    fast, general = bytearray(), bytearray()
+    _two_field_record_encoder(fields, entry.name)(value, fast)
+    _record_encoder(fields, entry.name)(value, general)
+    assert fast == general
+    for encode in (_two_field_record_encoder(fields, "e"), _record_encoder(fields, "e")):
+        with pytest.raises(EncodeError, match="lacks"):
+            encode({"column-name": "x"}, bytearray())

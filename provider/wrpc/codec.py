@@ -136,6 +136,12 @@ def encode_sleb128(value: int, out: bytearray) -> None:
         out.append(byte | 0x80)
 
 
+def _uleb128_bytes(value: int) -> bytes:
+    out = bytearray()
+    encode_uleb128(value, out)
+    return bytes(out)
+
+
 def _read_length(buf: bytes, pos: int, limits: CodecLimits, what: str) -> tuple[int, int]:
     # Fast path: almost every length on the wire is a single byte.
     if pos < len(buf) and buf[pos] < 0x80:
@@ -352,17 +358,12 @@ class Codec:
             field_encoders = tuple((name, self.encoder(ft)) for name, ft in t.fields)
             record_name = t.name
 
-            def encode_record(value: Any, out: bytearray) -> None:
-                try:
-                    for name, encode_field in field_encoders:
-                        encode_field(value[name], out)
-                except (KeyError, TypeError) as exc:
-                    raise EncodeError(f"record {record_name}: {value!r:.80} lacks {exc}") from None
-
-            return encode_record
+            if len(field_encoders) == 2:
+                return _two_field_record_encoder(field_encoders, record_name)
+            return _record_encoder(field_encoders, record_name)
         if isinstance(t, VariantType):
             cases = {
-                name: (index, None if ct is None else self.encoder(ct))
+                name: (_uleb128_bytes(index), None if ct is None else self.encoder(ct))
                 for index, (name, ct) in enumerate(t.cases)
             }
             variant_name = t.name or "variant"
@@ -373,8 +374,8 @@ class Codec:
                 found = cases.get(value.tag)
                 if found is None:
                     raise EncodeError(f"{variant_name} has no case {value.tag!r}")
-                index, encode_payload = found
-                encode_uleb128(index, out)
+                index_bytes, encode_payload = found
+                out += index_bytes
                 if encode_payload is not None:
                     encode_payload(value.value, out)
                 elif value.value is not None:
@@ -425,6 +426,34 @@ class Codec:
 
             return encode_result
         raise TypeError(f"not a WIT type: {t!r}")
+
+
+def _record_encoder(field_encoders: tuple[tuple[str, Encoder], ...], record_name: str) -> Encoder:
+    def encode_record(value: Any, out: bytearray) -> None:
+        try:
+            for name, encode_field in field_encoders:
+                encode_field(value[name], out)
+        except (KeyError, TypeError) as exc:
+            raise EncodeError(f"record {record_name}: {value!r:.80} lacks {exc}") from None
+
+    return encode_record
+
+
+def _two_field_record_encoder(
+    field_encoders: tuple[tuple[str, Encoder], ...], record_name: str
+) -> Encoder:
+    """Fast path for two-field records (`result-row-entry`, once per column of every row)."""
+    (first_name, encode_first), (second_name, encode_second) = field_encoders
+
+    def encode_two_field_record(value: Any, out: bytearray) -> None:
+        try:
+            first, second = value[first_name], value[second_name]
+        except (KeyError, TypeError) as exc:
+            raise EncodeError(f"record {record_name}: {value!r:.80} lacks {exc}") from None
+        encode_first(first, out)
+        encode_second(second, out)
+
+    return encode_two_field_record
 
 
 def _record_decoder(field_decoders: tuple[tuple[str, Decoder], ...]) -> Decoder:
@@ -584,7 +613,10 @@ def _primitive_encoder(name: str) -> Encoder:
                 data = value.encode("utf-8")
             except UnicodeEncodeError as exc:  # lone surrogates
                 raise EncodeError(f"string is not encodable as UTF-8: {exc.reason}") from None
-            encode_uleb128(len(data), out)
+            if len(data) < 0x80:  # the one-byte length almost every string has
+                out.append(len(data))
+            else:
+                encode_uleb128(len(data), out)
             out += data
 
         return encode_string
@@ -617,6 +649,9 @@ def _primitive_encoder(name: str) -> Encoder:
         high = (1 << bits) - 1
 
         def encode_unsigned(value: Any, out: bytearray) -> None:
+            if type(value) is int and 0 <= value < 0x80:  # one byte, obviously in range
+                out.append(value)
+                return
             _check_int(value, 0, high, name)
             encode_uleb128(value, out)
 
