@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -101,3 +102,24 @@ async def test_timestamptz_with_an_offset_is_the_same_instant(caller: Caller) ->
         [Case("timestamp-tz", sent)],
     )
     assert values_of(result.value) == [[Case("bool", True)]]
+
+
+async def test_empty_array_elements_never_crash_the_provider(caller: Caller) -> None:
+    # asyncpg's own text-array decoder crashes the process on these; every connection of the
+    # pool must be covered, including for types created after it connected (citext here).
+    assert await caller.batch("DROP EXTENSION IF EXISTS citext") == Ok()
+    for _ in range(3):  # warm several connections before the extension exists
+        assert isinstance(await caller.query("SELECT 1"), Ok)
+    assert await caller.batch("CREATE EXTENSION citext") == Ok()
+    queries = {
+        "SELECT ARRAY[''::refcursor, 'x'] AS v": Case("text", '{"",x}'),
+        "SELECT ARRAY[''::tsvector] AS v": Case("text", '{""}'),
+        "SELECT ARRAY[''::hstore] AS v": Case("text", '{""}'),
+        "SELECT ARRAY[''::citext, 'A'] AS v": Case("text", '{"",A}'),
+        "SELECT ARRAY['', 'x']::text[] AS v": Case("text-array", ["", "x"]),
+    }
+    for _ in range(4):  # on whichever connections serve them
+        results = await asyncio.gather(*(caller.query(sql) for sql in queries))
+        for (sql, expected), result in zip(queries.items(), results, strict=True):
+            assert isinstance(result, Ok), (sql, result)
+            assert values_of(result.value) == [[expected]], sql

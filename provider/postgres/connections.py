@@ -19,7 +19,12 @@ import asyncpg
 
 from provider.postgres import pg_text
 from provider.postgres.config import ConnectionSettings
-from provider.postgres.pg_values import SESSION_SETTINGS, TEXT_TYPES, row_converters
+from provider.postgres.pg_values import (
+    BINARY_ELEMENTS,
+    SESSION_SETTINGS,
+    TEXT_TYPES,
+    row_converters,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,7 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         self.on_prepare: PrepareListener | None = None
         self.on_evict: Callable[[], None] | None = None
         self._statement_number = 0
+        self.text_oids: set[int] = set()  # types this connection exchanges as text
 
     async def cached_statement(self, sql: str) -> CachedStatement:
         found = self.prepared.get(sql)
@@ -57,10 +63,13 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         cause = self._forgotten.pop(sql, None) or (
             "evicted" if sql in self._evicted else "first_use"
         )
-        # A named (server-side, long-lived) statement: asyncpg makes unnamed ones when its
-        # own cache is off, and an unnamed statement is parsed again on every execution.
-        self._statement_number += 1
-        statement = await self.prepare(sql, name=f"sqldb_{self._statement_number}")
+        statement = await self._prepare_named(sql)
+        types = (*statement.get_parameters(), *(a.type for a in statement.get_attributes()))
+        if needs_text_registration(types, self.text_oids):
+            # A type created since connect (an extension's array, say): register, prepare again.
+            self.text_oids = await configure_connection(self)
+            del statement
+            statement = await self._prepare_named(sql)
         self._evicted.discard(sql)
         found = CachedStatement(
             statement, tuple(statement.get_parameters()), row_converters(statement.get_attributes())
@@ -71,6 +80,12 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         if len(self.prepared) > self.max_statements:
             await self._evict_oldest()
         return found
+
+    async def _prepare_named(self, sql: str) -> Any:
+        # A named (server-side, long-lived) statement: asyncpg makes unnamed ones when its
+        # own cache is off, and an unnamed statement is parsed again on every execution.
+        self._statement_number += 1
+        return await self.prepare(sql, name=f"sqldb_{self._statement_number}")
 
     async def _evict_oldest(self) -> None:
         evicted_sql = self.prepared.popitem(last=False)[0]  # drops the last reference
@@ -99,17 +114,25 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         Cached statements stay: their codecs were fixed when they were prepared, and a type
         that did not exist then cannot appear in them.
         """
-        await configure_connection(self)
+        self.text_oids = await configure_connection(self)
 
 
-# The types we read and write as PostgreSQL text, found once per connection: our text types
+# The types we read and write as PostgreSQL text, found per connection: our text types
 # (pg_catalog), hstore (whatever schema its extension lives in), every range and multirange
-# (asyncpg's range codec refuses text elements), and the array types of all of them.
+# (asyncpg's range codec refuses text elements), and every array type whose elements asyncpg
+# does not decode in binary for us (`BINARY_ELEMENTS`): asyncpg 0.32's own text-array decoder
+# crashes the process on an empty element (`ARRAY[''::refcursor]`), so it must never run.
 _TEXT_TYPE_QUERY = """
-SELECT t.oid, t.typname, t.typarray, n.nspname
+SELECT t.oid, t.typname AS name, n.nspname
 FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
 WHERE (n.nspname = 'pg_catalog' AND t.typname = ANY($1::text[]))
    OR t.typname = 'hstore' OR t.typtype IN ('r', 'm')
+UNION ALL
+SELECT a.oid, e.typname || '[]', n.nspname
+FROM pg_catalog.pg_type a
+JOIN pg_catalog.pg_type e ON e.oid = a.typelem AND e.typarray = a.oid
+JOIN pg_catalog.pg_namespace n ON n.oid = e.typnamespace
+WHERE NOT (n.nspname = 'pg_catalog' AND e.typname = ANY($2::text[]))
 """
 
 
@@ -117,24 +140,32 @@ def _text_out(value: Any) -> str:
     return pg_text.format_array_literal(value) if isinstance(value, list) else str(value)
 
 
-async def configure_connection(connection: Any) -> None:
-    """Exchange `_TEXT_TYPE_QUERY`'s types (and their arrays) as PostgreSQL text.
+async def configure_connection(connection: Any) -> set[int]:
+    """Exchange `_TEXT_TYPE_QUERY`'s types as PostgreSQL text; returns their oids.
 
-    Arrays are registered as whole text values, so asyncpg never decodes a text-format array
-    itself (its decoder crashes the process on an empty element); `pg_values` parses them.
-    Registering a codec on an array or range type is not possible through asyncpg's public
-    `set_type_codec`, so this uses the settings object that method itself uses; the asyncpg
-    version is pinned in pyproject.toml and tests/test_pg_values_wire.py exercises it.
+    Arrays are registered as whole text values and parsed by `pg_values`. Registering a codec
+    on an array or range type is not possible through asyncpg's public `set_type_codec`, so
+    this uses the settings object that method itself uses; the asyncpg version is pinned in
+    pyproject.toml and tests/test_pg_values_wire.py exercises it.
     """
-    rows = await connection.fetch(_TEXT_TYPE_QUERY, list(TEXT_TYPES))
+    rows = await connection.fetch(_TEXT_TYPE_QUERY, list(TEXT_TYPES), list(BINARY_ELEMENTS))
     settings = connection._protocol.get_settings()
     for row in rows:
-        # Array types named as asyncpg names them ("tsvector[]"), so callers see one convention.
-        for oid, name in ((row["oid"], row["typname"]), (row["typarray"], f"{row['typname']}[]")):
-            if oid:
-                settings.add_python_codec(
-                    oid, name, row["nspname"], [], "scalar", _text_out, str, "text"
-                )
+        # Array types are named as asyncpg names them ("tsvector[]"): one convention.
+        settings.add_python_codec(
+            row["oid"], row["name"], row["nspname"], [], "scalar", _text_out, str, "text"
+        )
+    return {int(row["oid"]) for row in rows}
+
+
+def needs_text_registration(pg_types: Any, registered: set[int]) -> bool:
+    """An array type in a statement that asyncpg would decode as text itself (a new one)."""
+    return any(
+        t.kind == "array"
+        and t.oid not in registered
+        and not (t.schema == "pg_catalog" and t.name.removesuffix("[]") in BINARY_ELEMENTS)
+        for t in pg_types
+    )
 
 
 async def connect(settings: ConnectionSettings) -> StatementConnection:
@@ -151,7 +182,7 @@ async def connect(settings: ConnectionSettings) -> StatementConnection:
         timeout=10,
     )
     try:
-        await configure_connection(connection)
+        connection.text_oids = await configure_connection(connection)
     except BaseException:
         connection.terminate()
         raise

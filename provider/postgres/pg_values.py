@@ -30,8 +30,19 @@ TEXT_TYPES = (
     "inet", "cidr", "macaddr", "macaddr8", "bit", "varbit", "tsvector", "tsquery", "pg_lsn",
     "xml", "json", "jsonb", "uuid", "int2vector", "path", "polygon",
 )  # fmt: skip
+# Element types whose arrays asyncpg decodes in binary into the Python values RESULT_CASES
+# expects (every other array type is exchanged as text; see connections.py).
+BINARY_ELEMENTS = (
+    "int2", "int4", "int8", "float4", "float8", "bool", "text", "varchar", "bpchar", "name",
+    "bytea", "char", "point", "line", "lseg", "box", "circle", "pg_snapshot", "txid_snapshot",
+)  # fmt: skip
 # Session settings the text parsers rely on.
-SESSION_SETTINGS = {"DateStyle": "ISO, YMD", "IntervalStyle": "postgres", "extra_float_digits": "3"}
+SESSION_SETTINGS = {
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "3",
+    "lc_monetary": "C",  # money as '$1,234.56' whatever the server's locale
+}
 # asyncpg names int2vector "int2vector[]" like its array type (1006) unless a codec names it.
 INT2VECTOR_OID = 22
 
@@ -168,14 +179,13 @@ def _array_converter(element_type: str) -> ColumnConverter:
     if found is None or array_case is None:
         return _convert_as_text
     _, payload = found
-    nested_element = element_type == "int2vector"
 
     def convert(value: Any) -> Case:
         if value is None:
             return NULL
         # Arrays of text types arrive as PostgreSQL's array literal; others as lists.
         items = t.parse_array_literal(value) if isinstance(value, str) else value
-        if any(v is None or (isinstance(v, list) and not nested_element) for v in items):
+        if any(v is None or isinstance(v, list) for v in items):
             return Case("text", pg_text_of(value))  # NULL elements or 2-D: no WIT form
         payloads = [payload(v) for v in items]
         if any(p is None for p in payloads):
