@@ -231,3 +231,20 @@ async def test_config_update_is_accepted(provider: RunningProvider, nc: Any) -> 
     await asyncio.sleep(0.2)
     assert '"keys": ["LOG_NOTE"]' in provider.log_text()
     assert (await provider.host.health(nc))["healthy"] in (True, False)
+
+
+async def test_session_settings_do_not_leak_into_later_calls(caller: Caller) -> None:
+    # A guest changes what the conversions rely on, through query-batch and through query.
+    assert await caller.batch("SET DateStyle = 'SQL, DMY'; SET search_path = nowhere") == Ok()
+    changed = await caller.query("SELECT set_config('IntervalStyle', 'iso_8601', false)")
+    assert isinstance(changed, Ok)
+    for _ in range(6):  # whichever connection serves it, the session is the expected one
+        result = await caller.query(
+            "SELECT '2020-03-02'::date AS d, '1 day'::interval::text AS i, "
+            "current_setting('search_path') AS p"
+        )
+        assert isinstance(result, Ok), result
+        day, interval, path = values_of(result.value)[0]
+        assert day == Case("date", Case("ymd", (2020, 3, 2)))
+        assert interval == Case("text", "1 day")
+        assert path.value != "nowhere"

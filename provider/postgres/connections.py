@@ -29,6 +29,15 @@ from provider.postgres.pg_values import (
 log = logging.getLogger(__name__)
 
 STATEMENTS_PER_CONNECTION = 256
+# Settings PostgreSQL reports to the client whenever they change (GUC_REPORT) and that the
+# conversions depend on; a call that changed one leaves a session that is reset.
+REPORTED_SETTINGS = (
+    "DateStyle",
+    "IntervalStyle",
+    "TimeZone",
+    "client_encoding",
+    "integer_datetimes",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +63,8 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         self.on_evict: Callable[[], None] | None = None
         self._statement_number = 0
         self.text_oids: set[int] = set()  # types this connection exchanges as text
+        self.session_dirty = False  # a guest may have changed session state (SET, ...)
+        self._reported_at_start: dict[str, str] = {}
 
     async def cached_statement(self, sql: str) -> CachedStatement:
         found = self.prepared.get(sql)
@@ -80,6 +91,18 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         if len(self.prepared) > self.max_statements:
             await self._evict_oldest()
         return found
+
+    def remember_session(self) -> None:
+        """Note the settings PostgreSQL reports now, as the session every call expects."""
+        self._reported_at_start = self._reported_settings()
+
+    def _reported_settings(self) -> dict[str, str]:
+        settings = self.get_settings()
+        return {name: str(getattr(settings, name, "")) for name in REPORTED_SETTINGS}
+
+    def session_changed(self) -> bool:
+        """A guest changed what every call relies on (DateStyle, TimeZone, ...), or may have."""
+        return self.session_dirty or self._reported_settings() != self._reported_at_start
 
     async def _prepare_named(self, sql: str) -> Any:
         # A named (server-side, long-lived) statement: asyncpg makes unnamed ones when its
@@ -183,6 +206,7 @@ async def connect(settings: ConnectionSettings) -> StatementConnection:
     )
     try:
         connection.text_oids = await configure_connection(connection)
+        connection.remember_session()
     except BaseException:
         connection.terminate()
         raise

@@ -154,10 +154,15 @@ class LinkPool:
         if connection.is_closed() or self.closed:
             connection.terminate()
             return
-        if connection.is_in_transaction():
-            # A guest left a transaction open (pooled calls have no session affinity).
+        if connection.is_in_transaction() or connection.session_changed():
+            # Pooled calls have no session affinity: a transaction left open, or settings a
+            # guest changed (DateStyle, TimeZone, search_path through a batch, ...), must not
+            # reach the next call, which may be another component's. asyncpg's reset rolls
+            # back, closes cursors, unlistens, releases advisory locks and runs RESET ALL,
+            # which restores the settings the connection was opened with.
             try:
-                await asyncio.wait_for(connection.execute("ROLLBACK"), 5)
+                await asyncio.wait_for(connection.reset(), 5)
+                connection.session_dirty = False
             except Exception:
                 connection.terminate()
                 return

@@ -213,6 +213,7 @@ class PostgresService:
                     # A batch may create types (CREATE EXTENSION hstore, CREATE TYPE): read
                     # them again. A batch that DISCARDs or DEALLOCATEs, in whatever wording,
                     # needs nothing here: `_run` prepares again on SQLSTATE 26000.
+                    connection.session_dirty = True  # a batch may SET anything: reset it
                     try:
                         await connection.refresh_types()
                     except Exception:
