@@ -251,3 +251,15 @@ async def test_stop_fails_in_flight_calls_and_stops_taking_new_ones(
     assert result == Err(Case("unexpected", "the provider is shutting down"))
     with pytest.raises(NoResponders):
         await client.call(QUERY, ["SELECT 1", []])
+
+
+async def test_stop_answers_a_call_still_waiting_for_its_params(
+    server: WrpcServer, nc: Any, prefix: str
+) -> None:
+    encoded = CODEC.encode_values(QUERY.param_types, ["SELECT 1", [Case("int4", 1)]])
+    _, results = await raw_invoke(nc, prefix, encoded[:4])  # the rest never comes
+    await asyncio.sleep(0.05)
+    assert server.awaiting_params == 1
+    await server.stop(grace=0.05)
+    (answer,) = CODEC.decode_values(QUERY.results, await collect_results(results))
+    assert answer == Err(Case("unexpected", "the provider is shutting down"))

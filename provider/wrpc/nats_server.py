@@ -64,6 +64,14 @@ class Export:
 
 
 @dataclass
+class _Call:
+    reply_inbox: str  # the caller's `rx`
+    call_inbox: str  # our `Rs` for this call
+    handshake_sent: bool = False
+    answered: bool = False
+
+
+@dataclass
 class _PendingParams:
     stream: ByteStream
     done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -125,13 +133,17 @@ class WrpcServer:
             "wrpc server listening", extra={"prefix": self.prefix, "functions": len(self._exports)}
         )
 
-    async def stop_accepting(self) -> None:
-        """Stop taking new calls; calls already received go on."""
+    async def stop_accepting(self, timeout: float = 0.05) -> None:
+        """Stop taking new calls; calls already received go on, queued ones are refused."""
         self.accepting = False
         subscriptions, self._subscriptions = self._subscriptions, []
-        for subscription in subscriptions:
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
+        # drain, not unsubscribe: nats-py would drop what is queued, and those callers would
+        # wait out their timeout; drained messages reach `_on_invocation`, which refuses them.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(
+                asyncio.gather(*(s.drain() for s in subscriptions), return_exceptions=True),
+                timeout,
+            )
 
     async def stop(self, grace: float = 0.1) -> None:
         """Stop taking calls, give in-flight calls `grace` seconds, then fail the rest."""
@@ -141,7 +153,7 @@ class WrpcServer:
             for task in still_running:
                 task.cancel()  # the call task answers with its failure result on cancellation
             if still_running:
-                await asyncio.wait(still_running, timeout=max(grace, 0.05))
+                await asyncio.wait(still_running, timeout=0.05)
         if self._inbox_subscription is not None:
             with contextlib.suppress(Exception):
                 await self._inbox_subscription.unsubscribe()
@@ -156,10 +168,17 @@ class WrpcServer:
             log.warning("dropping invocation without reply subject", extra={"subject": msg.subject})
             return
         if not self.accepting:
-            return  # unsubscribed; a queued message from before the stop
-        task = asyncio.create_task(self._serve(export, msg))
+            # Queued before the stop: answer it, or its caller waits out its whole timeout.
+            task = asyncio.create_task(self._refuse(export, msg))
+        else:
+            task = asyncio.create_task(self._serve(export, msg))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _refuse(self, export: Export, msg: Any) -> None:
+        call = _Call(msg.reply, f"{self._inbox}.{next(self._call_numbers)}")
+        with contextlib.suppress(Exception):
+            await self._fail(export, call, "the provider is shutting down")
 
     async def _on_inbox_message(self, msg: Any) -> None:
         # Subjects look like `{inbox}.{call}.params`; anything else is not ours to take.
@@ -180,52 +199,52 @@ class WrpcServer:
 
     async def _serve(self, export: Export, msg: Any) -> None:
         function = export.function
-        reply_inbox: str = msg.reply
-        call_inbox = f"{self._inbox}.{next(self._call_numbers)}"
+        call = _Call(msg.reply, f"{self._inbox}.{next(self._call_numbers)}")
         started = time.perf_counter()
         try:
-            params = await self._receive_params(export, msg, call_inbox)
+            params = await self._receive_params(export, msg, call)
             if params is None:
-                return
+                return  # answered already (malformed or incomplete parameters)
             context = CallContext(function.instance, function.name, msg.headers or {})
             try:
                 results = await export.handler(context, params)
                 payload = self._codec.encode_values(function.results, results)
-            except asyncio.CancelledError:
-                await self._fail(export, reply_inbox, "the provider is shutting down")
-                raise
             except CodecError as exc:
                 log.error(
                     "handler returned a value its WIT type rejects", extra=_call(function, exc)
                 )
-                await self._fail(export, reply_inbox, f"internal error: {exc}")
+                await self._fail(export, call, f"internal error: {exc}")
                 return
             except Exception as exc:  # a handler bug must still answer the call
                 log.exception("handler failed", extra=_call(function, exc))
-                await self._fail(export, reply_inbox, f"internal error: {type(exc).__name__}")
+                await self._fail(export, call, f"internal error: {type(exc).__name__}")
                 return
-            await self._send_results(reply_inbox, payload)
+            await self._send_results(call, payload)
         except asyncio.CancelledError:
+            # Shutdown: whatever stage the call was at, it gets an answer before we go.
+            if not call.answered:
+                with contextlib.suppress(Exception):
+                    await self._fail(export, call, "the provider is shutting down")
             raise
         except Exception:  # NATS gone: nothing left to answer with
             log.exception("cannot answer call", extra={"function": function.name})
         finally:
-            self._pending_params.pop(call_inbox, None)
+            self._pending_params.pop(call.call_inbox, None)
             if log.isEnabledFor(logging.DEBUG):
                 elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
                 log.debug("call served", extra={"function": function.name, "ms": elapsed_ms})
 
     async def _receive_params(
-        self, export: Export, msg: Any, call_inbox: str
+        self, export: Export, msg: Any, call: _Call
     ) -> tuple[Any, ...] | None:
         """Handshake, then the decoded params; on failure, answers the call and returns None."""
         function = export.function
         # Registered before the handshake goes out, so no params chunk can slip past; the
         # invocation's own payload is the stream's first part.
         pending = _PendingParams(ByteStream(self._max_params_bytes))
-        self._pending_params[call_inbox] = pending
+        self._pending_params[call.call_inbox] = pending
         oversized = _feed_first(pending, msg.data)
-        await self._nc.publish(msg.reply, b"", reply=call_inbox)
+        await self._handshake(call)
         try:
             if oversized is None:
                 params = decode_first_payload(self._codec, function.param_types, msg.data)
@@ -236,33 +255,41 @@ class WrpcServer:
             except TimeoutError:
                 await self._fail(
                     export,
-                    msg.reply,
+                    call,
                     f"parameters incomplete after {self._params_timeout:g} s "
                     f"({pending.stream.size} bytes received, no end of stream)",
                 )
                 return None
             if pending.error is not None:
-                await self._fail(export, msg.reply, f"malformed parameters: {pending.error}")
+                await self._fail(export, call, f"malformed parameters: {pending.error}")
                 return None
             return self._codec.decode_values(function.param_types, pending.stream.data())
         except CodecError as exc:
             log.warning("malformed parameters", extra=_call(function, exc))
-            await self._fail(export, msg.reply, f"malformed parameters: {exc}")
+            await self._fail(export, call, f"malformed parameters: {exc}")
             return None
 
-    async def _send_results(self, reply_inbox: str, payload: bytes) -> None:
-        subject = results_subject(reply_inbox)
+    async def _handshake(self, call: _Call) -> None:
+        if not call.handshake_sent:
+            call.handshake_sent = True
+            await self._nc.publish(call.reply_inbox, b"", reply=call.call_inbox)
+
+    async def _send_results(self, call: _Call, payload: bytes) -> None:
+        call.answered = True
+        subject = results_subject(call.reply_inbox)
         for chunk in chunks(payload, self._nc.max_payload):
             await self._nc.publish(subject, chunk)
         await self._nc.publish(subject, b"")
 
-    async def _fail(self, export: Export, reply_inbox: str, message: str) -> None:
+    async def _fail(self, export: Export, call: _Call, message: str) -> None:
+        """Answer a call that cannot be served (handshake first, if it has not gone out)."""
+        await self._handshake(call)
         payload = b""
         if export.failure_result is not None:
             payload = self._codec.encode_values(
                 export.function.results, export.failure_result(message)
             )
-        await self._send_results(reply_inbox, payload)
+        await self._send_results(call, payload)
 
 
 def _feed_first(pending: _PendingParams, payload: bytes) -> str | None:
