@@ -19,6 +19,8 @@ from provider.wrpc.wit_model import postgres_package
 
 log = logging.getLogger(__name__)
 
+SHARE_KEY = "POSTGRES_SHARE_CONNECTIONS_BY_URL"
+
 
 def link_key(source_id: str | None, link_name: str = "default") -> str:
     """Links are keyed by the calling component, and by link name when it is not `default`."""
@@ -49,6 +51,8 @@ class PostgresProvider:
         self.service.registry.shared = store
 
     async def put_link(self, link: LinkDefinition, values: dict[str, str]) -> None:
+        if SHARE_KEY in link.target_config:  # for this one key, config beats a secret
+            values = {**values, SHARE_KEY: link.target_config[SHARE_KEY]}
         await self.service.put_link(link_key(link.source_id, link.name), values)
 
     async def delete_link(self, link: LinkDefinition) -> None:

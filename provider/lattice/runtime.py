@@ -99,7 +99,15 @@ class ProviderRuntime:
         return self._server
 
     async def start(self) -> None:
-        options: dict[str, Any] = {"name": f"provider {self.host_data.provider_key}"}
+        options: dict[str, Any] = {
+            "name": f"provider {self.host_data.provider_key}",
+            # Keep reconnecting through any outage; if the client ever closes for good, stop
+            # (a provider without its lattice connection must not linger as a zombie).
+            "max_reconnect_attempts": -1,
+            "closed_cb": self._on_nats_closed,
+            "disconnected_cb": self._on_nats_disconnected,
+            "reconnected_cb": self._on_nats_reconnected,
+        }
         creds = credentials(self.host_data)
         if creds is not None:
             options["user_credentials"] = creds
@@ -138,6 +146,17 @@ class ProviderRuntime:
         await self._stopped.wait()
         with contextlib.suppress(Exception):
             await self._nc.close()
+
+    async def _on_nats_closed(self) -> None:
+        if not self._shutting_down:
+            log.error("lattice connection closed: stopping")
+        self._stopped.set()
+
+    async def _on_nats_disconnected(self) -> None:
+        log.warning("lattice connection lost: reconnecting")
+
+    async def _on_nats_reconnected(self) -> None:
+        log.info("lattice connection restored")
 
     # --- lifecycle ----------------------------------------------------------------------------
 

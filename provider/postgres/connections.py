@@ -191,6 +191,24 @@ def needs_text_registration(pg_types: Any, registered: set[int]) -> bool:
     )
 
 
+async def probe(settings: ConnectionSettings) -> None:
+    """Can a new connection reach the database and run a query? (health)"""
+    connection = await asyncpg.connect(
+        host=settings.host,
+        port=settings.port,
+        user=settings.username,
+        password=settings.password,
+        database=settings.database,
+        ssl=settings.ssl_context() or False,
+        statement_cache_size=0,
+        timeout=5,
+    )
+    try:
+        await connection.fetchval("SELECT 1")
+    finally:
+        await connection.close(timeout=2)
+
+
 async def connect(settings: ConnectionSettings) -> StatementConnection:
     connection: StatementConnection = await asyncpg.connect(
         host=settings.host,

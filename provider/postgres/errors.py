@@ -52,9 +52,9 @@ def query_error(error: BaseException) -> Case:
 
 
 def unexpected_text(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):  # before OSError: it is one since Python 3.10
+        return "database did not answer in time"
     if isinstance(error, OSError | asyncpg.exceptions.ConnectionDoesNotExistError):
         return f"database unreachable: {error}"
-    if isinstance(error, TimeoutError):
-        return "database did not answer in time"
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
     return f"{type(error).__name__}: {message}"

@@ -151,8 +151,13 @@ class LinkPool:
         return connection
 
     async def _give_back(self, connection: StatementConnection) -> None:
-        if connection.is_closed() or self.closed:
-            connection.terminate()
+        if connection.is_closed():
+            return
+        if self.closed:  # retired while this call ran: it is done now, close gracefully
+            try:
+                await asyncio.wait_for(connection.close(), 5)
+            except Exception:
+                connection.terminate()
             return
         if connection.is_in_transaction() or connection.session_changed():
             # Pooled calls have no session affinity: a transaction left open, or settings a
@@ -169,11 +174,22 @@ class LinkPool:
         self._idle.append(connection)
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Close idle connections gracefully; terminate the ones still busy."""
+        """Shutdown: close idle connections gracefully; terminate the ones still busy."""
         self.closed = True
-        idle, self._idle = list(self._idle), deque()
         for connection in self._in_use:
             connection.terminate()
+        await self._close_idle(timeout)
+
+    async def retire(self, timeout: float = 5.0) -> None:
+        """A link update or delete: take no new calls, let running ones finish, then close.
+
+        Busy connections are closed gracefully when their call gives them back.
+        """
+        self.closed = True
+        await self._close_idle(timeout)
+
+    async def _close_idle(self, timeout: float) -> None:
+        idle, self._idle = list(self._idle), deque()
         results = await asyncio.gather(
             *(asyncio.wait_for(c.close(), timeout) for c in idle), return_exceptions=True
         )

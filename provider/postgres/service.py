@@ -22,6 +22,7 @@ from typing import Any
 from provider.postgres import retry
 from provider.postgres.config import ConfigError, ConnectionSettings, settings_from_config
 from provider.postgres.config import shares_connections as config_shares_connections
+from provider.postgres.connections import probe
 from provider.postgres.errors import query_error, unexpected_text
 from provider.postgres.metrics import Metrics
 from provider.postgres.pg_values import convert_rows, param_values
@@ -50,6 +51,7 @@ class Link:
     source_id: str
     settings: ConnectionSettings
     pool_key: tuple[object, ...]
+    pool: LinkPool  # kept here: a call that outlives a link update still has its pool
 
 
 class PostgresService:
@@ -61,8 +63,10 @@ class PostgresService:
         self.refused_links: dict[str, str] = {}  # source id → why its config was refused
         self.registry = registry or StatementRegistry()
         self.metrics = metrics or Metrics()
-        self.metrics.watch(self._snapshot)
+        self.metrics.watch(self._snapshot_from_any_thread)
         self._lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # --- links --------------------------------------------------------------------------------
 
@@ -72,25 +76,29 @@ class PostgresService:
 
     async def put_link(self, source_id: str, values: Mapping[str, str]) -> None:
         """Create or replace the link from `source_id`; `ConfigError` refuses it."""
+        self._loop = asyncio.get_running_loop()
         async with self._lock:
             try:
                 settings = settings_from_config(values)
             except ConfigError as exc:
                 self.refused_links[source_id] = str(exc)
-                await self._drop_link(source_id)
+                self._drop_link(source_id)
                 raise
             self.refused_links.pop(source_id, None)
             old = self._links.get(source_id)
             shared = config_shares_connections(values)
             pool_key = settings.pool_key() if shared else (source_id, *settings.pool_key())
             if old is not None and old.pool_key == pool_key:
-                return  # same database, same pool: keep connections and statements
-            await self._drop_link(source_id, forget_statements=False)  # tokens stay valid
+                old.settings = settings  # e.g. a new POSTGRES_MAX_STATEMENTS; same pool
+                return
             entry = self._pools.get(pool_key)
             if entry is None:
                 entry = self._pools[pool_key] = _SharedPool(self._new_pool(source_id, settings))
             entry.users.add(source_id)
-            self._links[source_id] = Link(source_id, settings, pool_key)
+            # The new link serves from now on; calls on the old pool finish undisturbed.
+            self._links[source_id] = Link(source_id, settings, pool_key, entry.pool)
+            if old is not None:
+                self._release_pool(old)
             log.info("link ready", extra={"source_id": source_id, "database": settings.describe()})
 
     def _new_pool(self, label: str, settings: ConnectionSettings) -> LinkPool:
@@ -106,22 +114,26 @@ class PostgresService:
     async def delete_link(self, source_id: str) -> None:
         async with self._lock:
             self.refused_links.pop(source_id, None)
-            await self._drop_link(source_id)
+            self._drop_link(source_id)
         await self.registry.forget_shared(source_id)
 
-    async def _drop_link(self, source_id: str, *, forget_statements: bool = True) -> None:
+    def _drop_link(self, source_id: str) -> None:
+        self.registry.forget_link(source_id)
         link = self._links.pop(source_id, None)
-        if forget_statements:
-            self.registry.forget_link(source_id)
-        if link is None:
-            return
+        if link is not None:
+            self._release_pool(link)
+
+    def _release_pool(self, link: Link) -> None:
+        """The link no longer uses its pool; retire the pool once nobody does."""
         entry = self._pools.get(link.pool_key)
         if entry is None:
             return
-        entry.users.discard(source_id)
+        entry.users.discard(link.source_id)
         if not entry.users:
             del self._pools[link.pool_key]
-            await entry.pool.close()
+            task = asyncio.create_task(entry.pool.retire())
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
 
     async def close(self, timeout: float = 0.1) -> None:
         """Close every pool (used at shutdown); connections still busy are terminated."""
@@ -140,9 +152,20 @@ class PostgresService:
         return Case("unexpected", f"no link from source {source_id!r} to this provider")
 
     def _pool(self, link: Link) -> LinkPool:
-        return self._pools[link.pool_key].pool
+        return link.pool
 
     # --- health and metrics -------------------------------------------------------------------
+
+    def _snapshot_from_any_thread(self) -> dict[str, dict[str, Any]]:
+        """prometheus-client collects on its HTTP thread: read the state on the loop's."""
+        loop = self._loop
+        if loop is None or not loop.is_running() or _on_loop(loop):
+            return self._snapshot()
+
+        async def snapshot() -> dict[str, dict[str, Any]]:
+            return self._snapshot()
+
+        return asyncio.run_coroutine_threadsafe(snapshot(), loop).result(timeout=2)
 
     def _snapshot(self) -> dict[str, dict[str, Any]]:
         return {
@@ -175,10 +198,10 @@ class PostgresService:
         )
 
     async def _probe(self, link: Link) -> str | None:
+        # Its own connection, not one of the pool's: a busy pool is not an unreachable database.
         try:
             async with asyncio.timeout(HEALTH_PROBE_TIMEOUT):
-                async with self._pool(link).connection() as connection:
-                    await connection.fetchval("SELECT 1")
+                await probe(link.settings)
             return None
         except Exception as exc:
             return f"link {link.source_id}: {link.settings.describe()}: {unexpected_text(exc)}"
@@ -232,6 +255,8 @@ class PostgresService:
         except Exception as exc:
             error = self._error(link, exc)
             return Err(Case("unexpected", f"{error.tag}: {error.value}"))
+        if link.source_id not in self._links:
+            return Err(Case("unexpected", f"the link from {link.source_id} was deleted"))
         record, evicted = self.registry.register(link.source_id, sql, link.settings.max_statements)
         await self.registry.share(link.source_id, record)
         self.metrics.statements_registered.labels(link.source_id).inc()
@@ -328,6 +353,13 @@ class PostgresService:
         if case.tag == "unexpected":
             log.warning("query failed", extra={"source_id": link.source_id, "error": case.value})
         return case
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 def rows_affected(status: str | None, rows_returned: int) -> int:

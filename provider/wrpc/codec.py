@@ -254,8 +254,10 @@ class Codec:
                 return _two_field_record_decoder(field_decoders)
             return _record_decoder(field_decoders)
         if isinstance(t, VariantType):
+            # A case without payload decodes to one shared Case: a list of a million nulls
+            # costs a million references, not a million objects.
             case_decoders = tuple(
-                (name, None if ct is None else self.decoder(ct)) for name, ct in t.cases
+                (name, Case(name) if ct is None else self.decoder(ct)) for name, ct in t.cases
             )
             case_count = len(case_decoders)
             variant_name = t.name or "variant"
@@ -271,8 +273,8 @@ class Codec:
                         f"{variant_name}: case index {index} out of range ({case_count} cases)"
                     )
                 name, decode_payload = case_decoders[index]
-                if decode_payload is None:
-                    return Case(name), pos
+                if isinstance(decode_payload, Case):
+                    return decode_payload, pos
                 payload, pos = decode_payload(buf, pos)
                 return Case(name, payload), pos
 

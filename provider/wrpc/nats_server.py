@@ -86,7 +86,8 @@ class WrpcServer:
         *,
         codec: Codec | None = None,
         params_timeout: float = 30.0,
-        max_params_bytes: int = 64 * 1024 * 1024,
+        max_params_bytes: int = 16 * 1024 * 1024,
+        max_concurrent_calls: int = 1024,
     ) -> None:
         self._nc = nc
         self.prefix = prefix
@@ -100,6 +101,8 @@ class WrpcServer:
         self._call_numbers = itertools.count()
         self._pending_params: dict[str, _PendingParams] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Calls past this many wait (handshaken, answered in turn) rather than all running.
+        self._handler_slots = asyncio.Semaphore(max_concurrent_calls)
         self.accepting = False
 
     def export(
@@ -207,7 +210,8 @@ class WrpcServer:
                 return  # answered already (malformed or incomplete parameters)
             context = CallContext(function.instance, function.name, msg.headers or {})
             try:
-                results = await export.handler(context, params)
+                async with self._handler_slots:
+                    results = await export.handler(context, params)
                 payload = self._codec.encode_values(function.results, results)
             except CodecError as exc:
                 log.error(
