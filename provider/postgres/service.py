@@ -295,6 +295,7 @@ class PostgresService:
 
         Retries what provably did not run; see `retry` for the classification.
         """
+        link = self._links.get(link.source_id, link)  # updated while this call awaited
         pool = self._pool(link)
         read_only = record.read_only if record is not None else retry.is_read_only(sql)
         stale_retries = 0
