@@ -191,9 +191,8 @@ def needs_text_registration(pg_types: Any, registered: set[int]) -> bool:
     )
 
 
-async def probe(settings: ConnectionSettings) -> None:
-    """Can a new connection reach the database and run a query? (health)"""
-    connection = await asyncpg.connect(
+async def _open(settings: ConnectionSettings, timeout: float, **options: Any) -> Any:
+    return await asyncpg.connect(
         host=settings.host,
         port=settings.port,
         user=settings.username,
@@ -201,8 +200,14 @@ async def probe(settings: ConnectionSettings) -> None:
         database=settings.database,
         ssl=settings.ssl_context() or False,
         statement_cache_size=0,
-        timeout=5,
+        timeout=timeout,
+        **options,
     )
+
+
+async def probe(settings: ConnectionSettings) -> None:
+    """Can a new connection reach the database and run a query? (health)"""
+    connection = await _open(settings, 5)
     try:
         await connection.fetchval("SELECT 1")
     finally:
@@ -210,17 +215,8 @@ async def probe(settings: ConnectionSettings) -> None:
 
 
 async def connect(settings: ConnectionSettings) -> StatementConnection:
-    connection: StatementConnection = await asyncpg.connect(
-        host=settings.host,
-        port=settings.port,
-        user=settings.username,
-        password=settings.password,
-        database=settings.database,
-        ssl=settings.ssl_context() or False,
-        statement_cache_size=0,
-        server_settings=SESSION_SETTINGS,
-        connection_class=StatementConnection,
-        timeout=10,
+    connection: StatementConnection = await _open(
+        settings, 10, server_settings=SESSION_SETTINGS, connection_class=StatementConnection
     )
     try:
         connection.text_oids = await configure_connection(connection)
