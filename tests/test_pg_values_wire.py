@@ -123,3 +123,25 @@ async def test_empty_array_elements_never_crash_the_provider(caller: Caller) -> 
         for (sql, expected), result in zip(queries.items(), results, strict=True):
             assert isinstance(result, Ok), (sql, result)
             assert values_of(result.value) == [[expected]], sql
+
+
+async def test_records_and_new_types_come_back_as_postgresql_prints_them(caller: Caller) -> None:
+    for _ in range(3):  # warm connections before the new type exists
+        assert isinstance(await caller.query("SELECT 1"), Ok)
+    assert (
+        await caller.batch(
+            "DROP TYPE IF EXISTS numr; CREATE TYPE numr AS RANGE (subtype = numeric)"
+        )
+        == Ok()
+    )
+    queries = {
+        "SELECT ROW(ARRAY[1::oid]) AS v": Case("text", "({1})"),
+        "SELECT ROW(1.5::numeric, '2020-01-01'::date) AS v": Case("text", "(1.5,2020-01-01)"),
+        "SELECT '1 2'::oidvector AS v": Case("text", "1 2"),
+        "SELECT '[1.5,2)'::numr AS v": Case("text", "[1.5,2)"),
+    }
+    for _ in range(4):
+        results = await asyncio.gather(*(caller.query(sql) for sql in queries))
+        for (sql, expected), result in zip(queries.items(), results, strict=True):
+            assert isinstance(result, Ok), (sql, result)
+            assert values_of(result.value) == [[expected]], sql

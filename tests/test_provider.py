@@ -248,3 +248,22 @@ async def test_session_settings_do_not_leak_into_later_calls(caller: Caller) -> 
         assert day == Case("date", Case("ymd", (2020, 3, 2)))
         assert interval == Case("text", "1 day")
         assert path.value != "nowhere"
+
+
+async def test_role_and_settings_changed_through_query_do_not_leak(caller: Caller) -> None:
+    import uuid
+
+    role = f"r_{uuid.uuid4().hex[:8]}"
+    assert await caller.batch(f"CREATE ROLE {role}; GRANT {role} TO CURRENT_USER") == Ok()
+    try:
+        assert await caller.batch(f"SET ROLE {role}") == Ok()
+        assert isinstance(await caller.query("SET search_path = nowhere"), Ok)
+        assert isinstance(await caller.query("SELECT set_config('TimeZone', 'UTC', false)"), Ok)
+        for _ in range(6):
+            result = await caller.query(
+                "SELECT current_user::text AS u, current_setting('search_path') AS p"
+            )
+            user, path = values_of(result.value)[0]
+            assert user.value != role and path.value != "nowhere"
+    finally:
+        assert await caller.batch(f"DROP ROLE {role}") == Ok()

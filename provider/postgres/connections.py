@@ -10,6 +10,7 @@ prepared (see `metrics.REPREPARE_CAUSES`) and forgets what PostgreSQL no longer 
 from __future__ import annotations
 
 import logging
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,12 @@ class CachedStatement:
     statement: Any  # asyncpg.prepared_stmt.PreparedStatement
     parameter_types: tuple[Any, ...]  # asyncpg Types, as the server inferred them
     converters: list[Any]  # one (column name, converter) per result column
+    touches_session: bool  # calls functions that change session state (set_config, locks)
+
+
+_SESSION_FUNCTIONS = re.compile(
+    r"\b(set_config|pg_advisory_lock\w*|pg_advisory_xact\w*|pg_try_advisory\w*)\b", re.I
+)
 
 
 PrepareListener = Callable[[str], None]  # called with the cause of each server-side prepare
@@ -74,7 +81,12 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         cause = self._forgotten.pop(sql, None) or (
             "evicted" if sql in self._evicted else "first_use"
         )
-        statement = await self._prepare_named(sql)
+        try:
+            statement = await self._prepare_named(sql)
+        except asyncpg.exceptions.UnsupportedClientFeatureError:
+            # A range or composite created since connect (on another connection, say).
+            self.text_oids = await configure_connection(self)
+            statement = await self._prepare_named(sql)
         types = (*statement.get_parameters(), *(a.type for a in statement.get_attributes()))
         if needs_text_registration(types, self.text_oids):
             # A type created since connect (an extension's array, say): register, prepare again.
@@ -83,7 +95,10 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
             statement = await self._prepare_named(sql)
         self._evicted.discard(sql)
         found = CachedStatement(
-            statement, tuple(statement.get_parameters()), row_converters(statement.get_attributes())
+            statement,
+            tuple(statement.get_parameters()),
+            row_converters(statement.get_attributes()),
+            bool(_SESSION_FUNCTIONS.search(sql)),
         )
         self.prepared[sql] = found
         if self.on_prepare is not None:
@@ -91,6 +106,17 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         if len(self.prepared) > self.max_statements:
             await self._evict_oldest()
         return found
+
+    def get_reset_query(self) -> str:
+        """asyncpg's reset (rollback, CLOSE ALL, UNLISTEN, advisory locks, RESET ALL) plus what
+        RESET ALL leaves alone: the role and session user, temporary tables and sequences.
+        Never DISCARD ALL/PLANS: they would throw away the prepared statements."""
+        standard: str = super().get_reset_query()
+        return (
+            "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; "
+            + standard
+            + " DISCARD TEMP; DISCARD SEQUENCES;"
+        )
 
     def remember_session(self) -> None:
         """Note the settings PostgreSQL reports now, as the session every call expects."""
@@ -142,14 +168,17 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
 
 # The types we read and write as PostgreSQL text, found per connection: our text types
 # (pg_catalog), hstore (whatever schema its extension lives in), every range and multirange
-# (asyncpg's range codec refuses text elements), and every array type whose elements asyncpg
+# (asyncpg's range codec refuses text elements), composite types and anonymous records (their
+# fields may hold any of these, which asyncpg would then decode wrongly), and every array type
+# whose elements asyncpg
 # does not decode in binary for us (`BINARY_ELEMENTS`): asyncpg 0.32's own text-array decoder
 # crashes the process on an empty element (`ARRAY[''::refcursor]`), so it must never run.
 _TEXT_TYPE_QUERY = """
 SELECT t.oid, t.typname AS name, n.nspname
 FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
 WHERE (n.nspname = 'pg_catalog' AND t.typname = ANY($1::text[]))
-   OR t.typname = 'hstore' OR t.typtype IN ('r', 'm')
+   OR t.typname = 'hstore' OR t.typtype IN ('r', 'm', 'c')
+   OR (n.nspname = 'pg_catalog' AND t.typname = 'record')
 UNION ALL
 SELECT a.oid, e.typname || '[]', n.nspname
 FROM pg_catalog.pg_type a
@@ -182,9 +211,9 @@ async def configure_connection(connection: Any) -> set[int]:
 
 
 def needs_text_registration(pg_types: Any, registered: set[int]) -> bool:
-    """An array type in a statement that asyncpg would decode as text itself (a new one)."""
+    """An array or composite type in a statement that asyncpg would decode itself (a new one)."""
     return any(
-        t.kind == "array"
+        t.kind in ("array", "composite")
         and t.oid not in registered
         and not (t.schema == "pg_catalog" and t.name.removesuffix("[]") in BINARY_ELEMENTS)
         for t in pg_types

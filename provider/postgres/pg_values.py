@@ -28,13 +28,13 @@ from provider.wrpc.values import Case
 TEXT_TYPES = (
     "numeric", "money", "date", "time", "timetz", "timestamp", "timestamptz", "interval",
     "inet", "cidr", "macaddr", "macaddr8", "bit", "varbit", "tsvector", "tsquery", "pg_lsn",
-    "xml", "json", "jsonb", "uuid", "int2vector", "path", "polygon",
+    "xml", "json", "jsonb", "uuid", "int2vector", "oidvector", "path", "polygon",
 )  # fmt: skip
 # Element types whose arrays asyncpg decodes in binary into the Python values RESULT_CASES
 # expects (every other array type is exchanged as text; see connections.py).
 BINARY_ELEMENTS = (
     "int2", "int4", "int8", "float4", "float8", "bool", "text", "varchar", "bpchar", "name",
-    "bytea", "char", "point", "line", "lseg", "box", "circle", "pg_snapshot", "txid_snapshot",
+    "bytea", "char", "point", "line", "lseg", "box", "circle",
 )  # fmt: skip
 # Session settings the text parsers rely on.
 SESSION_SETTINGS = {

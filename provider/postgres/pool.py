@@ -43,6 +43,10 @@ _TRANSIENT_CONNECT_ERRORS = (
 )
 
 
+class PoolRetired(asyncpg.exceptions.InterfaceError):  # type: ignore[misc]
+    """The pool was retired (its link updated or deleted) before this call got a connection."""
+
+
 class LinkPool:
     def __init__(
         self,
@@ -100,13 +104,16 @@ class LinkPool:
         self, prefer: StatementConnection | None = None
     ) -> AsyncIterator[StatementConnection]:
         if self.closed:
-            raise asyncpg.exceptions.InterfaceError("the link's pool is closed")
+            raise PoolRetired("the link's pool was replaced")
         started = time.perf_counter()
         self.waiting += 1
         try:
             await self._slots.acquire()
         finally:
             self.waiting -= 1
+        if self.closed:  # retired while this call waited: its link has a new pool
+            self._slots.release()
+            raise PoolRetired("the link's pool was replaced")
         if self._on_wait is not None:
             self._on_wait(time.perf_counter() - started)
         try:
@@ -166,6 +173,8 @@ class LinkPool:
             # back, closes cursors, unlistens, releases advisory locks and runs RESET ALL,
             # which restores the settings the connection was opened with.
             try:
+                if connection.is_in_transaction():
+                    await asyncio.wait_for(connection.execute("ROLLBACK"), 5)
                 await asyncio.wait_for(connection.reset(), 5)
                 connection.session_dirty = False
             except Exception:

@@ -14,19 +14,20 @@ exist` or any other error that only exists because of how connections are pooled
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from provider.postgres import retry
 from provider.postgres.config import ConfigError, ConnectionSettings, settings_from_config
 from provider.postgres.config import shares_connections as config_shares_connections
-from provider.postgres.connections import probe
+from provider.postgres.connections import StatementConnection, probe
 from provider.postgres.errors import query_error, unexpected_text
 from provider.postgres.metrics import Metrics
 from provider.postgres.pg_values import convert_rows, param_values
-from provider.postgres.pool import LinkPool, describe
+from provider.postgres.pool import LinkPool, PoolRetired, describe
 from provider.postgres.statements import StatementRecord, StatementRegistry
 from provider.wrpc.values import Case, Err, Ok
 
@@ -225,7 +226,7 @@ class PostgresService:
         pool = self._pool(link)
         try:
             for attempt in range(1, pool.size + 3):
-                async with pool.connection() as connection:
+                async with self._connection(link) as connection:
                     try:
                         await connection.execute(sql)
                     except Exception as exc:
@@ -302,7 +303,7 @@ class PostgresService:
         attempts = pool.size + 2  # enough to get past every dead connection of the pool
         prefer = record.pinned() if record is not None else None
         for attempt in range(1, attempts + 1):
-            async with pool.connection(prefer) as connection:
+            async with self._connection(link, prefer) as connection:
                 try:
                     cached = await connection.cached_statement(sql)  # no side effects
                     if params is None:
@@ -310,6 +311,8 @@ class PostgresService:
                     else:
                         args = param_values(params, cached.parameter_types)
                         rows = await cached.statement.fetch(*args)
+                        if cached.touches_session or _changes_session(cached.statement):
+                            connection.session_dirty = True
                         result = (
                             convert_rows(rows, cached.converters)
                             if rows_wanted
@@ -344,6 +347,33 @@ class PostgresService:
             return result
         raise AssertionError("unreachable")
 
+    @contextlib.asynccontextmanager
+    async def _connection(
+        self, link: Link, prefer: StatementConnection | None = None
+    ) -> AsyncIterator[StatementConnection]:
+        """A connection of the link's pool; of its new pool if it was updated meanwhile."""
+        pool = link.pool
+        for _ in range(4):
+            holder = pool.connection(prefer)
+            try:
+                connection = await holder.__aenter__()
+            except PoolRetired:
+                current = self._links.get(link.source_id)
+                if current is None or current.pool is pool:
+                    raise
+                pool, prefer = current.pool, None
+                continue
+            break
+        else:
+            raise PoolRetired("the link's pool kept being replaced")
+        try:
+            yield connection
+        except BaseException as exc:
+            if not await holder.__aexit__(type(exc), exc, exc.__traceback__):
+                raise
+        else:
+            await holder.__aexit__(None, None, None)
+
     def _error(self, link: Link, error: BaseException) -> Case:
         case = (
             Case("unexpected", str(error))
@@ -354,6 +384,15 @@ class PostgresService:
         if case.tag == "unexpected":
             log.warning("query failed", extra={"source_id": link.source_id, "error": case.value})
         return case
+
+
+_SESSION_COMMANDS = frozenset({"SET", "RESET", "LISTEN", "DECLARE", "DISCARD", "DEALLOCATE"})
+
+
+def _changes_session(statement: Any) -> bool:
+    """The command tag says the statement changed session state (SET, LISTEN, ...)."""
+    status = statement.get_statusmsg() or ""
+    return status.split(" ", 1)[0] in _SESSION_COMMANDS
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -280,10 +280,15 @@ class WrpcServer:
 
     async def _send_results(self, call: _Call, payload: bytes) -> None:
         call.answered = True
-        subject = results_subject(call.reply_inbox)
-        for chunk in chunks(payload, self._nc.max_payload):
-            await self._nc.publish(subject, chunk)
-        await self._nc.publish(subject, b"")
+
+        async def publish_all() -> None:
+            subject = results_subject(call.reply_inbox)
+            for chunk in chunks(payload, self._nc.max_payload):
+                await self._nc.publish(subject, chunk)
+            await self._nc.publish(subject, b"")
+
+        # Shielded: a shutdown that cancels this call must not cut its stream short.
+        await asyncio.shield(publish_all())
 
     async def _fail(self, export: Export, call: _Call, message: str) -> None:
         """Answer a call that cannot be served (handshake first, if it has not gone out)."""
