@@ -43,8 +43,6 @@ SESSION_SETTINGS = {
     "extra_float_digits": "3",
     "lc_monetary": "C",  # money as '$1,234.56' whatever the server's locale
 }
-# asyncpg names int2vector "int2vector[]" like its array type (1006) unless a codec names it.
-INT2VECTOR_OID = 22
 
 
 class ParamError(ValueError):
@@ -127,7 +125,7 @@ RESULT_CASES: dict[str, tuple[str, Payload]] = {
     "tsquery": ("ts-query", _identity),
     "hstore": ("hstore", t.parse_hstore),
     "int2vector": ("int2-vector", lambda v: [int(n) for n in v.split()]),
-    "daterange": ("interval", t.parse_date_range),  # None for 'empty' (see _convert_date_range)
+    "daterange": ("interval", t.parse_date_range),  # None for 'empty': comes back as text
     "pg_snapshot": ("pg-snapshot", _snapshot),
     "txid_snapshot": ("pg-snapshot", _snapshot),
 }
@@ -152,14 +150,14 @@ ColumnConverter = Callable[[Any], Case]
 NULL = Case("null")
 
 
-def column_converter(type_oid: int, type_name: str) -> ColumnConverter:
-    """The converter for one result column, from its asyncpg `Type` oid and name."""
-    if type_oid == INT2VECTOR_OID:
-        type_name = "int2vector"
+def column_converter(type_name: str) -> ColumnConverter:
+    """The converter for one result column, from its asyncpg `Type` name.
+
+    (Types we exchange as text are named by our codec registration, so int2vector is
+    "int2vector" here, not asyncpg's own "int2vector[]".)
+    """
     if type_name.endswith("[]"):
         return _array_converter(type_name[:-2])
-    if type_name == "daterange":
-        return _convert_date_range
     found = RESULT_CASES.get(type_name)
     if found is None:
         return _convert_as_text
@@ -168,7 +166,10 @@ def column_converter(type_oid: int, type_name: str) -> ColumnConverter:
     def convert(value: Any) -> Case:
         if value is None:
             return NULL
-        return Case(case, payload(value))
+        converted = payload(value)
+        if converted is None:  # a value with no WIT form (an empty daterange): its text
+            return Case("text", pg_text_of(value))
+        return Case(case, converted)
 
     return convert
 
@@ -195,14 +196,6 @@ def _array_converter(element_type: str) -> ColumnConverter:
     return convert
 
 
-def _convert_date_range(value: Any) -> Case:
-    """A daterange's text as the WIT `interval` record (`empty` has no record form: text)."""
-    if value is None:
-        return NULL
-    interval = t.parse_date_range(value)
-    return Case("text", value) if interval is None else Case("interval", interval)
-
-
 def _convert_as_text(value: Any) -> Case:
     return NULL if value is None else Case("text", pg_text_of(value))
 
@@ -219,21 +212,7 @@ def pg_text_of(value: Any) -> str:
         return "\\x" + value.hex()
     if isinstance(value, list):
         return "{" + ",".join(_array_element_text(v) for v in value) + "}"
-    if type(value).__name__ == "Range":
-        if value.isempty:
-            return "empty"
-        lower = "" if value.lower is None else pg_text_of(value.lower)
-        upper = "" if value.upper is None else pg_text_of(value.upper)
-        opening = "[" if value.lower_inc else "("
-        closing = "]" if value.upper_inc else ")"
-        return f"{opening}{lower},{upper}{closing}"
-    if isinstance(value, tuple):  # composite records and other row-like values
-        return (
-            "("
-            + ",".join("" if v is None else _quote_if_needed(pg_text_of(v)) for v in value)
-            + ")"
-        )
-    return str(value)
+    return str(value)  # ranges, records, arrays of text types arrive as PostgreSQL's text
 
 
 def _array_element_text(value: Any) -> str:
@@ -252,7 +231,7 @@ def _quote_if_needed(text: str) -> str:
 
 def row_converters(attributes: Sequence[Any]) -> list[tuple[str, ColumnConverter]]:
     """(column name, converter) for each column of a statement's result."""
-    return [(a.name, column_converter(a.type.oid, a.type.name)) for a in attributes]
+    return [(a.name, column_converter(a.type.name)) for a in attributes]
 
 
 def convert_rows(
@@ -470,12 +449,6 @@ def param_values(values: Sequence[Any], parameter_types: Sequence[Any]) -> list[
             f"the statement takes {len(parameter_types)} parameters, {len(values)} were given"
         )
     return [
-        param_value(i, value, *_param_type(pg_type))
+        param_value(i, value, pg_type.name, pg_type.kind)
         for i, (value, pg_type) in enumerate(zip(values, parameter_types, strict=True), start=1)
     ]
-
-
-def _param_type(pg_type: Any) -> tuple[str, str]:
-    if pg_type.oid == INT2VECTOR_OID:
-        return "int2vector", "scalar"
-    return pg_type.name, pg_type.kind
