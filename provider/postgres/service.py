@@ -298,7 +298,6 @@ class PostgresService:
         """
         link = self._links.get(link.source_id, link)  # updated while this call awaited
         pool = self._pool(link)
-        read_only = record.read_only if record is not None else retry.is_read_only(sql)
         stale_retries = 0
         attempts = pool.size + 2  # enough to get past every dead connection of the pool
         prefer = record.pinned() if record is not None else None
@@ -311,12 +310,13 @@ class PostgresService:
                     else:
                         args = param_values(params, cached.parameter_types)
                         rows = await cached.statement.fetch(*args)
-                        if cached.touches_session or _changes_session(cached.statement):
+                        status = cached.statement.get_statusmsg() or ""
+                        if cached.touches_session or _changes_session(status):
                             connection.session_dirty = True
                         result = (
                             convert_rows(rows, cached.converters)
                             if rows_wanted
-                            else rows_affected(cached.statement.get_statusmsg(), len(rows))
+                            else rows_affected(status, len(rows))
                         )
                 except Exception as exc:
                     kind = retry.classify(exc)
@@ -327,7 +327,10 @@ class PostgresService:
                         else:
                             connection.forget_statement(sql, "plan_changed")
                         prefer = connection  # prepare again right where it failed
-                    elif kind == retry.NOT_SENT or (kind == retry.LOST and read_only):
+                    elif kind == retry.NOT_SENT or (
+                        kind == retry.LOST
+                        and (record.read_only if record else retry.is_read_only(sql))
+                    ):
                         prefer = None
                     elif kind == retry.LOST and params is not None:
                         raise OutcomeUnknown(
@@ -389,9 +392,8 @@ class PostgresService:
 _SESSION_COMMANDS = frozenset({"SET", "RESET", "LISTEN", "DECLARE", "DISCARD", "DEALLOCATE"})
 
 
-def _changes_session(statement: Any) -> bool:
+def _changes_session(status: str) -> bool:
     """The command tag says the statement changed session state (SET, LISTEN, ...)."""
-    status = statement.get_statusmsg() or ""
     return status.split(" ", 1)[0] in _SESSION_COMMANDS
 
 

@@ -280,15 +280,17 @@ class WrpcServer:
 
     async def _send_results(self, call: _Call, payload: bytes) -> None:
         call.answered = True
-
-        async def publish_all() -> None:
-            subject = results_subject(call.reply_inbox)
-            for chunk in chunks(payload, self._nc.max_payload):
-                await self._nc.publish(subject, chunk)
-            await self._nc.publish(subject, b"")
-
-        # Shielded: a shutdown that cancels this call must not cut its stream short.
-        await asyncio.shield(publish_all())
+        subject = results_subject(call.reply_inbox)
+        cancelled = False
+        for message in (*chunks(payload, self._nc.max_payload), b""):
+            try:
+                await self._nc.publish(subject, message)
+            except asyncio.CancelledError:
+                # nats-py queues a message before it may wait on a flush, so this one is out;
+                # a shutdown must not cut the stream short: send the rest, then stop.
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
 
     async def _fail(self, export: Export, call: _Call, message: str) -> None:
         """Answer a call that cannot be served (handshake first, if it has not gone out)."""
