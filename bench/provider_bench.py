@@ -66,10 +66,7 @@ async def measure(
 
 
 async def prepare_database(server: PostgresServer) -> str:
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server.dsn(), ssl=False)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
+    name = await server.create_database("bench")
     connection = await asyncpg.connect(server.dsn(name), ssl=False)
     await connection.execute(
         "CREATE TABLE bench_items (id serial PRIMARY KEY, name text, qty int4, "

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,18 @@ class PostgresServer:
                 f"postgresql://{credentials}@/{database}?host={quote(self.host)}&port={self.port}"
             )
         return f"postgresql://{credentials}@{self.host}:{self.port}/{database}"
+
+    async def create_database(self, prefix: str = "db") -> str:
+        """A new, empty database of its own (each test run, demo, benchmark gets one)."""
+        import asyncpg
+
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        admin = await asyncpg.connect(self.dsn(), ssl=False)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        return name
 
     def link_config(self, database: str) -> dict[str, str]:
         """The `POSTGRES_*` link keys that reach `database` on this server."""

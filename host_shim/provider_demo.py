@@ -13,10 +13,8 @@ import asyncio
 import sys
 import tempfile
 import time
-import uuid
 from typing import Any
 
-import asyncpg
 import nats
 
 from host_shim.local_nats import running_nats
@@ -52,21 +50,11 @@ def expect_ok(what: str, result: Any) -> Any:
     return result.value
 
 
-async def create_database(server: PostgresServer) -> str:
-    name = f"demo_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server.dsn(), ssl=False)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return name
-
-
 async def run(nats_url: str, server: PostgresServer, log_path: str) -> None:
     package = postgres_package()
     query, batch = package.function("query", "query"), package.function("query", "query-batch")
     prepare, exec_ = package.function("prepared", "prepare"), package.function("prepared", "exec")
-    database = await create_database(server)
+    database = await server.create_database("demo")
     step(f"database {database} on the {server.kind} PostgreSQL at {server.host}:{server.port}")
 
     host = LatticeHost(nats_url, lattice="demo")

@@ -10,7 +10,6 @@ import random
 import re
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,10 +40,7 @@ async def link_fresh_database(
     provider: Any, server: Any, client: Any, nc: Any, link: str, pool_size: int = 4
 ) -> tuple[Caller, str, str]:
     """A new database with the chaos table, linked for `link`; (caller, admin dsn, database)."""
-    database = f"chaos_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(server.dsn(), ssl=False)
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    await admin.close()
+    database = await server.create_database("chaos")
     admin_dsn = server.dsn(database)
     await create_table(admin_dsn)
     config = {**server.link_config(database), "POSTGRES_POOL_SIZE": str(pool_size)}

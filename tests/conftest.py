@@ -50,27 +50,17 @@ def postgres_server() -> Iterator[Any]:
         yield server
 
 
-async def _create_database(server: Any, name: str) -> None:
-    import asyncpg
-
-    admin = await asyncpg.connect(server.dsn(), ssl=False)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-
-
 def _new_database(server: Any) -> str:
     """Create a fresh database; runs in its own thread, so callers may be inside a loop."""
     import asyncio
     import threading
 
-    name = f"test_{uuid.uuid4().hex[:10]}"
+    names: list[str] = []
     failure: list[BaseException] = []
 
     def run() -> None:
         try:
-            asyncio.run(_create_database(server, name))
+            names.append(asyncio.run(server.create_database("test")))
         except BaseException as exc:
             failure.append(exc)
 
@@ -79,7 +69,7 @@ def _new_database(server: Any) -> str:
     thread.join()
     if failure:
         raise failure[0]
-    return name
+    return names[0]
 
 
 @pytest.fixture(scope="session")

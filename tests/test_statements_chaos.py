@@ -8,7 +8,6 @@ import os
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import asyncpg
 import nats
 import pytest
 
@@ -162,10 +161,7 @@ async def test_registry_bound_and_connection_evictions_deallocate(
 ) -> None:
     import uuid
 
-    database = f"evict_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(own_postgres.dsn(), ssl=False)
-    await admin.execute(f'CREATE DATABASE "{database}"')
-    await admin.close()
+    database = await own_postgres.create_database("evict")
     nc = await nats.connect(nats_url)
     client = WrpcClient(nc, provider.host.prefix, result_timeout=30)
     await client.start()
