@@ -16,8 +16,6 @@ from typing import Any
 
 from wasmtime.component import U8 as U8Type
 from wasmtime.component import (
-    EnumType,
-    FlagsType,
     ListType,
     OptionType,
     Record,
@@ -62,23 +60,14 @@ class ValueConverters:
     """`to_codec(t)` and `to_wasmtime(t)`: converters for a wasmtime type, built once."""
 
     def to_codec(self, t: ValType) -> Convert:
-        if isinstance(t, ListType):
-            element = t.element
-            if isinstance(element, U8Type):
-                return bytes
-            convert = self.to_codec(element)
-            return lambda items: [convert(item) for item in items]
-        if isinstance(t, TupleType):
-            converts = [self.to_codec(e) for e in t.elements]
-            return lambda items: tuple(c(v) for c, v in zip(converts, items, strict=True))
+        if (container := _container(t, self.to_codec)) is not None:
+            return container
         if isinstance(t, RecordType):
             fields = [(name, self.to_codec(ft)) for name, ft in t.fields]
             return lambda record: {name: c(getattr(record, name)) for name, c in fields}
         if isinstance(t, VariantType | OptionType | ResultType):
             return self._variant_to_codec(t)
-        if isinstance(t, EnumType | FlagsType):
-            return _identity
-        return _identity  # primitives
+        return _identity  # primitives, enums (a name) and flags (a set) look the same
 
     def _variant_to_codec(self, t: VariantType | OptionType | ResultType) -> Convert:
         cases = _cases(t)
@@ -106,15 +95,8 @@ class ValueConverters:
         return untagged
 
     def to_wasmtime(self, t: ValType) -> Convert:
-        if isinstance(t, ListType):
-            element = t.element
-            if isinstance(element, U8Type):
-                return bytes
-            convert = self.to_wasmtime(element)
-            return lambda items: [convert(item) for item in items]
-        if isinstance(t, TupleType):
-            converts = [self.to_wasmtime(e) for e in t.elements]
-            return lambda items: tuple(c(v) for c, v in zip(converts, items, strict=True))
+        if (container := _container(t, self.to_wasmtime)) is not None:
+            return container
         if isinstance(t, RecordType):
             fields = [(name, self.to_wasmtime(ft)) for name, ft in t.fields]
 
@@ -139,6 +121,19 @@ class ValueConverters:
 
             return variant
         return _identity
+
+
+def _container(t: ValType, element_converter: Callable[[ValType], Convert]) -> Convert | None:
+    """Lists and tuples convert element-wise, the same way in both directions."""
+    if isinstance(t, ListType):
+        if isinstance(t.element, U8Type):
+            return bytes
+        convert = element_converter(t.element)
+        return lambda items: [convert(item) for item in items]
+    if isinstance(t, TupleType):
+        converts = [element_converter(e) for e in t.elements]
+        return lambda items: tuple(c(v) for c, v in zip(converts, items, strict=True))
+    return None
 
 
 def _cases(t: VariantType | OptionType | ResultType) -> list[tuple[str, ValType | None]]:
