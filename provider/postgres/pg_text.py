@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 import struct
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -23,60 +24,69 @@ from provider.wrpc.values import Case
 
 # --- floats as hashable-f64 / hashable-f32 (Rust's integer_decode) ------------------------------
 
-_F64 = struct.Struct("<d")
-_U64 = struct.Struct("<Q")
-_F32 = struct.Struct("<f")
-_U32 = struct.Struct("<I")
+
+@dataclass(frozen=True)
+class _IeeeLayout:
+    float_format: struct.Struct  # the float's bytes
+    bits_format: struct.Struct  # the same bytes as an unsigned integer
+    fraction_bits: int  # 52 for f64, 23 for f32
+    exponent_bits: int  # 11 for f64, 8 for f32
+
+    @property
+    def sign_shift(self) -> int:
+        return self.fraction_bits + self.exponent_bits
+
+    @property
+    def exponent_bias(self) -> int:  # the bias plus the fraction's width: 1075 for f64
+        return (1 << (self.exponent_bits - 1)) - 1 + self.fraction_bits
+
+
+F64 = _IeeeLayout(struct.Struct("<d"), struct.Struct("<Q"), 52, 11)
+F32 = _IeeeLayout(struct.Struct("<f"), struct.Struct("<I"), 23, 8)
+
+
+def integer_decode(value: float, layout: _IeeeLayout) -> tuple[int, int, int]:
+    """(mantissa, exponent, sign) exactly as Rust's `integer_decode` for that float width."""
+    bits = layout.bits_format.unpack(layout.float_format.pack(value))[0]
+    sign = -1 if bits >> layout.sign_shift else 1
+    biased = (bits >> layout.fraction_bits) & ((1 << layout.exponent_bits) - 1)
+    fraction = bits & ((1 << layout.fraction_bits) - 1)
+    mantissa = fraction << 1 if biased == 0 else fraction | (1 << layout.fraction_bits)
+    return mantissa, biased - layout.exponent_bias, sign
+
+
+def integer_encode(parts: tuple[int, int, int], layout: _IeeeLayout) -> float:
+    """Inverse of `integer_decode`: rebuilds the IEEE bits, so NaN, ±inf, -0 and denormals
+    survive. A tuple integer_decode cannot produce (e.g. (3, 0, 1) written by hand) is read as
+    sign * mantissa * 2^exponent."""
+    mantissa, exponent, sign = parts
+    width = layout.fraction_bits
+    sign_bit = 1 << layout.sign_shift if sign < 0 else 0
+    biased = exponent + layout.exponent_bias
+    if biased == 0 and mantissa < (1 << (width + 1)) and not mantissa & 1:
+        bits = sign_bit | mantissa >> 1  # a denormal (or zero)
+    elif 1 <= biased < (1 << layout.exponent_bits) and (1 << width) <= mantissa < (2 << width):
+        bits = sign_bit | biased << width | (mantissa & ((1 << width) - 1))
+    else:
+        return _scaled(mantissa, exponent, sign)
+    return float(layout.float_format.unpack(layout.bits_format.pack(bits))[0])
 
 
 def hashable_f64(value: float) -> tuple[int, int, int]:
-    """(mantissa, exponent, sign) of an f64, exactly as Rust's `f64::integer_decode`."""
-    bits = _U64.unpack(_F64.pack(value))[0]
-    sign = -1 if bits >> 63 else 1
-    biased = (bits >> 52) & 0x7FF
-    fraction = bits & 0xF_FFFF_FFFF_FFFF
-    mantissa = fraction << 1 if biased == 0 else fraction | 0x10_0000_0000_0000
-    return mantissa, biased - 1075, sign
+    return integer_decode(value, F64)
 
 
 def hashable_f32(value: float) -> tuple[int, int, int]:
-    """(mantissa, exponent, sign) of an f32, exactly as Rust's `f32::integer_decode`."""
-    bits = _U32.unpack(_F32.pack(value))[0]
-    sign = -1 if bits >> 31 else 1
-    biased = (bits >> 23) & 0xFF
-    fraction = bits & 0x7F_FFFF
-    mantissa = fraction << 1 if biased == 0 else fraction | 0x80_0000
-    return mantissa, biased - 150, sign
+    return integer_decode(value, F32)
 
 
 def float_from_hashable_f64(parts: tuple[int, int, int]) -> float:
-    """Inverse of `hashable_f64`: rebuilds the IEEE bits, so NaN, ±inf, -0 and denormals survive.
-
-    A tuple that integer_decode cannot produce (e.g. (3, 0, 1) written by hand) is read as
-    sign * mantissa * 2^exponent.
-    """
-    mantissa, exponent, sign = parts
-    sign_bit = 1 << 63 if sign < 0 else 0
-    biased = exponent + 1075
-    if biased == 0 and mantissa < (1 << 53) and not mantissa & 1:
-        return float(_F64.unpack(_U64.pack(sign_bit | mantissa >> 1))[0])
-    if 1 <= biased <= 0x7FF and (1 << 52) <= mantissa < (1 << 53):
-        bits = sign_bit | biased << 52 | (mantissa & 0xF_FFFF_FFFF_FFFF)
-        return float(_F64.unpack(_U64.pack(bits))[0])
-    return _scaled(mantissa, exponent, sign)
+    return integer_encode(parts, F64)
 
 
 def float_from_hashable_f32(parts: tuple[int, int, int]) -> float:
-    """Inverse of `hashable_f32` (the result is an f32 value held in a Python float)."""
-    mantissa, exponent, sign = parts
-    sign_bit = 1 << 31 if sign < 0 else 0
-    biased = exponent + 150
-    if biased == 0 and mantissa < (1 << 24) and not mantissa & 1:
-        return float(_F32.unpack(_U32.pack(sign_bit | mantissa >> 1))[0])
-    if 1 <= biased <= 0xFF and (1 << 23) <= mantissa < (1 << 24):
-        bits = sign_bit | biased << 23 | (mantissa & 0x7F_FFFF)
-        return float(_F32.unpack(_U32.pack(bits))[0])
-    return _scaled(mantissa, exponent, sign)
+    """The result is an f32 value held in a Python float."""
+    return integer_encode(parts, F32)
 
 
 def _scaled(mantissa: int, exponent: int, sign: int) -> float:
