@@ -21,9 +21,15 @@ from provider.lattice.runtime import ProviderRuntime
 from provider.postgres_provider import PostgresProvider
 
 
+def program_name() -> str:
+    """How this was started: `python -m provider`, the console script or the executable."""
+    started_as = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m provider" if started_as in ("", "__main__.py", "-m") else started_as
+
+
 def arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m provider",
+        prog=program_name(),
         description="wasmcloud:postgres capability provider (wRPC over NATS, PostgreSQL via "
         "asyncpg). A host writes base64(JSON(HostData)) to stdin; standalone runs use the "
         "flags below (each also read from the environment variable shown).",

@@ -1,22 +1,19 @@
 """NATS curve keys ("xkeys") and the sealed boxes wasmCloud hosts send secrets in.
 
-Encoding as in the NATS nkeys library: a key is base32 (no padding) of prefix byte(s), 32 raw
-bytes and a CRC-16 (XMODEM, little-endian). A curve seed starts `SX`, a public curve key `X`.
+Keys in the nkey text form (`nkey_text`): a curve seed starts `SX`, a public curve key `X`.
 A sealed message is `b"xkv1"` + 24-byte nonce + NaCl box (X25519-XSalsa20-Poly1305) from the
-sender's private key to the recipient's public key. The Python `nkeys` release on PyPI (0.2.1)
-has no curve keys, so the encoding lives here; the cryptography is PyNaCl's.
+sender's private key to the recipient's public key. The cryptography is PyNaCl's.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import secrets
 
 from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 
-PREFIX_SEED = 18 << 3  # 'S'
+from provider.lattice import nkey_text
+
 PREFIX_CURVE = 23 << 3  # 'X'
 XKEY_VERSION = b"xkv1"
 NONCE_SIZE = 24
@@ -26,53 +23,26 @@ class XKeyError(ValueError):
     """A key or sealed message is malformed, or cannot be opened with the keys at hand."""
 
 
-def _crc16(data: bytes) -> bytes:
-    return binascii.crc_hqx(data, 0).to_bytes(2, "little")
-
-
-def _b32decode(text: str) -> bytes:
-    try:
-        return base64.b32decode(text + "=" * (-len(text) % 8))
-    except (binascii.Error, ValueError) as exc:
-        raise XKeyError(f"not a NATS key: {exc}") from None
-
-
-def _b32encode(raw: bytes) -> str:
-    return base64.b32encode(raw).decode().rstrip("=")
-
-
-def _checked(text: str) -> bytes:
-    raw = _b32decode(text)
-    if len(raw) < 4 or _crc16(raw[:-2]) != raw[-2:]:
-        raise XKeyError("NATS key checksum mismatch")
-    return raw[:-2]
-
-
 def encode_public(raw_public: bytes) -> str:
-    body = bytes([PREFIX_CURVE]) + raw_public
-    return _b32encode(body + _crc16(body))
+    return nkey_text.encode_public(PREFIX_CURVE, raw_public)
 
 
 def decode_public(public_key: str) -> bytes:
-    body = _checked(public_key)
-    if body[0] != PREFIX_CURVE or len(body) != 33:
-        raise XKeyError("not a public curve (X...) key")
-    return body[1:]
+    try:
+        return nkey_text.decode_public(public_key, PREFIX_CURVE, "curve (X...)")
+    except nkey_text.NKeyError as exc:
+        raise XKeyError(str(exc)) from None
 
 
 def encode_seed(raw_private: bytes) -> str:
-    body = bytes([PREFIX_SEED | PREFIX_CURVE >> 5, (PREFIX_CURVE & 31) << 3]) + raw_private
-    return _b32encode(body + _crc16(body))
+    return nkey_text.encode_seed(PREFIX_CURVE, raw_private)
 
 
 def decode_seed(seed: str) -> bytes:
-    body = _checked(seed)
-    if len(body) != 34 or body[0] & 0xF8 != PREFIX_SEED:
-        raise XKeyError("not a NATS seed")
-    prefix = (body[0] & 7) << 5 | (body[1] & 0xF8) >> 3
-    if prefix != PREFIX_CURVE:
-        raise XKeyError("not a curve (SX...) seed")
-    return body[2:]
+    try:
+        return nkey_text.decode_seed(seed, PREFIX_CURVE, "curve (SX...)")
+    except nkey_text.NKeyError as exc:
+        raise XKeyError(str(exc)) from None
 
 
 class CurveKeyPair:

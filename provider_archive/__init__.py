@@ -1,0 +1,1 @@
+"""Packaging the provider for a wasmCloud 1.x host: executable, provider archive (PAR), OCI."""
