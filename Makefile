@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo component provider-demo wire-demo test lint wit bench chaos conformance clean
+.PHONY: demo component par provider-demo wire-demo test lint wit bench chaos conformance clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing the project with its dev extras"
@@ -17,18 +17,36 @@ $(STAMP): pyproject.toml
 component: $(STAMP)
 	$(PY) components/build.py
 
-demo: component
+# The provider as a wasmCloud 1.x host starts it: a self-contained executable (PyInstaller,
+# ~30 s) in a signed provider archive. Rebuilt only when the provider's sources change.
+EXECUTABLE := build/sqldb-postgres
+PAR := build/sqldb-postgres.par
+EXECUTABLE_INPUTS := $(shell find provider provider_archive/pyinstaller provider_archive/executable.py \
+	-name '*.py' -o -name '*.json') pyproject.toml
+
+$(EXECUTABLE): $(STAMP) $(EXECUTABLE_INPUTS)
+	$(PY) -m provider_archive executable --output $@
+
+build/world.wasm: $(STAMP) $(wildcard wit/*.wit)
+	$(PY) -m provider_archive world --output $@
+
+$(PAR): $(EXECUTABLE) build/world.wasm
+	$(PY) -m provider_archive create --binary $(EXECUTABLE) --world build/world.wasm --output $@
+
+par: $(PAR)
+
+demo: component par
 	$(PY) -m host_shim wadm.yaml
 
 provider-demo: $(STAMP)
 	$(PY) -m host_shim.provider_demo
 
-test: $(STAMP)
+test: $(STAMP) par
 	$(PY) -m pytest
 
 lint: $(STAMP)
-	$(PY) -m ruff check provider host_shim tests bench components
-	$(PY) -m ruff format --check provider host_shim tests bench components
+	$(PY) -m ruff check provider provider_archive host_shim tests bench components
+	$(PY) -m ruff format --check provider provider_archive host_shim tests bench components
 	$(PY) -m mypy
 
 # Re-resolve wit/ after editing it (the test suite fails while the stored copy is stale).
@@ -53,4 +71,4 @@ wire-demo: $(STAMP)
 	$(PY) -m host_shim.wire_demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache .hypothesis

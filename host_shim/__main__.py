@@ -1,11 +1,14 @@
 """`python -m host_shim wadm.yaml`: run a wadm application the way a wasmCloud host would.
 
-Starts NATS and PostgreSQL unless `NATS_URL` / `DATABASE_URL` answer, starts the provider
-(the manifest's capability) with HostData on stdin and the manifest's links in it, publishes
+Starts NATS and PostgreSQL unless `NATS_URL` / `DATABASE_URL` answer, fetches the provider
+archive the manifest's capability `image:` names (`file://` or an OCI reference), verifies it
+and extracts this machine's executable as a 1.x host does, starts it with HostData on stdin
+and the manifest's links in it (`--from-source` or `PROVIDER_FROM_SOURCE=1` runs
+`python -m provider` from this checkout instead, for a quick edit-run loop), publishes
 the link puts (secrets sealed to the provider's xkey), waits until it reports healthy, loads
 the manifest's component with wasmtime, checks its imports against `wit/`, serves its
 `wasmcloud:postgres` imports over wRPC with the host's headers, calls its `run` export, prints
-what it returns and shuts the provider down through the host's shutdown subject.
+what it returns and stops the provider as a host does: the shutdown request, then SIGKILL.
 
 The link is pointed at the PostgreSQL in use (host, port, user, database and the password
 secret are replaced; every other key comes from the manifest). A secret's value comes from the
@@ -29,8 +32,11 @@ import nats
 from host_shim.component_host import ComponentError, ComponentHost
 from host_shim.local_nats import running_nats
 from host_shim.local_postgres import PostgresServer, running_postgres
-from host_shim.manifest import Link, Manifest, ManifestError, load_manifest
-from host_shim.provider_process import LatticeHost, ProviderProcess
+from host_shim.manifest import Link, Manifest, ManifestComponent, ManifestError, load_manifest
+from host_shim.provider_image import install_provider
+from host_shim.provider_process import SOURCE_COMMAND, LatticeHost, ProviderProcess
+from provider_archive.archive import ArchiveError
+from provider_archive.oci import OciError
 from provider.wrpc.nats_client import WrpcClient
 
 
@@ -85,7 +91,24 @@ def link_values(link: Link, server: PostgresServer) -> tuple[dict[str, str], dic
     return config, secrets
 
 
-async def run_application(manifest: Manifest, nats_url: str, server: PostgresServer) -> int:
+def provider_command(
+    manifest: Manifest, component: ManifestComponent, host: LatticeHost, from_source: bool
+) -> tuple[str, ...]:
+    if from_source:
+        step("provider from source: python -m provider")
+        return SOURCE_COMMAND
+    started = time.perf_counter()
+    installed = install_provider(component.image, manifest.base_dir, host.host_id)
+    claims = installed.archive.claims
+    step(f"provider archive {installed.reference}: {claims.name} {claims.version} "
+         f"({claims.vendor}), {', '.join(installed.archive.binaries)} hash verified, "
+         f"extracted to {installed.executable} in {time.perf_counter() - started:.2f} s")  # fmt: skip
+    return (str(installed.executable),)
+
+
+async def run_application(
+    manifest: Manifest, nats_url: str, server: PostgresServer, from_source: bool = False
+) -> int:
     providers = [c for c in manifest.components.values() if c.type == "capability"]
     links = postgres_links(manifest)
     if len(providers) != 1 or not links:
@@ -95,6 +118,7 @@ async def run_application(manifest: Manifest, nats_url: str, server: PostgresSer
     component = manifest.components[link.source]
 
     host = LatticeHost(nats_url, provider_id=provider_component.id)
+    command = provider_command(manifest, provider_component, host, from_source)
     config, secrets = link_values(link, server)
     definition = host.link_definition(component.id, config, secrets or None, name=link.name)
     log_path = Path(tempfile.mkstemp(prefix="provider-", suffix=".log")[1])
@@ -102,6 +126,7 @@ async def run_application(manifest: Manifest, nats_url: str, server: PostgresSer
         provider = ProviderProcess(
             host,
             log_file=log_file,
+            command=command,
             link_definitions=[definition],
             config=provider_component.config,
         )
@@ -136,8 +161,10 @@ async def run_application(manifest: Manifest, nats_url: str, server: PostgresSer
                  f"{per_call:.2f} ms each on average):")  # fmt: skip
             print(render(output))
             await client.close()
-            reply = await host.shutdown(nc)
-            step(f"provider shut down: {reply.decode()!r}, exit {provider.wait_exit()}")
+            stop = await provider.stop_like_host(nc)
+            answer = repr(stop.reply.decode()) if stop.reply is not None else "no reply"
+            step(f"provider stopped as a host stops it: {answer} after "
+                 f"{stop.seconds_to_reply * 1000:.0f} ms, then SIGKILL")  # fmt: skip
         finally:
             provider.kill()
             await nc.close()
@@ -147,6 +174,13 @@ async def run_application(manifest: Manifest, nats_url: str, server: PostgresSer
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m host_shim", description=__doc__)
     parser.add_argument("manifest", type=Path, help="a wadm application manifest (wadm.yaml)")
+    parser.add_argument(
+        "--from-source",
+        action="store_true",
+        default=os.environ.get("PROVIDER_FROM_SOURCE", "").lower() in ("1", "true", "yes"),
+        help="run `python -m provider` instead of the archive's executable "
+        "[PROVIDER_FROM_SOURCE]",
+    )
     args = parser.parse_args(argv)
     try:
         manifest = load_manifest(args.manifest)
@@ -154,8 +188,8 @@ def main(argv: list[str] | None = None) -> int:
              f"{', '.join(manifest.components)}")  # fmt: skip
         with running_nats() as nats_url, running_postgres() as server:
             step(f"NATS at {nats_url}; PostgreSQL ({server.kind}) at {server.host}:{server.port}")
-            return asyncio.run(run_application(manifest, nats_url, server))
-    except (ManifestError, ComponentError, OSError) as exc:
+            return asyncio.run(run_application(manifest, nats_url, server, args.from_source))
+    except (ManifestError, ComponentError, ArchiveError, OciError, OSError) as exc:
         print(f"host_shim: {exc}", file=sys.stderr)
         return 1
 

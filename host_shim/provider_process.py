@@ -13,15 +13,22 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import IO, Any
+
+import nats.errors
 
 from provider.lattice.host_data import HostData, encode_host_data
 from provider.lattice.links import seal_secrets
 from provider.lattice.xkeys import CurveKeyPair
 
 SHUTDOWN_WINDOW = 0.3  # the host's --provider-shutdown-delay-ms default
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# `python -m provider` from this checkout: the quick edit-run loop (no archive to rebuild).
+SOURCE_COMMAND = (sys.executable, "-m", "provider")
 
 
 @dataclass
@@ -119,12 +126,32 @@ class LatticeHost:
         return data
 
 
-class ProviderProcess:
-    """`python -m provider` as a child process, started the way a host starts it."""
+@dataclass(frozen=True)
+class HostStop:
+    """How a host-style stop went: the shutdown reply (None if none came in the window)."""
 
-    def __init__(self, host: LatticeHost, log_file: IO[bytes] | None = None, **host_data: Any):
+    reply: bytes | None
+    seconds_to_reply: float
+
+
+class ProviderProcess:
+    """The provider as a child process, started the way a host starts it.
+
+    `command` is the provider executable (extracted from its archive: no arguments, working
+    directory inherited, as the host runs it) or, by default, `python -m provider` from this
+    checkout.
+    """
+
+    def __init__(
+        self,
+        host: LatticeHost,
+        log_file: IO[bytes] | None = None,
+        command: Sequence[str] = SOURCE_COMMAND,
+        **host_data: Any,
+    ):
         self.host = host
         self.host_data = host.host_data(**host_data)
+        self.command = tuple(command)
         self._log_file = log_file
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -132,12 +159,12 @@ class ProviderProcess:
         # The host clears the environment (only RUST_LOG and OTEL_* pass); so do we.
         environment = {k: v for k, v in os.environ.items() if k.startswith(("RUST_LOG", "OTEL_"))}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "provider"],
+            self.command,
             stdin=subprocess.PIPE,
             stdout=self._log_file or subprocess.DEVNULL,
             stderr=self._log_file or subprocess.DEVNULL,
             env=environment,
-            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+            cwd=REPO_ROOT if self.command == SOURCE_COMMAND else None,
         )
         assert self.process.stdin is not None
         self.process.stdin.write(encode_host_data(self.host_data))
@@ -156,6 +183,21 @@ class ProviderProcess:
                 if loop.time() > deadline:
                     raise
                 await asyncio.sleep(0.1)
+
+    async def stop_like_host(self, nc: Any) -> HostStop:
+        """The host's stop: the shutdown request, then SIGKILL as soon as the reply arrives
+        or the 300 ms window ends."""
+        started = time.perf_counter()
+        try:
+            reply: bytes | None = await self.host.shutdown(nc)
+        except (nats.errors.Error, asyncio.TimeoutError):
+            reply = None
+        elapsed = time.perf_counter() - started
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+        if self.process is not None:
+            self.process.wait()
+        return HostStop(reply, elapsed)
 
     def wait_exit(self, timeout: float = 5.0) -> int:
         assert self.process is not None
