@@ -35,9 +35,9 @@ from host_shim.local_postgres import PostgresServer, running_postgres
 from host_shim.manifest import Link, Manifest, ManifestComponent, ManifestError, load_manifest
 from host_shim.provider_image import install_provider
 from host_shim.provider_process import SOURCE_COMMAND, LatticeHost, ProviderProcess
+from provider.wrpc.nats_client import WrpcClient
 from provider_archive.archive import ArchiveError
 from provider_archive.oci import OciError
-from provider.wrpc.nats_client import WrpcClient
 
 
 def step(text: str) -> None:
@@ -100,9 +100,11 @@ def provider_command(
     started = time.perf_counter()
     installed = install_provider(component.image, manifest.base_dir, host.host_id)
     claims = installed.archive.claims
-    step(f"provider archive {installed.reference}: {claims.name} {claims.version} "
+    step(
+        f"provider archive {installed.reference}: {claims.name} {claims.version} "
          f"({claims.vendor}), {', '.join(installed.archive.binaries)} hash verified, "
-         f"extracted to {installed.executable} in {time.perf_counter() - started:.2f} s")  # fmt: skip
+         f"extracted to {installed.executable} in {time.perf_counter() - started:.2f} s"
+    )  # fmt: skip
     return (str(installed.executable),)
 
 
@@ -178,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "--from-source",
         action="store_true",
         default=os.environ.get("PROVIDER_FROM_SOURCE", "").lower() in ("1", "true", "yes"),
-        help="run `python -m provider` instead of the archive's executable "
-        "[PROVIDER_FROM_SOURCE]",
+        help="run `python -m provider` instead of the archive's executable [PROVIDER_FROM_SOURCE]",
     )
     args = parser.parse_args(argv)
     try:

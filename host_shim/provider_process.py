@@ -190,7 +190,7 @@ class ProviderProcess:
         started = time.perf_counter()
         try:
             reply: bytes | None = await self.host.shutdown(nc)
-        except (nats.errors.Error, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.Error):
             reply = None
         elapsed = time.perf_counter() - started
         if self.process is not None and self.process.poll() is None:

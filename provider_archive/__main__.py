@@ -1,4 +1,4 @@
-"""`python -m provider_archive`: build, sign, inspect and ship the provider archive (like `wash par`).
+"""`python -m provider_archive`: build, sign, inspect, ship the provider archive (as `wash par`).
 
     executable            the self-contained provider executable (PyInstaller)
     world                 wit/ encoded as world.wasm (wasm-tools)
@@ -157,9 +157,7 @@ def insert(args: argparse.Namespace) -> int:
     if issuer.public_key != archive.claims.issuer:
         print(f"warning: re-signing with {issuer.public_key}, not the archive's issuer "
               f"{archive.claims.issuer}", file=sys.stderr)  # fmt: skip
-    updated = with_binary(
-        archive, args.target, args.binary.read_bytes(), issuer, int(time.time())
-    )
+    updated = with_binary(archive, args.target, args.binary.read_bytes(), issuer, int(time.time()))
     args.archive.write_bytes(write_archive(updated, compress=args.compress))
     print(f"{args.archive}: targets {', '.join(sorted(updated.binaries))}")
     return 0

@@ -140,7 +140,9 @@ def read_archive(data: bytes, target: str | None = None) -> ProviderArchive:
     token_bytes = files.pop(CLAIMS_STEM, None)
     world = files.pop(WORLD_STEM, None)
     if token_bytes is None or not files:
-        raise ArchiveError("Not enough files found in provider archive. Is this a complete archive?")
+        raise ArchiveError(
+            "Not enough files found in provider archive. Is this a complete archive?"
+        )
     try:
         claims = decode_claims(token_bytes.decode())
     except UnicodeDecodeError as exc:

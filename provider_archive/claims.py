@@ -204,4 +204,3 @@ def validate(token: str, now: int) -> ProviderClaims:
     if not is_public_key(claims.subject, SUBJECT):
         raise ClaimsError(f"the subject {claims.subject} is not a service (V…) public key")
     return claims
-

@@ -109,7 +109,9 @@ def pull_archive(reference: str, insecure: bool = False) -> bytes:
     try:
         manifest = registry.get_manifest(reference, allowed_media_type=list(MANIFEST_MEDIA_TYPES))
     except ValueError as exc:
-        raise OciError(f"failed to fetch provider under OCI reference `{reference}`: {exc}") from None
+        raise OciError(
+            f"failed to fetch provider under OCI reference `{reference}`: {exc}"
+        ) from None
     layer = par_layer(manifest)
     with tempfile.TemporaryDirectory(prefix="par-pull-") as scratch:
         blob = Path(scratch, "layer")

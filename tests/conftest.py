@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import nats
 import pytest
 
 from host_shim.local_nats import running_nats
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def provider_par() -> Path:
+    """`build/sqldb-postgres.par` (`make par`: up to date in a second, else ~30 s to build)."""
+    subprocess.run(["make", "--no-print-directory", "par"], cwd=ROOT, check=True)
+    return ROOT / "build" / "sqldb-postgres.par"
 
 
 @pytest.fixture(scope="session")

@@ -135,9 +135,9 @@ async def test_a_provider_that_does_not_answer_is_reported(
         await nc.close()
 
 
-def test_host_shim_runs_the_manifest(example_wasm: Path) -> None:
+def run_host_shim(*arguments: str) -> str:
     completed = subprocess.run(
-        [sys.executable, "-m", "host_shim", "wadm.yaml"],
+        [sys.executable, "-m", "host_shim", "wadm.yaml", *arguments],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -148,7 +148,23 @@ def test_host_shim_runs_the_manifest(example_wasm: Path) -> None:
     assert "imports match wit/" in output
     assert "written: 20" in output and "updated: 5" in output
     assert '"variant": "InvalidQuery"' in output
-    assert "provider shut down: 'shutting down', exit 0" in output
+    assert "provider stopped as a host stops it: 'shutting down' after" in output
+    return output
+
+
+def test_host_shim_runs_the_manifest_with_the_provider_from_its_archive(
+    example_wasm: Path, provider_par: Path
+) -> None:
+    output = run_host_shim()
+    assert f"provider archive {provider_par}: sqldb-postgres 0.2.0" in output
+    assert "x86_64-linux hash verified, extracted to " in output
+    assert "wasmcloudcache" in output
+
+
+def test_host_shim_runs_the_provider_from_source_when_asked(example_wasm: Path) -> None:
+    output = run_host_shim("--from-source")
+    assert "provider from source: python -m provider" in output
+    assert "provider archive" not in output
 
 
 def test_the_reflection_cache_is_pinned_to_the_wasmtime_it_was_written_for(

@@ -153,7 +153,8 @@ class ProviderRuntime:
         self._stopped.set()
 
     async def _on_nats_disconnected(self) -> None:
-        log.warning("lattice connection lost: reconnecting")
+        if not self._shutting_down:  # our own close at shutdown is no loss
+            log.warning("lattice connection lost: reconnecting")
 
     async def _on_nats_reconnected(self) -> None:
         log.info("lattice connection restored")
