@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from provider.lattice.host_data import HostData, HostDataError, parse_host_data
+from provider.lattice.lattice_connection import LatticeUnavailable
 from provider.lattice.logs import setup_logging
 from provider.lattice.runtime import ProviderRuntime
 from provider.postgres_provider import PostgresProvider
@@ -100,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         run_event_loop(runtime.run())
     except KeyboardInterrupt:
         pass
-    except OSError as exc:
-        logging.getLogger("provider").error("cannot reach the lattice", extra={"error": str(exc)})
+    except LatticeUnavailable as exc:
+        # One line naming the cause; exiting lets the host restart us with fresh HostData.
+        logging.getLogger("provider").error(f"cannot serve, exiting: {exc}")
         return 1
     return 0
 

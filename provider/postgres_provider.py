@@ -11,7 +11,7 @@ from prometheus_client import start_http_server
 from provider.lattice.host_data import HostData
 from provider.lattice.links import LinkDefinition
 from provider.lattice.runtime import Export
-from provider.lattice.statement_store import JetStreamStatements
+from provider.lattice.statement_store import JetStreamStatements, StoreUnavailable
 from provider.postgres.service import PostgresService
 from provider.wrpc.nats_server import CallContext
 from provider.wrpc.values import Case, Err
@@ -37,6 +37,7 @@ class PostgresProvider:
     def __init__(self, service: PostgresService | None = None) -> None:
         self.service = service or PostgresService()
         self.config: dict[str, str] = {}
+        self.unshared_reason: str | None = None  # why tokens are not shared with replicas
 
     def serve_metrics(self, port: int, address: str = "127.0.0.1") -> None:
         """Expose the Prometheus text format on http://{address}:{port}/metrics."""
@@ -47,7 +48,16 @@ class PostgresProvider:
 
     async def attach(self, nc: Any, host_data: HostData) -> None:
         """Share statement tokens with this provider's other replicas (JetStream KV)."""
-        store = await JetStreamStatements.open(nc, host_data.lattice, host_data.provider_key)
+        try:
+            store = await JetStreamStatements.open(nc, host_data.lattice, host_data.provider_key)
+        except StoreUnavailable as exc:
+            self.unshared_reason = str(exc)
+            log.warning(
+                "no usable JetStream key-value bucket: prepared-statement tokens stay on this "
+                "replica (replicas will not share them)",
+                extra={"error": self.unshared_reason},
+            )
+            return
         self.service.registry.shared = store
 
     async def put_link(self, link: LinkDefinition, values: dict[str, str]) -> None:
@@ -59,7 +69,10 @@ class PostgresProvider:
         await self.service.delete_link(link_key(link.source_id, link.name))
 
     async def health(self) -> tuple[bool, str]:
-        return await self.service.health()
+        healthy, message = await self.service.health()
+        if self.unshared_reason is not None:
+            message += "; replicas will not share statement tokens (no usable JetStream KV)"
+        return healthy, message
 
     async def config_update(self, config: dict[str, str]) -> None:
         self.config = config

@@ -111,10 +111,15 @@ async def executable(
 ) -> AsyncIterator[StartedExecutable]:
     started = await start_from_archive(provider_par, nats_url, tmp_path)
     yield started
+    # However the test ended it, a host's SIGKILL of the parent must leave nothing behind.
+    if is_running(started.parent_pid):
+        os.kill(started.parent_pid, signal.SIGKILL)
     started.process.kill()
-    for pid in (started.child_pid,):
-        if is_running(pid):
-            os.kill(pid, signal.SIGKILL)
+    try:
+        assert_nothing_left(started)
+    finally:
+        if is_running(started.child_pid):
+            os.kill(started.child_pid, signal.SIGKILL)
 
 
 @pytest.fixture

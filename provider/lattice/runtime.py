@@ -18,10 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import nats
-from nats.aio.client import RawCredentials
-
 from provider.lattice.host_data import HostData
+from provider.lattice.lattice_connection import LatticeConnection, LatticeUnavailable
 from provider.lattice.links import LinkDefinition, LinkError
 from provider.lattice.xkeys import CurveKeyPair, XKeyError
 from provider.wrpc.nats_server import FailureResult, Handler, WrpcServer
@@ -62,20 +60,6 @@ def subject(host_data: HostData, key: str, suffix: str) -> str:
     return f"wasmbus.rpc.{host_data.lattice}.{key}.{suffix}"
 
 
-def credentials(host_data: HostData) -> RawCredentials | None:
-    """A .creds document from the host's JWT and seed, as nats-py takes it."""
-    if not (host_data.lattice_rpc_user_jwt and host_data.lattice_rpc_user_seed):
-        return None
-    return RawCredentials(
-        "-----BEGIN NATS USER JWT-----\n"
-        f"{host_data.lattice_rpc_user_jwt}\n"
-        "------END NATS USER JWT------\n\n"
-        "-----BEGIN USER NKEY SEED-----\n"
-        f"{host_data.lattice_rpc_user_seed}\n"
-        "------END USER NKEY SEED------\n"
-    )
-
-
 class ProviderRuntime:
     def __init__(self, host_data: HostData, hooks: ProviderHooks) -> None:
         self.host_data = host_data
@@ -93,25 +77,17 @@ class ProviderRuntime:
         self._server: WrpcServer | None = None
         self._stopped = asyncio.Event()
         self._shutting_down = False
+        self._fatal: str | None = None
+        self._own_subscriptions: set[str] = set()
+        self._lattice = LatticeConnection(host_data, self._on_fatal)
 
     @property
     def server(self) -> WrpcServer | None:
         return self._server
 
     async def start(self) -> None:
-        options: dict[str, Any] = {
-            "name": f"provider {self.host_data.provider_key}",
-            # Keep reconnecting through any outage; if the client ever closes for good, stop
-            # (a provider without its lattice connection must not linger as a zombie).
-            "max_reconnect_attempts": -1,
-            "closed_cb": self._on_nats_closed,
-            "disconnected_cb": self._on_nats_disconnected,
-            "reconnected_cb": self._on_nats_reconnected,
-        }
-        creds = credentials(self.host_data)
-        if creds is not None:
-            options["user_credentials"] = creds
-        self._nc = await nats.connect(self.host_data.nats_url, **options)
+        """Connect (bounded: raises LatticeUnavailable), subscribe, apply the host's links."""
+        self._nc = await self._lattice.connect()
         await self.hooks.attach(self._nc, self.host_data)
         for definition in self.host_data.link_definitions:
             await self._put_link_document(definition)
@@ -123,41 +99,45 @@ class ProviderRuntime:
         puts = {subject(self.host_data, key, "linkdefs.put")}
         if self.xkeys is not None:
             puts.add(subject(self.host_data, self.xkeys.public_key, "linkdefs.put"))
-        for put_subject in sorted(puts):
-            await self._nc.subscribe(put_subject, cb=self._on_link_put)
-        await self._nc.subscribe(subject(self.host_data, key, "linkdefs.del"), cb=self._on_link_del)
-        await self._nc.subscribe(subject(self.host_data, key, "health"), cb=self._on_health)
-        await self._nc.subscribe(
-            subject(self.host_data, key, "default.shutdown"), cb=self._on_shutdown
-        )
-        await self._nc.subscribe(
-            subject(self.host_data, key, "config.update"), cb=self._on_config_update
-        )
+        lifecycle = {put_subject: self._on_link_put for put_subject in sorted(puts)}
+        lifecycle[subject(self.host_data, key, "linkdefs.del")] = self._on_link_del
+        lifecycle[subject(self.host_data, key, "health")] = self._on_health
+        lifecycle[subject(self.host_data, key, "default.shutdown")] = self._on_shutdown
+        lifecycle[subject(self.host_data, key, "config.update")] = self._on_config_update
+        for lifecycle_subject, callback in lifecycle.items():
+            await self._nc.subscribe(lifecycle_subject, cb=callback)
+        self._own_subscriptions = {*lifecycle, *self._server.subjects()}
         await self._nc.flush()
         log.info("provider started", extra={"prefix": self.prefix, "nats": self.host_data.nats_url})
 
     async def run(self) -> None:
-        """Start, then serve until shut down by the host or a signal."""
-        await self.start()
+        """Start, then serve until shut down by the host or a signal; raises
+        LatticeUnavailable when the lattice cannot be served (the host then restarts us)."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, lambda: asyncio.ensure_future(self.stop()))
+        await self.start()
         await self._stopped.wait()
+        if self._fatal is not None:
+            await self.shutdown()
         with contextlib.suppress(Exception):
-            await self._nc.close()
+            await self._lattice.close()
+        if self._fatal is not None:
+            raise LatticeUnavailable(self._fatal)
 
-    async def _on_nats_closed(self) -> None:
-        if not self._shutting_down:
-            log.error("lattice connection closed: stopping")
-        self._stopped.set()
+    def _on_fatal(self, cause: str) -> None:
+        if self._fatal is None and not self._shutting_down:
+            self._fatal = cause
+            self._stopped.set()
 
-    async def _on_nats_disconnected(self) -> None:
-        if not self._shutting_down:  # our own close at shutdown is no loss
-            log.warning("lattice connection lost: reconnecting")
-
-    async def _on_nats_reconnected(self) -> None:
-        log.info("lattice connection restored")
+    def denied_subscriptions(self) -> list[str]:
+        """Our own subscriptions the lattice's permissions refused."""
+        return sorted(
+            denial.subject
+            for denial in self._lattice.denials
+            if denial.operation == "subscribe" and denial.subject in self._own_subscriptions
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -214,6 +194,10 @@ class ProviderRuntime:
             healthy, message = await self.hooks.health()
         except Exception as exc:
             healthy, message = False, f"health check failed: {type(exc).__name__}"
+        denied = self.denied_subscriptions()
+        if denied:
+            healthy = False
+            message = f"NATS permissions deny subscribing to {', '.join(denied)}; {message}"
         report: dict[str, Any] = {"healthy": healthy, "message": message}
         if msg.reply:
             await self._nc.publish(msg.reply, json.dumps(report).encode())

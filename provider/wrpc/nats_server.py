@@ -121,6 +121,10 @@ class WrpcServer:
         """Calls still waiting for the rest of their parameters."""
         return len(self._pending_params)
 
+    def subjects(self) -> list[str]:
+        """What this server subscribes to: every export and its params inbox."""
+        return [*self._exports, f"{self._inbox}.>"]
+
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
         self._inbox_subscription = await self._nc.subscribe(
