@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from prometheus_client import start_http_server
@@ -13,6 +13,7 @@ from provider.lattice.links import LinkDefinition
 from provider.lattice.runtime import Export
 from provider.lattice.statement_store import JetStreamStatements, StoreUnavailable
 from provider.postgres.service import PostgresService
+from provider.redaction import secret_redactor
 from provider.wrpc.nats_server import CallContext
 from provider.wrpc.values import Case, Err
 from provider.wrpc.wit_model import postgres_package
@@ -91,7 +92,7 @@ class PostgresProvider:
             ("prepared", "exec"): self._exec,
         }
         return [
-            Export(package.function(interface, name), handler, unexpected_failure)
+            Export(package.function(interface, name), _redacting(handler), unexpected_failure)
             for (interface, name), handler in handlers.items()
         ]
 
@@ -110,6 +111,19 @@ class PostgresProvider:
     async def _exec(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
         token, values = params
         return (await self.service.exec(_link(context), token, values),)
+
+
+Handler = Callable[[CallContext, tuple[Any, ...]], Awaitable[tuple[Any, ...]]]
+
+
+def _redacting(handler: Handler) -> Handler:
+    """Error texts (a database may quote a user name) pass the secret redactor on the way out."""
+
+    async def answer(context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
+        results = await handler(context, params)
+        return tuple(secret_redactor.redact_value(result) for result in results)
+
+    return answer
 
 
 def _link(context: CallContext) -> str:

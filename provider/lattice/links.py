@@ -53,14 +53,18 @@ class LinkDefinition:
             target_secrets=_secret_bytes(secrets),
         )
 
+    def opened_secrets(
+        self, provider_keys: CurveKeyPair | None, host_public_key: str
+    ) -> dict[str, str]:
+        if not self.target_secrets:
+            return {}
+        return open_secrets(self.target_secrets, provider_keys, host_public_key)
+
     def target_values(
         self, provider_keys: CurveKeyPair | None, host_public_key: str
     ) -> dict[str, str]:
         """target_config with the opened target secrets on top (secrets win)."""
-        values = dict(self.target_config)
-        if self.target_secrets:
-            values.update(open_secrets(self.target_secrets, provider_keys, host_public_key))
-        return values
+        return {**self.target_config, **self.opened_secrets(provider_keys, host_public_key)}
 
 
 def _secret_bytes(secrets: Any) -> bytes | None:

@@ -8,12 +8,35 @@ import sys
 import time
 from typing import Any
 
+from provider.redaction import secret_redactor
+
 # Attributes every LogRecord has; anything else came from `extra=` and is structured context.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
 def _context(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD}
+
+
+class RedactSecrets(logging.Filter):
+    """Every value that came from a secret is redacted: message, context and traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        redact = secret_redactor.redact
+        message = record.getMessage()
+        if redact(message) != message:
+            record.msg, record.args = redact(message), None
+        for key, value in _context(record).items():
+            if isinstance(value, str):
+                setattr(record, key, redact(value))
+            elif not isinstance(value, int | float | bool | None) and redact(str(value)) != str(
+                value
+            ):
+                setattr(record, key, redact(str(value)))
+        if record.exc_info:
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+            record.exc_info = None
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -26,8 +49,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update(_context(record))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
         return json.dumps(entry, default=str)
 
 
@@ -39,14 +62,15 @@ class TextFormatter(logging.Formatter):
         context = _context(record)
         if context:
             line += " " + " ".join(f"{k}={v}" for k, v in context.items())
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        if record.exc_text:
+            line += "\n" + record.exc_text
         return line
 
 
 def setup_logging(structured: bool, level: str | None) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if structured else TextFormatter())
+    handler.addFilter(RedactSecrets())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     name = (level or "info").upper()

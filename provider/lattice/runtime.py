@@ -20,8 +20,9 @@ from typing import Any, Protocol
 
 from provider.lattice.host_data import HostData
 from provider.lattice.lattice_connection import LatticeConnection, LatticeUnavailable
-from provider.lattice.links import LinkDefinition, LinkError
+from provider.lattice.links import LinkDefinition, LinkError, secret_text
 from provider.lattice.xkeys import CurveKeyPair, XKeyError
+from provider.redaction import secret_redactor
 from provider.wrpc.nats_server import FailureResult, Handler, WrpcServer
 from provider.wrpc.wit_model import Function
 
@@ -80,6 +81,14 @@ class ProviderRuntime:
         self._fatal: str | None = None
         self._own_subscriptions: set[str] = set()
         self._lattice = LatticeConnection(host_data, self._on_fatal)
+        secret_redactor.add(
+            [
+                host_data.lattice_rpc_user_seed,
+                host_data.lattice_rpc_user_jwt,
+                host_data.provider_xkey_private_key,
+                *(secret_text(value) for value in host_data.secrets.values()),
+            ]
+        )
 
     @property
     def server(self) -> WrpcServer | None:
@@ -163,8 +172,9 @@ class ProviderRuntime:
             return  # the same put on the other subject
         self._applied_links[key] = fingerprint
         try:
-            values = link.target_values(self.xkeys, self.host_data.host_xkey_public_key)
-            await self.hooks.put_link(link, values)
+            secrets = link.opened_secrets(self.xkeys, self.host_data.host_xkey_public_key)
+            secret_redactor.add(secrets.values())  # before anything can log or answer them
+            await self.hooks.put_link(link, {**link.target_config, **secrets})
         except Exception as exc:  # a bad link never takes the provider down
             log.error(
                 "link refused",
@@ -198,6 +208,7 @@ class ProviderRuntime:
         if denied:
             healthy = False
             message = f"NATS permissions deny subscribing to {', '.join(denied)}; {message}"
+        message = secret_redactor.redact(message)
         report: dict[str, Any] = {"healthy": healthy, "message": message}
         if msg.reply:
             await self._nc.publish(msg.reply, json.dumps(report).encode())

@@ -33,6 +33,8 @@ class ConnectionSettings:
     pool_size: int
     max_statements: int
     statements_per_connection: int
+    statement_timeout: float = 60.0  # seconds PostgreSQL lets one statement run; 0 = no bound
+    acquire_timeout: float = 10.0  # seconds a call may wait for a free pool connection
 
     def describe(self) -> str:
         """Where this link points, for logs and health messages (no secrets)."""
@@ -43,7 +45,12 @@ class ConnectionSettings:
         """Links with equal keys may share one pool (POSTGRES_SHARE_CONNECTIONS_BY_URL)."""
         return (self.host, self.port, self.username, self.password, self.database,
                 self.tls_required, self.tls_ca, self.pool_size,
-                self.statements_per_connection)  # fmt: skip
+                self.statements_per_connection, self.statement_timeout,
+                self.acquire_timeout)  # fmt: skip
+
+    def session_settings(self) -> dict[str, str]:
+        """Per-link settings sent at connect: the session's own values, restored by RESET."""
+        return {"statement_timeout": f"{round(self.statement_timeout * 1000)}ms"}
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """None without TLS; else a context that requires TLS and verifies the server."""
@@ -92,6 +99,8 @@ def settings_from_config(values: Mapping[str, str]) -> ConnectionSettings:
         pool_size=pool_size,
         max_statements=max_statements,
         statements_per_connection=per_connection,
+        statement_timeout=_seconds(values, "POSTGRES_STATEMENT_TIMEOUT", 60.0, zero_allowed=True),
+        acquire_timeout=_seconds(values, "POSTGRES_ACQUIRE_TIMEOUT", 10.0, zero_allowed=False),
     )
     settings.ssl_context()  # a CA that cannot be loaded is a config error, found now
     return settings
@@ -108,6 +117,20 @@ def _positive_int(values: Mapping[str, str], key: str, default: int) -> int:
     if number < 1:
         raise ConfigError(f"{key} must be a positive integer, got {raw!r}")
     return number
+
+
+def _seconds(values: Mapping[str, str], key: str, default: float, *, zero_allowed: bool) -> float:
+    raw = values.get(key)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not (seconds > 0 or (zero_allowed and seconds == 0)) or seconds > 86_400 * 365:
+        kind = "a number of seconds (0 = none)" if zero_allowed else "a positive number of seconds"
+        raise ConfigError(f"{key} must be {kind}, got {raw!r}")
+    return seconds
 
 
 def shares_connections(values: Mapping[str, str]) -> bool:

@@ -71,6 +71,7 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         self._statement_number = 0
         self.text_oids: set[int] = set()  # types this connection exchanges as text
         self.session_dirty = False  # a guest may have changed session state (SET, ...)
+        self.last_user = ""  # the link whose call used this connection last (shared pools)
         self._reported_at_start: dict[str, str] = {}
 
     async def cached_statement(self, sql: str) -> CachedStatement:
@@ -245,7 +246,10 @@ async def probe(settings: ConnectionSettings) -> None:
 
 async def connect(settings: ConnectionSettings) -> StatementConnection:
     connection: StatementConnection = await _open(
-        settings, 10, server_settings=SESSION_SETTINGS, connection_class=StatementConnection
+        settings,
+        10,
+        server_settings={**SESSION_SETTINGS, **settings.session_settings()},
+        connection_class=StatementConnection,
     )
     try:
         connection.text_oids = await configure_connection(connection)

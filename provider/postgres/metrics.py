@@ -34,6 +34,13 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
             registry=self.registry,
         )
+        self.hand_over_reset = Histogram(
+            "sqldb_postgres_pool_hand_over_reset_seconds",
+            "Full session resets when a shared pool's connection passes to another link",
+            ["link"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 1),
+            registry=self.registry,
+        )
         self.statements_registered = Counter(
             "sqldb_postgres_statements_registered",
             "Prepared-statement tokens handed out",

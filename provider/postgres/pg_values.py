@@ -380,7 +380,8 @@ COMPATIBLE: dict[str, dict[str, Payload]] = {
     "timestamptz": {"timestamp": _identity, "date": _identity},
     "timestamp": {"date": _identity},
     "txid_snapshot": {"pg_snapshot": _identity},
-    "char": {"bpchar": _identity, **{x: _identity for x in _TEXTS}},
+    # PostgreSQL's one-byte `"char"`: asyncpg's codec takes bytes.
+    "char": {x: str.encode for x in ("bpchar", *_TEXTS)},
 }
 
 

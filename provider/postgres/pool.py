@@ -47,6 +47,10 @@ class PoolRetired(asyncpg.exceptions.InterfaceError):  # type: ignore[misc]
     """The pool was retired (its link updated or deleted) before this call got a connection."""
 
 
+class AcquireTimeout(Exception):
+    """No connection of the pool came free within the link's POSTGRES_ACQUIRE_TIMEOUT."""
+
+
 class LinkPool:
     def __init__(
         self,
@@ -55,6 +59,7 @@ class LinkPool:
         on_prepare: Callable[[str], None] | None = None,
         on_evict: Callable[[], None] | None = None,
         on_wait: Callable[[float], None] | None = None,
+        on_hand_over: Callable[[float], None] | None = None,
         statements_per_connection: int | None = None,
     ) -> None:
         self.settings = settings
@@ -65,6 +70,7 @@ class LinkPool:
         self._on_prepare = on_prepare
         self._on_evict = on_evict
         self._on_wait = on_wait
+        self._on_hand_over = on_hand_over
         self._statements_per_connection = statements_per_connection
         self.waiting = 0
         self.closed = False
@@ -101,14 +107,23 @@ class LinkPool:
 
     @contextlib.asynccontextmanager
     async def connection(
-        self, prefer: StatementConnection | None = None
+        self, prefer: StatementConnection | None = None, user: str = ""
     ) -> AsyncIterator[StatementConnection]:
+        """A connection for one call of link `user`. A shared pool (several links) hands a
+        connection another link used last over only after a full reset, whatever was
+        detected: detection by command tag and reported settings cannot see a change made
+        inside a function."""
         if self.closed:
             raise PoolRetired("the link's pool was replaced")
         started = time.perf_counter()
         self.waiting += 1
         try:
-            await self._slots.acquire()
+            await asyncio.wait_for(self._slots.acquire(), self.settings.acquire_timeout)
+        except TimeoutError:
+            raise AcquireTimeout(
+                f"no database connection free within {self.settings.acquire_timeout:g} s "
+                f"(POSTGRES_ACQUIRE_TIMEOUT; all {self.size} of the link's connections are busy)"
+            ) from None
         finally:
             self.waiting -= 1
         if self.closed:  # retired while this call waited: its link has a new pool
@@ -117,7 +132,10 @@ class LinkPool:
         if self._on_wait is not None:
             self._on_wait(time.perf_counter() - started)
         try:
-            connection = self._take_idle(prefer) or await self._connect()
+            connection = self._take_idle(prefer, user) or await self._connect()
+            if connection.last_user not in ("", user) and not await self._handed_over(connection):
+                connection = await self._connect()  # the reset failed: a fresh session
+            connection.last_user = user
             self._in_use.add(connection)
             try:
                 yield connection
@@ -127,11 +145,18 @@ class LinkPool:
         finally:
             self._slots.release()
 
-    def _take_idle(self, prefer: StatementConnection | None) -> StatementConnection | None:
+    def _take_idle(
+        self, prefer: StatementConnection | None, user: str
+    ) -> StatementConnection | None:
         if prefer is not None and not prefer.is_closed():
             with contextlib.suppress(ValueError):
                 self._idle.remove(prefer)  # idle: it serves this call
                 return prefer
+        # The link's own last connection first: no hand-over reset needed.
+        for connection in reversed(self._idle):
+            if connection.last_user == user and not connection.is_closed():
+                self._idle.remove(connection)
+                return connection
         while self._idle:
             connection = self._idle.pop()  # most recently used: its statements are warm
             if not connection.is_closed():
@@ -156,6 +181,21 @@ class LinkPool:
         connection.on_prepare = self._on_prepare
         connection.on_evict = self._on_evict
         return connection
+
+    async def _handed_over(self, connection: StatementConnection) -> bool:
+        """The full reset between two links' calls; False (connection gone) if it failed."""
+        started = time.perf_counter()
+        try:
+            if connection.is_in_transaction():
+                await asyncio.wait_for(connection.execute("ROLLBACK"), 5)
+            await asyncio.wait_for(connection.reset(), 5)
+            connection.session_dirty = False
+        except Exception:
+            connection.terminate()
+            return False
+        if self._on_hand_over is not None:
+            self._on_hand_over(time.perf_counter() - started)
+        return True
 
     async def _give_back(self, connection: StatementConnection) -> None:
         if connection.is_closed():

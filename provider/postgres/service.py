@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
+
 from provider.postgres import retry
 from provider.postgres.config import ConfigError, ConnectionSettings, settings_from_config
 from provider.postgres.config import shares_connections as config_shares_connections
@@ -27,7 +29,7 @@ from provider.postgres.connections import StatementConnection, probe
 from provider.postgres.errors import query_error, unexpected_text
 from provider.postgres.metrics import Metrics
 from provider.postgres.pg_values import convert_rows, param_values
-from provider.postgres.pool import LinkPool, PoolRetired, describe
+from provider.postgres.pool import AcquireTimeout, LinkPool, PoolRetired, describe
 from provider.postgres.statements import StatementRecord, StatementRegistry
 from provider.wrpc.values import Case, Err, Ok
 
@@ -109,6 +111,7 @@ class PostgresService:
             on_prepare=lambda cause: metrics.prepares.labels(label, cause).inc(),
             on_evict=lambda: metrics.evictions.labels(label, "connection").inc(),
             on_wait=metrics.acquire_wait.labels(label).observe,
+            on_hand_over=metrics.hand_over_reset.labels(label).observe,
             statements_per_connection=settings.statements_per_connection,
         )
 
@@ -357,7 +360,7 @@ class PostgresService:
         """A connection of the link's pool; of its new pool if it was updated meanwhile."""
         pool = link.pool
         for _ in range(4):
-            holder = pool.connection(prefer)
+            holder = pool.connection(prefer, user=link.source_id)
             try:
                 connection = await holder.__aenter__()
             except PoolRetired:
@@ -380,9 +383,14 @@ class PostgresService:
     def _error(self, link: Link, error: BaseException) -> Case:
         case = (
             Case("unexpected", str(error))
-            if isinstance(error, OutcomeUnknown)
+            if isinstance(error, OutcomeUnknown | AcquireTimeout)
             else query_error(error)
         )
+        if isinstance(error, asyncpg.exceptions.QueryCanceledError) and "statement timeout" in (
+            case.value
+        ):
+            bound = f"POSTGRES_STATEMENT_TIMEOUT is {link.settings.statement_timeout:g} s"
+            case = Case(case.tag, f"{case.value} ({bound})")
         self.metrics.errors.labels(link.source_id, case.tag).inc()
         if case.tag == "unexpected":
             log.warning("query failed", extra={"source_id": link.source_id, "error": case.value})

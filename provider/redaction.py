@@ -1,0 +1,65 @@
+"""Secret values never leave the provider: whatever came from a secret is redacted in every log
+line, health message and error text.
+
+Values are remembered for the life of the process (a rotated secret's old value stays
+redacted). Values of three characters or more are redacted wherever they appear; shorter ones
+only as whole words, so a two-letter secret does not blank every word holding those letters.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from provider.wrpc.values import Case, Err, Ok
+
+REDACTED = "[redacted]"
+WHOLE_WORD_BELOW = 3
+
+
+class SecretRedactor:
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self._pattern: re.Pattern[str] | None = None
+
+    def add(self, values: Iterable[str]) -> None:
+        new = {value for value in values if value and value not in self._values}
+        if not new:
+            return
+        self._values |= new
+        # Longest first: a secret that contains another is redacted whole.
+        alternatives = [
+            re.escape(value) if len(value) >= WHOLE_WORD_BELOW else rf"\b{re.escape(value)}\b"
+            for value in sorted(self._values, key=len, reverse=True)
+        ]
+        self._pattern = re.compile("|".join(alternatives))
+
+    def redact(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        return self._pattern.sub(REDACTED, text)
+
+    def redact_value(self, value: Any) -> Any:
+        """Strings inside WIT values (Case payloads, Ok/Err, tuples, lists) redacted."""
+        if self._pattern is None:
+            return value
+        return _walk(value, self.redact)
+
+
+def _walk(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Err):
+        return Err(_walk(value.value, redact))
+    if isinstance(value, Ok):
+        return value  # results are the guest's own data, not our error texts
+    if isinstance(value, Case):
+        return Case(value.tag, _walk(value.value, redact))
+    if isinstance(value, tuple):
+        return tuple(_walk(item, redact) for item in value)
+    return value
+
+
+# One per process: secrets arrive with links, text leaves through many doors.
+secret_redactor = SecretRedactor()

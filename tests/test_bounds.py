@@ -1,0 +1,184 @@
+"""Nothing one component does can hurt another: statement and acquire time bounds, secrets
+redacted everywhere, sessions that never pass between links on a shared pool, `"char"`.
+
+Real NATS, real PostgreSQL, the provider as a child process (each bound tried over the wire).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+
+from provider.wrpc.nats_client import WrpcClient
+from provider.wrpc.values import Case, Err, Ok
+from tests.provider_harness import Caller, RunningProvider, new_source_id, values_of, wait_linked
+
+
+@pytest.fixture
+async def client(nc: Any, provider: RunningProvider) -> AsyncIterator[WrpcClient]:
+    client = WrpcClient(nc, provider.host.prefix, result_timeout=30)
+    await client.start()
+    yield client
+    await client.close()
+
+
+async def linked(
+    provider: RunningProvider,
+    nc: Any,
+    client: WrpcClient,
+    config: dict[str, str],
+    secrets: dict[str, str] | None = None,
+) -> Caller:
+    source_id = new_source_id()
+    await provider.host.put_link(nc, provider.host.link_definition(source_id, config, secrets))
+    caller = Caller(client, source_id)
+    await wait_linked(caller)
+    return caller
+
+
+async def test_a_char_value_goes_to_a_quoted_char_column_and_back(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    caller = await linked(provider, nc, client, postgres_server.link_config(database))
+    table = f"chars_{uuid.uuid4().hex[:8]}"
+    assert isinstance(await caller.batch(f'CREATE TABLE {table} (v "char", a "char"[])'), Ok)
+    token = await caller.prepare(f"INSERT INTO {table} VALUES ($1, $2)")
+    assert isinstance(token, Ok)
+    inserted = await caller.exec(
+        token.value, [Case("char", (1, b"x")), Case("char-array", [(1, b"y"), (1, b"z")])]
+    )
+    assert inserted == Ok(1)
+    rows = await caller.query(f"SELECT v, a FROM {table}")
+    assert isinstance(rows, Ok)
+    assert values_of(rows.value) == [
+        [Case("char", (1, b"x")), Case("char-array", [(1, b"y"), (1, b"z")])]
+    ]
+
+
+async def test_the_statement_timeout_stops_the_backend_and_names_the_bound(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    config = postgres_server.link_config(database) | {"POSTGRES_STATEMENT_TIMEOUT": "0.5"}
+    caller = await linked(provider, nc, client, config)
+    marker = f"sleepy_{uuid.uuid4().hex[:8]}"
+    started = time.perf_counter()
+    result = await caller.query(f"SELECT pg_sleep(30) AS {marker}")
+    elapsed = time.perf_counter() - started
+    assert isinstance(result, Err) and result.value.tag == "unexpected"
+    assert "57014" in result.value.value
+    assert "POSTGRES_STATEMENT_TIMEOUT is 0.5 s" in result.value.value
+    assert elapsed < 5
+    admin = await asyncpg.connect(postgres_server.dsn(database), ssl=False)
+    try:
+        running = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND state = 'active'"
+            " AND pid <> pg_backend_pid()",
+            f"%{marker}%",
+        )
+    finally:
+        await admin.close()
+    assert running == 0  # PostgreSQL itself stopped the statement
+    # A guest cannot lift its own bound for later calls: the session is reset after a SET.
+    assert isinstance(await caller.batch("SET statement_timeout = 0"), Ok)
+    again = await caller.query("SELECT pg_sleep(2)")
+    assert isinstance(again, Err) and "57014" in again.value.value
+
+
+async def test_waiting_for_a_busy_pool_is_bounded(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    config = postgres_server.link_config(database) | {
+        "POSTGRES_POOL_SIZE": "1",
+        "POSTGRES_ACQUIRE_TIMEOUT": "0.3",
+    }
+    caller = await linked(provider, nc, client, config)
+    holder = asyncio.create_task(caller.query("SELECT pg_sleep(3)"))
+    await asyncio.sleep(0.5)  # the one connection is busy
+    started = time.perf_counter()
+    result = await caller.query("SELECT 1")
+    elapsed = time.perf_counter() - started
+    assert isinstance(result, Err) and result.value.tag == "unexpected"
+    assert "no database connection free within 0.3 s (POSTGRES_ACQUIRE_TIMEOUT" in (
+        result.value.value
+    )
+    assert elapsed < 1.5
+    assert isinstance(await holder, Ok)
+
+
+async def test_a_secret_username_never_appears_in_logs_health_or_errors(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    secret_user = f"secretuser{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(postgres_server.dsn(database), ssl=False)
+    try:
+        await admin.execute(f"CREATE ROLE {secret_user} LOGIN PASSWORD 'pw-{secret_user}'")
+    finally:
+        await admin.close()
+    config = postgres_server.link_config(database)
+    del config["POSTGRES_USERNAME"], config["POSTGRES_PASSWORD"]
+    good = await linked(
+        provider, nc, client, config,
+        {"POSTGRES_USERNAME": secret_user, "POSTGRES_PASSWORD": f"pw-{secret_user}"},
+    )  # fmt: skip
+    result = await good.query("SELECT current_user::text")
+    assert isinstance(result, Ok) and values_of(result.value) == [[Case("text", secret_user)]]
+    # The guest's own data is not redacted; error texts and everything we say are.
+    denied = await good.query(f"SELECT * FROM pg_authid WHERE rolname = '{secret_user}'")
+    assert isinstance(denied, Err) and secret_user not in str(denied.value)
+    source = new_source_id()
+    wrong = {"POSTGRES_USERNAME": secret_user, "POSTGRES_PASSWORD": "wrong"}
+    await provider.host.put_link(nc, provider.host.link_definition(source, config, wrong))
+    failing = Caller(client, source)
+    answer: Any = None
+    for _ in range(50):
+        answer = await failing.query("SELECT 1")
+        if isinstance(answer, Err) and "no link" not in str(answer.value):
+            break
+        await asyncio.sleep(0.05)
+    assert isinstance(answer, Err)
+    assert "[redacted]" in str(answer.value) and secret_user not in str(answer.value)
+    health = await provider.host.health(nc)
+    assert secret_user not in health["message"] and "[redacted]@" in health["message"]
+    log = provider.log_text()
+    assert "[redacted]@" in log  # the `link ready` line names the database without the user
+    assert secret_user not in log
+
+
+async def test_sessions_never_pass_between_links_on_a_shared_pool(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    """The attacks detection cannot see: changes made inside functions."""
+    schema, role = f"evil_{uuid.uuid4().hex[:6]}", f"other_{uuid.uuid4().hex[:6]}"
+    admin = await asyncpg.connect(postgres_server.dsn(database), ssl=False)
+    try:
+        await admin.execute(f"CREATE SCHEMA {schema}; CREATE TABLE {schema}.marker (x int)")
+        await admin.execute(f"CREATE ROLE {role}; GRANT {role} TO CURRENT_USER")
+        await admin.execute(
+            f"CREATE FUNCTION {schema}.poison() RETURNS int LANGUAGE plpgsql AS $$ BEGIN "
+            f"PERFORM set_config('search_path', '{schema}', false); "
+            "PERFORM set_config('statement_timeout', '1', false); "
+            f"EXECUTE 'SET ROLE {role}'; RETURN 1; END $$"
+        )
+    finally:
+        await admin.close()
+    shared = postgres_server.link_config(database) | {
+        "POSTGRES_POOL_SIZE": "1",
+        "POSTGRES_SHARE_CONNECTIONS_BY_URL": "true",
+    }
+    attacker = await linked(provider, nc, client, shared)
+    victim = await linked(provider, nc, client, shared)
+    for _ in range(3):
+        assert isinstance(await attacker.query(f"SELECT {schema}.poison()"), Ok)
+        path = await victim.query("SELECT current_setting('search_path')")
+        assert isinstance(path, Ok) and schema not in str(values_of(path.value))
+        who = await victim.query("SELECT current_user::text")
+        assert isinstance(who, Ok) and values_of(who.value) != [[Case("text", role)]]
+        assert isinstance(await victim.query("SELECT pg_sleep(0.05)"), Ok)
+        marker = await victim.query("SELECT count(*) FROM marker")
+        assert isinstance(marker, Err) and "42P01" in marker.value.value
