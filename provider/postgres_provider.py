@@ -34,6 +34,19 @@ def unexpected_failure(message: str) -> tuple[Any, ...]:
     return (Err(Case("unexpected", message)),)
 
 
+# PostgreSQL's own bound on a statement's parameters: a longer list could never run, so it is
+# refused as soon as its count arrives, before the rest of the call is read or decoded.
+MAX_PARAMETERS = 65_535
+
+
+def too_many_query_params(message: str) -> tuple[Any, ...]:
+    return (Err(Case("invalid-params", f"{message} (PostgreSQL's limit per statement)")),)
+
+
+def too_many_exec_params(message: str) -> tuple[Any, ...]:
+    return (Err(Case("query-error", too_many_query_params(message)[0].value)),)
+
+
 class PostgresProvider:
     def __init__(self, service: PostgresService | None = None) -> None:
         self.service = service or PostgresService()
@@ -86,14 +99,20 @@ class PostgresProvider:
     def exports(self) -> Sequence[Export]:
         package = postgres_package()
         handlers = {
-            ("query", "query"): self._query,
-            ("query", "query-batch"): self._query_batch,
-            ("prepared", "prepare"): self._prepare,
-            ("prepared", "exec"): self._exec,
+            ("query", "query"): (self._query, too_many_query_params),
+            ("query", "query-batch"): (self._query_batch, None),
+            ("prepared", "prepare"): (self._prepare, None),
+            ("prepared", "exec"): (self._exec, too_many_exec_params),
         }
         return [
-            Export(package.function(interface, name), _redacting(handler), unexpected_failure)
-            for (interface, name), handler in handlers.items()
+            Export(
+                package.function(interface, name),
+                _redacting(handler),
+                unexpected_failure,
+                max_list_items=MAX_PARAMETERS if refuse is not None else None,
+                refuse_params=refuse,
+            )
+            for (interface, name), (handler, refuse) in handlers.items()
         ]
 
     async def _query(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:

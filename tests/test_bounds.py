@@ -17,7 +17,15 @@ import pytest
 
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case, Err, Ok
-from tests.provider_harness import Caller, RunningProvider, new_source_id, values_of, wait_linked
+from tests.provider_harness import (
+    EXEC,
+    QUERY,
+    Caller,
+    RunningProvider,
+    new_source_id,
+    values_of,
+    wait_linked,
+)
 
 
 @pytest.fixture
@@ -182,3 +190,64 @@ async def test_sessions_never_pass_between_links_on_a_shared_pool(
         assert isinstance(await victim.query("SELECT pg_sleep(0.05)"), Ok)
         marker = await victim.query("SELECT count(*) FROM marker")
         assert isinstance(marker, Err) and "42P01" in marker.value.value
+
+
+def nulls_params(codec: Any, count: int) -> bytes:
+    """`query("SELECT 1", [null] * count)` encoded by hand (a client would take ages)."""
+    from provider.wrpc.codec import encode_uleb128
+
+    out = bytearray(codec.encode_values([QUERY.param_types[0]], ["SELECT 1"]))
+    encode_uleb128(count, out)
+    return bytes(out) + b"\x00" * count  # case 0 of pg-value is `null`
+
+
+def test_list_counts_are_read_from_a_prefix_of_the_parameters() -> None:
+    from provider.wrpc.codec import Codec
+
+    codec = Codec()
+    data = nulls_params(codec, 70_000)
+    assert codec.leading_list_lengths(QUERY.param_types, data[:20]) == [70_000]
+    assert codec.leading_list_lengths(QUERY.param_types, data[:3]) == []  # inside the string
+    exec_params = codec.encode_values(EXEC.param_types, ["pstmt-x", [Case("null")] * 3])
+    assert codec.leading_list_lengths(EXEC.param_types, exec_params) == [3]
+
+
+@pytest.mark.parametrize("count", [65_536, 16 * 1024 * 1024 - 64])
+async def test_more_parameters_than_postgresql_takes_are_refused_at_once(
+    provider: RunningProvider,
+    nc: Any,
+    client: WrpcClient,
+    postgres_server: Any,
+    database: str,
+    count: int,
+) -> None:
+    from provider.wrpc.codec import Codec
+
+    attacker = await linked(provider, nc, client, postgres_server.link_config(database))
+    bystander = await linked(provider, nc, client, postgres_server.link_config(database))
+    codec = Codec()
+    params = nulls_params(codec, count)
+    headers = {"source-id": attacker.source_id, "link-name": "default"}
+    latencies: list[float] = []
+    stop = asyncio.Event()
+
+    async def other_component() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            assert isinstance(await bystander.query("SELECT 1"), Ok)
+            latencies.append(time.perf_counter() - started)
+            await asyncio.sleep(0.02)
+
+    watcher = asyncio.create_task(other_component())
+    await asyncio.sleep(0.1)
+    started = time.perf_counter()
+    raw = await client.invoke(QUERY.instance, QUERY.name, params, headers)
+    elapsed = time.perf_counter() - started
+    await asyncio.sleep(0.2)
+    stop.set()
+    await watcher
+    (result,) = codec.decode_values(QUERY.results, raw)
+    assert isinstance(result, Err) and result.value.tag == "invalid-params"
+    assert f"{count} list items given; at most 65535 are accepted" in result.value.value
+    assert elapsed < 3
+    assert latencies and max(latencies) < 1.0

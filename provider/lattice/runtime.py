@@ -38,6 +38,8 @@ class Export:
     function: Function
     handler: Handler
     failure_result: FailureResult
+    max_list_items: int | None = None  # refused while decoding, before the rest is read
+    refuse_params: FailureResult | None = None
 
 
 class ProviderHooks(Protocol):
@@ -102,7 +104,13 @@ class ProviderRuntime:
             await self._put_link_document(definition)
         self._server = WrpcServer(self._nc, self.prefix)
         for export in self.hooks.exports():
-            self._server.export(export.function, export.handler, export.failure_result)
+            self._server.export(
+                export.function,
+                export.handler,
+                export.failure_result,
+                max_list_items=export.max_list_items,
+                refuse_params=export.refuse_params,
+            )
         await self._server.start()
         key = self.host_data.provider_key
         puts = {subject(self.host_data, key, "linkdefs.put")}

@@ -214,6 +214,25 @@ class Codec:
             raise DecodeError(f"{len(buf) - pos} trailing bytes after the last value")
         return tuple(values)
 
+    def leading_list_lengths(self, types: Sequence[WitType], buf: bytes) -> list[int]:
+        """The element counts of the top-level list parameters that `buf` (a prefix of the
+        encoded parameters) already reaches, in order: a bound on a list's length can be
+        checked before the rest of a large call has even arrived."""
+        lengths: list[int] = []
+        wanted = sum(1 for t in types if isinstance(t, ListType))
+        pos = 0
+        try:
+            for wit_type in types:
+                if isinstance(wit_type, ListType):
+                    count, _ = _read_length(buf, pos, self.limits, "list")
+                    lengths.append(count)
+                    if len(lengths) == wanted:
+                        break  # nothing after the last list is needed
+                _, pos = self.decoder(wit_type)(buf, pos)
+        except (Incomplete, DecodeError):
+            pass  # the full decode reports what is malformed
+        return lengths
+
     # -- decoders --
 
     def _compile_decoder(self, t: WitType) -> Decoder:

@@ -28,9 +28,17 @@ from provider.wrpc.framing import (
     invocation_subject,
     results_subject,
 )
-from provider.wrpc.wit_model import Function
+from provider.wrpc.wit_model import Function, ListType
 
 log = logging.getLogger(__name__)
+
+# A first payload larger than this has its list counts read before it is decoded whole.
+PEEK_BEFORE_DECODING = 64 * 1024
+# Parameters this large, and results holding lists this long, are decoded / encoded on a
+# worker thread: the event loop keeps its turn (the GIL switches every 5 ms), so one
+# component's 16 MiB call does not stall every other component's calls.
+OFFLOAD_PARAMS_BYTES = 256 * 1024
+OFFLOAD_RESULT_ITEMS = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +69,10 @@ class Export:
     # Results to send when the call cannot be served (e.g. `(Err(Case("unexpected", msg)),)`);
     # without it only the end-of-stream is sent, which makes the calling component trap.
     failure_result: FailureResult | None = None
+    # A bound on the element count of every top-level list parameter, checked as soon as the
+    # count has arrived (before the rest is read), and the results that refuse such a call.
+    max_list_items: int | None = None
+    refuse_params: FailureResult | None = None
 
 
 @dataclass
@@ -74,8 +86,11 @@ class _Call:
 @dataclass
 class _PendingParams:
     stream: ByteStream
+    export: Export
     done: asyncio.Event = field(default_factory=asyncio.Event)
     error: str | None = None
+    refused: str | None = None  # a list parameter over its bound
+    lengths_checked: bool = False
 
 
 class WrpcServer:
@@ -106,10 +121,18 @@ class WrpcServer:
         self.accepting = False
 
     def export(
-        self, function: Function, handler: Handler, failure_result: FailureResult | None = None
+        self,
+        function: Function,
+        handler: Handler,
+        failure_result: FailureResult | None = None,
+        *,
+        max_list_items: int | None = None,
+        refuse_params: FailureResult | None = None,
     ) -> None:
         subject = invocation_subject(self.prefix, function.instance, function.name)
-        self._exports[subject] = Export(function, handler, failure_result)
+        self._exports[subject] = Export(
+            function, handler, failure_result, max_list_items, refuse_params
+        )
 
     @property
     def in_flight(self) -> int:
@@ -201,6 +224,23 @@ class WrpcServer:
         except StreamTooLarge as exc:
             pending.error = str(exc)
             pending.done.set()
+            return
+        self._check_list_lengths(pending)
+
+    def _check_list_lengths(self, pending: _PendingParams) -> None:
+        """Refuse a call whose list parameter is over its bound as soon as the count is in."""
+        bound = pending.export.max_list_items
+        if bound is None or pending.lengths_checked:
+            return
+        types = pending.export.function.param_types
+        lengths = self._codec.leading_list_lengths(types, pending.stream.data())
+        expected = sum(1 for t in types if isinstance(t, ListType))
+        for length in lengths:
+            if length > bound:
+                pending.refused = _too_many(length, bound)
+                pending.done.set()
+                break
+        pending.lengths_checked = len(lengths) == expected
 
     # -- one call --
 
@@ -216,7 +256,12 @@ class WrpcServer:
             try:
                 async with self._handler_slots:
                     results = await export.handler(context, params)
-                payload = self._codec.encode_values(function.results, results)
+                if _holds_long_list(results):
+                    payload = await asyncio.to_thread(
+                        self._codec.encode_values, function.results, results
+                    )
+                else:
+                    payload = self._codec.encode_values(function.results, results)
             except CodecError as exc:
                 log.error(
                     "handler returned a value its WIT type rejects", extra=_call(function, exc)
@@ -249,15 +294,27 @@ class WrpcServer:
         function = export.function
         # Registered before the handshake goes out, so no params chunk can slip past; the
         # invocation's own payload is the stream's first part.
-        pending = _PendingParams(ByteStream(self._max_params_bytes))
+        pending = _PendingParams(ByteStream(self._max_params_bytes), export)
         self._pending_params[call.call_inbox] = pending
         oversized = _feed_first(pending, msg.data)
+        if oversized is None and len(msg.data) > PEEK_BEFORE_DECODING:
+            self._check_list_lengths(pending)  # a large first payload: count before decoding
         await self._handshake(call)
         try:
-            if oversized is None:
-                params = decode_first_payload(self._codec, function.param_types, msg.data)
+            if pending.refused is None and oversized is None:
+                params: tuple[Any, ...] | None = await self._off_loop_if_large(
+                    len(msg.data), decode_first_payload, self._codec, function.param_types, msg.data
+                )
                 if params is not None:
-                    return params
+                    refusal = _over_bound(export, params)
+                    if refusal is None:
+                        return params
+                    pending.refused = refusal
+                else:
+                    self._check_list_lengths(pending)
+            if pending.refused is not None:
+                await self._refuse_params(export, call, pending.refused)
+                return None
             try:
                 await asyncio.wait_for(pending.done.wait(), self._params_timeout)
             except TimeoutError:
@@ -268,14 +325,26 @@ class WrpcServer:
                     f"({pending.stream.size} bytes received, no end of stream)",
                 )
                 return None
+            if pending.refused is not None:
+                await self._refuse_params(export, call, pending.refused)
+                return None
             if pending.error is not None:
                 await self._fail(export, call, f"malformed parameters: {pending.error}")
                 return None
-            return self._codec.decode_values(function.param_types, pending.stream.data())
+            data = pending.stream.data()
+            decoded: tuple[Any, ...] = await self._off_loop_if_large(
+                len(data), self._codec.decode_values, function.param_types, data
+            )
+            return decoded
         except CodecError as exc:
             log.warning("malformed parameters", extra=_call(function, exc))
             await self._fail(export, call, f"malformed parameters: {exc}")
             return None
+
+    async def _off_loop_if_large(self, size: int, work: Callable[..., Any], *args: Any) -> Any:
+        if size > OFFLOAD_PARAMS_BYTES:
+            return await asyncio.to_thread(work, *args)
+        return work(*args)
 
     async def _handshake(self, call: _Call) -> None:
         if not call.handshake_sent:
@@ -296,6 +365,15 @@ class WrpcServer:
         if cancelled:
             raise asyncio.CancelledError
 
+    async def _refuse_params(self, export: Export, call: _Call, message: str) -> None:
+        if export.refuse_params is None:
+            await self._fail(export, call, message)
+            return
+        await self._handshake(call)
+        await self._send_results(
+            call, self._codec.encode_values(export.function.results, export.refuse_params(message))
+        )
+
     async def _fail(self, export: Export, call: _Call, message: str) -> None:
         """Answer a call that cannot be served (handshake first, if it has not gone out)."""
         await self._handshake(call)
@@ -305,6 +383,28 @@ class WrpcServer:
                 export.function.results, export.failure_result(message)
             )
         await self._send_results(call, payload)
+
+
+def _holds_long_list(results: tuple[Any, ...]) -> bool:
+    for result in results:
+        value = getattr(result, "value", result)  # inside an Ok / Err
+        if isinstance(value, list) and len(value) > OFFLOAD_RESULT_ITEMS:
+            return True
+    return False
+
+
+def _over_bound(export: Export, params: tuple[Any, ...]) -> str | None:
+    bound = export.max_list_items
+    if bound is None:
+        return None
+    for wit_type, value in zip(export.function.param_types, params, strict=True):
+        if isinstance(wit_type, ListType) and len(value) > bound:
+            return _too_many(len(value), bound)
+    return None
+
+
+def _too_many(count: int, bound: int) -> str:
+    return f"{count} list items given; at most {bound} are accepted"
 
 
 def _feed_first(pending: _PendingParams, payload: bytes) -> str | None:
