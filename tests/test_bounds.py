@@ -251,3 +251,138 @@ async def test_more_parameters_than_postgresql_takes_are_refused_at_once(
     assert f"{count} list items given; at most 65535 are accepted" in result.value.value
     assert elapsed < 3
     assert latencies and max(latencies) < 1.0
+    print(f"\n{count} parameters refused in {elapsed * 1000:.0f} ms; bystander worst "
+          f"{max(latencies) * 1000:.0f} ms")  # fmt: skip
+
+
+def rss_bytes(pid: int) -> int:
+    from pathlib import Path
+
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def test_an_over_limit_result_is_stopped_in_bounded_memory_and_hurts_nobody(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    bound = 8 * 1024 * 1024
+    config = postgres_server.link_config(database) | {
+        "POSTGRES_MAX_RESULT_BYTES": str(bound),
+        "POSTGRES_POOL_SIZE": "1",
+    }
+    attacker = await linked(provider, nc, client, config)
+    bystander = await linked(provider, nc, client, postgres_server.link_config(database))
+    assert provider.process.process is not None
+    pid = provider.process.process.pid
+    baseline = peak = rss_bytes(pid)
+    latencies: list[float] = []
+    stop = asyncio.Event()
+
+    async def other_component() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            started = time.perf_counter()
+            assert isinstance(await bystander.query("SELECT 1"), Ok)
+            latencies.append(time.perf_counter() - started)
+            peak = max(peak, rss_bytes(pid))
+            await asyncio.sleep(0.02)
+
+    watcher = asyncio.create_task(other_component())
+    marker = f"huge_{uuid.uuid4().hex[:8]}"
+    started = time.perf_counter()  # about 1 GB of rows
+    result = await attacker.query(
+        f"SELECT repeat('x', 1000) AS {marker} FROM generate_series(1, 1000000)"
+    )
+    elapsed = time.perf_counter() - started
+    stop.set()
+    await watcher
+    assert isinstance(result, Err) and result.value.tag == "unexpected"
+    assert f"result exceeds {bound} bytes (POSTGRES_MAX_RESULT_BYTES" in result.value.value
+    assert elapsed < 10
+    assert peak - baseline < 64 * 1024 * 1024, f"RSS grew by {(peak - baseline) >> 20} MiB"
+    assert latencies and max(latencies) < 1.0
+    growth = (peak - baseline) / 2**20
+    worst = max(latencies) * 1000
+    print(
+        f"\nover-limit query: {elapsed:.2f} s, RSS +{growth:.1f} MiB, other caller {worst:.0f} ms"
+    )
+    admin = await asyncpg.connect(postgres_server.dsn(database), ssl=False)
+    try:
+        running = await admin.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND state <> 'idle'"
+            " AND pid <> pg_backend_pid()",
+            f"%{marker}%",
+        )
+    finally:
+        await admin.close()
+    assert running == 0
+    # The link's one connection came back healthy.
+    after = await attacker.query("SELECT 41 + 1 AS n")
+    assert isinstance(after, Ok) and values_of(after.value) == [[Case("int4", 42)]]
+
+
+async def test_results_past_a_first_batch_come_whole_through_a_cursor(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    caller = await linked(provider, nc, client, postgres_server.link_config(database))
+    result = await caller.query("SELECT g, 'row ' || g AS label FROM generate_series(1, 5000) g")
+    assert isinstance(result, Ok)
+    rows = values_of(result.value)
+    assert len(rows) == 5000
+    assert rows[0] == [Case("int4", 1), Case("text", "row 1")]
+    assert rows[-1] == [Case("int4", 5000), Case("text", "row 5000")]
+    counted = await caller.prepare("SELECT g FROM generate_series(1, 100000) g")
+    assert isinstance(counted, Ok)
+    assert await caller.exec(counted.value, []) == Ok(100000)  # counted, never held
+
+
+async def test_a_writing_statement_over_the_bound_is_rolled_back(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    config = postgres_server.link_config(database) | {"POSTGRES_MAX_RESULT_BYTES": "100000"}
+    caller = await linked(provider, nc, client, config)
+    table = f"written_{uuid.uuid4().hex[:8]}"
+    assert isinstance(await caller.batch(f"CREATE TABLE {table} (id int, pad text)"), Ok)
+    result = await caller.query(
+        f"INSERT INTO {table} SELECT g, repeat('p', 100) FROM generate_series(1, 5000) g "
+        "RETURNING id, pad"
+    )
+    assert isinstance(result, Err) and "POSTGRES_MAX_RESULT_BYTES" in result.value.value
+    count = await caller.query(f"SELECT count(*)::int4 FROM {table}")
+    assert isinstance(count, Ok) and values_of(count.value) == [[Case("int4", 0)]]
+    small = await caller.query(f"INSERT INTO {table} VALUES (1, 'a') RETURNING id")
+    assert isinstance(small, Ok) and values_of(small.value) == [[Case("int4", 1)]]
+
+
+async def test_first_batch_is_fetch_with_a_row_limit(postgres_server: Any, database: str) -> None:
+    """The fast path's one use of asyncpg internals, pinned to the public `fetch`."""
+    from provider.postgres.bounded_fetch import first_batch
+
+    connection = await asyncpg.connect(postgres_server.dsn(database), ssl=False)
+    try:
+        statement = await connection.prepare("SELECT g, g::text FROM generate_series(1, $1) g")
+        rows, status, completed = await first_batch(statement, [10], 100)
+        assert completed and status == "SELECT 10"
+        assert rows == await statement.fetch(10) and statement.get_statusmsg() == "SELECT 10"
+        partial, status, completed = await first_batch(statement, [10], 3)
+        assert not completed and [tuple(r) for r in partial] == [(1, "1"), (2, "2"), (3, "3")]
+        assert await connection.fetchval("SELECT 1") == 1  # the connection is fine after
+    finally:
+        await connection.close()
+
+
+def test_the_size_estimate_follows_the_encoded_size() -> None:
+    from provider.postgres.bounded_fetch import names_size, rows_size
+    from provider.postgres.pg_values import convert_rows
+    from provider.wrpc.codec import Codec
+    from provider.wrpc.wit_model import postgres_package
+
+    result_type = postgres_package().function("query", "query").results
+    codec = Codec()
+    texts = [(f"value {i} " * 20, b"\x00\x01" * 50) for i in range(200)]
+    converters = [("label", lambda v: Case("text", v)), ("blob", lambda v: Case("bytea", v))]
+    encoded = len(codec.encode_values(result_type, [Ok(convert_rows(texts, converters))]))
+    estimate = rows_size(texts, names_size(["label", "blob"]))
+    assert encoded <= estimate <= encoded * 1.2

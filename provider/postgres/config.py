@@ -35,6 +35,7 @@ class ConnectionSettings:
     statements_per_connection: int
     statement_timeout: float = 60.0  # seconds PostgreSQL lets one statement run; 0 = no bound
     acquire_timeout: float = 10.0  # seconds a call may wait for a free pool connection
+    max_result_bytes: int = 64 * 1024 * 1024  # a result's size on the wire, at most
 
     def describe(self) -> str:
         """Where this link points, for logs and health messages (no secrets)."""
@@ -101,6 +102,7 @@ def settings_from_config(values: Mapping[str, str]) -> ConnectionSettings:
         statements_per_connection=per_connection,
         statement_timeout=_seconds(values, "POSTGRES_STATEMENT_TIMEOUT", 60.0, zero_allowed=True),
         acquire_timeout=_seconds(values, "POSTGRES_ACQUIRE_TIMEOUT", 10.0, zero_allowed=False),
+        max_result_bytes=_positive_int(values, "POSTGRES_MAX_RESULT_BYTES", 64 * 1024 * 1024),
     )
     settings.ssl_context()  # a CA that cannot be loaded is a config error, found now
     return settings

@@ -23,9 +23,10 @@ from typing import Any
 import asyncpg
 
 from provider.postgres import retry
+from provider.postgres.bounded_fetch import ResultTooLarge, fetch_bounded
 from provider.postgres.config import ConfigError, ConnectionSettings, settings_from_config
 from provider.postgres.config import shares_connections as config_shares_connections
-from provider.postgres.connections import StatementConnection, probe
+from provider.postgres.connections import CachedStatement, StatementConnection, probe
 from provider.postgres.errors import query_error, unexpected_text
 from provider.postgres.metrics import Metrics
 from provider.postgres.pg_values import convert_rows, param_values
@@ -312,14 +313,9 @@ class PostgresService:
                         result = None
                     else:
                         args = param_values(params, cached.parameter_types)
-                        rows = await cached.statement.fetch(*args)
-                        status = cached.statement.get_statusmsg() or ""
-                        if cached.touches_session or _changes_session(status):
-                            connection.session_dirty = True
-                        result = (
-                            convert_rows(rows, cached.converters)
-                            if rows_wanted
-                            else rows_affected(status, len(rows))
+                        read_only = record.read_only if record else retry.is_read_only(sql)
+                        result = await self._execute(
+                            link, connection, cached, args, rows_wanted, read_only
                         )
                 except Exception as exc:
                     kind = retry.classify(exc)
@@ -353,6 +349,36 @@ class PostgresService:
             return result
         raise AssertionError("unreachable")
 
+    async def _execute(
+        self,
+        link: Link,
+        connection: StatementConnection,
+        cached: CachedStatement,
+        args: list[Any],
+        rows_wanted: bool,
+        read_only: bool,
+    ) -> Any:
+        """Rows (for `query`) or the rows affected (for `exec`); results within the bound."""
+        if cached.converters:  # the statement returns rows
+            converters = cached.converters
+            fetched = await fetch_bounded(
+                connection,
+                cached.statement,
+                args,
+                bound=link.settings.max_result_bytes,
+                read_only=read_only,
+                keep_rows=rows_wanted,
+                convert=lambda rows: convert_rows(rows, converters),
+                column_names=[name for name, _ in converters],
+            )
+            status, rows, count = fetched.status or "", fetched.rows, fetched.row_count
+        else:
+            await cached.statement.fetch(*args)
+            status, rows, count = cached.statement.get_statusmsg() or "", [], 0
+        if cached.touches_session or _changes_session(status):
+            connection.session_dirty = True
+        return rows if rows_wanted else rows_affected(status or None, count)
+
     @contextlib.asynccontextmanager
     async def _connection(
         self, link: Link, prefer: StatementConnection | None = None
@@ -383,7 +409,7 @@ class PostgresService:
     def _error(self, link: Link, error: BaseException) -> Case:
         case = (
             Case("unexpected", str(error))
-            if isinstance(error, OutcomeUnknown | AcquireTimeout)
+            if isinstance(error, OutcomeUnknown | AcquireTimeout | ResultTooLarge)
             else query_error(error)
         )
         if isinstance(error, asyncpg.exceptions.QueryCanceledError) and "statement timeout" in (
