@@ -386,3 +386,24 @@ def test_the_size_estimate_follows_the_encoded_size() -> None:
     encoded = len(codec.encode_values(result_type, [Ok(convert_rows(texts, converters))]))
     estimate = rows_size(texts, names_size(["label", "blob"]))
     assert encoded <= estimate <= encoded * 1.2
+
+
+def test_rows_encoded_batch_by_batch_are_the_rows_encoded_whole() -> None:
+    """The batch encoder (EncodedList) pinned to the general list encoder."""
+    from provider.wrpc.codec import Codec
+    from provider.wrpc.values import EncodedList
+
+    codec = Codec()
+    result_types = QUERY.results
+    rows = [
+        [
+            {"column-name": "n", "value": Case("int4", i)},
+            {"column-name": "t", "value": Case("null")},
+        ]
+        for i in range(7)
+    ]
+    row_type = result_types[0].ok.element  # type: ignore[attr-defined]
+    batches = codec.encode_items(row_type, rows[:3]) + codec.encode_items(row_type, rows[3:])
+    spliced = codec.encode_values(result_types, [Ok(EncodedList(len(rows), batches))])
+    assert spliced == codec.encode_values(result_types, [Ok(rows)])
+    assert codec.decode_values(result_types, spliced) == (Ok(rows),)

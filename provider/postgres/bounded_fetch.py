@@ -9,20 +9,27 @@ back instead of committing them unanswered. Batches are sized to about `BATCH_BY
 call fails with `ResultTooLarge` as soon as the running total passes the bound, which ends
 the portal on the server and leaves the connection healthy.
 
-Sizes are the rows' size on the wire in the component-model encoding, estimated from the
-values asyncpg returns (exact for text and bytes, which dominate any large result).
+Sizes are the rows' size on the wire: exact when the rows are encoded batch by batch
+(`EncodedRows`, what the provider does), else estimated from the values asyncpg returns.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import decimal
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from provider.wrpc.values import EncodedList
+
+RowEncoder = Callable[[list[Any]], bytes]  # WIT rows → their encoded, concatenated bytes
 
 FIRST_BATCH_ROWS = 500
+# Rows converted and encoded between two turns of the event loop (a few ms of work), so one
+# component's large result never holds up another component's calls for long.
+SLICE_ROWS = 200
 BATCH_BYTES = 256 * 1024
 MIN_BATCH_ROWS, MAX_BATCH_ROWS = 16, 10_000
 
@@ -68,11 +75,61 @@ def names_size(names: Sequence[str]) -> int:
     return sum(6 + len(name.encode()) for name in names)
 
 
-@dataclass
-class Fetched:
-    rows: list[Any]  # converted rows (empty when not kept)
-    status: str | None  # the command tag; None when a cursor ran it
-    row_count: int
+class RowSink(Protocol):
+    """Where fetched rows go, batch by batch; `add` returns the wire bytes a batch added."""
+
+    def add(self, raw_rows: Sequence[Any]) -> int: ...
+
+    def result(self) -> Any: ...
+
+
+class EncodedRows:
+    """Rows converted and encoded per batch (exact sizes; no Python objects kept per row,
+    so a large result costs its bytes and nothing for the garbage collector to walk)."""
+
+    def __init__(self, convert: Callable[[Sequence[Any]], list[Any]], encode: RowEncoder):
+        self._convert, self._encode = convert, encode
+        self._chunks: list[bytes] = []
+        self._count = 0
+
+    def add(self, raw_rows: Sequence[Any]) -> int:
+        chunk = self._encode(self._convert(raw_rows))
+        self._chunks.append(chunk)
+        self._count += len(raw_rows)
+        return len(chunk)
+
+    def result(self) -> EncodedList:
+        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        return EncodedList(self._count, data)
+
+
+class PlainRows:
+    """Rows kept as WIT values (no encoder at hand: the service used on its own)."""
+
+    def __init__(self, convert: Callable[[Sequence[Any]], list[Any]], names: Sequence[str]):
+        self._convert, self._names_size = convert, names_size(names)
+        self._rows: list[Any] = []
+
+    def add(self, raw_rows: Sequence[Any]) -> int:
+        self._rows.extend(self._convert(raw_rows))
+        return rows_size(raw_rows, self._names_size)
+
+    def result(self) -> list[Any]:
+        return self._rows
+
+
+class CountedRows:
+    """Rows only counted (an `exec`): nothing kept, nothing bounded."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def add(self, raw_rows: Sequence[Any]) -> int:
+        self.count += len(raw_rows)
+        return 0
+
+    def result(self) -> int:
+        return self.count
 
 
 def _too_large(total: int, bound: int) -> ResultTooLarge:
@@ -94,6 +151,16 @@ async def first_batch(statement: Any, args: Sequence[Any], limit: int) -> tuple[
     return data, (status or b"").decode(), bool(completed)
 
 
+async def _add_in_slices(sink: RowSink, rows: Sequence[Any]) -> int:
+    if len(rows) <= SLICE_ROWS:
+        return sink.add(rows)
+    size = 0
+    for start in range(0, len(rows), SLICE_ROWS):
+        size += sink.add(rows[start : start + SLICE_ROWS])
+        await asyncio.sleep(0)
+    return size
+
+
 def _next_batch(rows: int, size: int) -> int:
     per_row = max(1, size // max(rows, 1))
     return max(MIN_BATCH_ROWS, min(MAX_BATCH_ROWS, BATCH_BYTES // per_row))
@@ -103,57 +170,33 @@ async def fetch_bounded(
     connection: Any,
     statement: Any,
     args: Sequence[Any],
+    sink: RowSink,
     *,
     bound: int,
     read_only: bool,
-    keep_rows: bool,
-    convert: Callable[[Sequence[Any]], list[Any]],
-    column_names: Sequence[str],
-) -> Fetched:
-    """Run `statement` (which returns rows) and fetch them within `bound` bytes.
-
-    Without `keep_rows` (an `exec`), rows are only counted and nothing is bounded.
-    """
-    per_row_names = names_size(column_names)
+) -> str | None:
+    """Run `statement` (which returns rows) into `sink` within `bound` bytes; returns the
+    command tag (None when a cursor ran it)."""
     if read_only:
         rows, status, completed = await first_batch(statement, args, FIRST_BATCH_ROWS)
         if completed:
-            if keep_rows:
-                total = rows_size(rows, per_row_names)
-                if total > bound:
-                    raise _too_large(total, bound)
-                return Fetched(convert(rows), status, len(rows))
-            return Fetched([], status, len(rows))
+            total = await _add_in_slices(sink, rows)
+            if total > bound:
+                raise _too_large(total, bound)
+            return status
         del rows  # more than a batch: run it again, through a cursor
-    return await _through_cursor(
-        connection, statement, args, bound, keep_rows, convert, per_row_names
-    )
-
-
-async def _through_cursor(
-    connection: Any,
-    statement: Any,
-    args: Sequence[Any],
-    bound: int,
-    keep_rows: bool,
-    convert: Callable[[Sequence[Any]], list[Any]],
-    per_row_names: int,
-) -> Fetched:
-    kept: list[Any] = []
-    count = total = 0
+    total = 0
     batch = MIN_BATCH_ROWS * 4
     async with connection.transaction():  # ROLLBACK on any exception: nothing half-done
         cursor = await statement.cursor(*args)
         while True:
             rows = await cursor.fetch(batch)
-            count += len(rows)
-            size = rows_size(rows, per_row_names)
-            if keep_rows:
-                total += size
-                if total > bound:
-                    raise _too_large(total, bound)
-                kept.extend(convert(rows))
+            size = await _add_in_slices(sink, rows)
+            total += size
+            if total > bound:
+                raise _too_large(total, bound)
             if len(rows) < batch:
                 break
-            batch = _next_batch(len(rows), size)
-    return Fetched(kept, None, count)
+            # Only counted (no size): large batches, fewer round trips.
+            batch = _next_batch(len(rows), size) if size else MAX_BATCH_ROWS
+    return None

@@ -23,7 +23,15 @@ from typing import Any
 import asyncpg
 
 from provider.postgres import retry
-from provider.postgres.bounded_fetch import ResultTooLarge, fetch_bounded
+from provider.postgres.bounded_fetch import (
+    CountedRows,
+    EncodedRows,
+    PlainRows,
+    ResultTooLarge,
+    RowEncoder,
+    RowSink,
+    fetch_bounded,
+)
 from provider.postgres.config import ConfigError, ConnectionSettings, settings_from_config
 from provider.postgres.config import shares_connections as config_shares_connections
 from provider.postgres.connections import CachedStatement, StatementConnection, probe
@@ -60,8 +68,14 @@ class Link:
 
 class PostgresService:
     def __init__(
-        self, metrics: Metrics | None = None, registry: StatementRegistry | None = None
+        self,
+        metrics: Metrics | None = None,
+        registry: StatementRegistry | None = None,
+        encode_rows: RowEncoder | None = None,
     ) -> None:
+        # Rows encoded batch by batch as they arrive (the provider passes the wire encoder);
+        # without one, `query` answers plain WIT values.
+        self.encode_rows = encode_rows
         self._links: dict[str, Link] = {}
         self._pools: dict[tuple[object, ...], _SharedPool] = {}
         self.refused_links: dict[str, str] = {}  # source id → why its config was refused
@@ -361,23 +375,33 @@ class PostgresService:
         """Rows (for `query`) or the rows affected (for `exec`); results within the bound."""
         if cached.converters:  # the statement returns rows
             converters = cached.converters
-            fetched = await fetch_bounded(
+
+            def convert(rows: Sequence[Any]) -> list[Any]:
+                return convert_rows(rows, converters)
+
+            sink: RowSink
+            if not rows_wanted:
+                sink = CountedRows()
+            elif self.encode_rows is not None:
+                sink = EncodedRows(convert, self.encode_rows)
+            else:
+                sink = PlainRows(convert, [name for name, _ in converters])
+            tag = await fetch_bounded(
                 connection,
                 cached.statement,
                 args,
+                sink,
                 bound=link.settings.max_result_bytes,
                 read_only=read_only,
-                keep_rows=rows_wanted,
-                convert=lambda rows: convert_rows(rows, converters),
-                column_names=[name for name, _ in converters],
             )
-            status, rows, count = fetched.status or "", fetched.rows, fetched.row_count
+            status, result = tag or "", sink.result()
+            count = result if isinstance(result, int) else 0
         else:
             await cached.statement.fetch(*args)
-            status, rows, count = cached.statement.get_statusmsg() or "", [], 0
+            status, result, count = cached.statement.get_statusmsg() or "", [], 0
         if cached.touches_session or _changes_session(status):
             connection.session_dirty = True
-        return rows if rows_wanted else rows_affected(status or None, count)
+        return result if rows_wanted else rows_affected(status or None, count)
 
     @contextlib.asynccontextmanager
     async def _connection(

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from provider.wrpc.values import Case, Err, Ok
+from provider.wrpc.values import Case, EncodedList, Err, Ok
 from provider.wrpc.wit_model import (
     EnumType,
     FlagsType,
@@ -214,6 +214,14 @@ class Codec:
             raise DecodeError(f"{len(buf) - pos} trailing bytes after the last value")
         return tuple(values)
 
+    def encode_items(self, element_type: WitType, items: Sequence[Any]) -> bytes:
+        """Items of a `list<element_type>`, encoded and concatenated (for an EncodedList)."""
+        encode = self.encoder(element_type)
+        out = bytearray()
+        for item in items:
+            encode(item, out)
+        return bytes(out)
+
     def leading_list_lengths(self, types: Sequence[WitType], buf: bytes) -> list[int]:
         """The element counts of the top-level list parameters that `buf` (a prefix of the
         encoded parameters) already reaches, in order: a bound on a list's length can be
@@ -358,6 +366,10 @@ class Codec:
 
             def encode_list(value: Any, out: bytearray) -> None:
                 if not isinstance(value, list | tuple):
+                    if isinstance(value, EncodedList):
+                        encode_uleb128(value.count, out)
+                        out += value.data
+                        return
                     raise EncodeError(f"list expects a list, got {type(value).__name__}")
                 encode_uleb128(len(value), out)
                 for item in value:

@@ -355,9 +355,12 @@ class WrpcServer:
         call.answered = True
         subject = results_subject(call.reply_inbox)
         cancelled = False
-        for message in (*chunks(payload, self._nc.max_payload), b""):
+        parts = (*chunks(payload, self._nc.max_payload), b"")
+        for message in parts:
             try:
                 await self._nc.publish(subject, message)
+                if len(parts) > 2:
+                    await asyncio.sleep(0)  # a large result: let other calls have a turn
             except asyncio.CancelledError:
                 # nats-py queues a message before it may wait on a flush, so this one is out;
                 # a shutdown must not cut the stream short: send the rest, then stop.

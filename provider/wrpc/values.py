@@ -16,6 +16,9 @@
 | option<T> | `None` or the value |
 | result<T, E> | `Ok(value)` or `Err(value)`; `value` is `None` when that side has no type |
 
+A `list<T>` may also be an `EncodedList`: items encoded already (e.g. rows encoded batch by
+batch as they come from the database), which the encoder writes as they are.
+
 A `pg-value` is a `Case`: `Case("int4", 17)`, `Case("text", "hi")`, `Case("null")`,
 `Case("float8", (6755399441055744, -52, 1))` (hashable-f64 = (mantissa, exponent, sign)).
 """
@@ -52,3 +55,11 @@ class Err:
 
 
 Result = Ok | Err
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedList:
+    """A `list<T>` whose `count` items are already encoded, concatenated, in `data`."""
+
+    count: int
+    data: bytes
