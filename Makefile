@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(PY) -m bench.transport_bench
 	$(PY) -m bench.provider_bench
 	$(PY) -m bench.shim_bench
+	$(PY) -m bench.isolation_bench
 
 # The long chaos run (tests/test_statements_chaos.py runs a short one in `make test`).
 chaos: $(STAMP)

@@ -118,7 +118,10 @@ class LinkPool:
         started = time.perf_counter()
         self.waiting += 1
         try:
-            await asyncio.wait_for(self._slots.acquire(), self.settings.acquire_timeout)
+            if self._slots.locked():  # only a wait needs a timer (wait_for costs a task)
+                await asyncio.wait_for(self._slots.acquire(), self.settings.acquire_timeout)
+            else:
+                await self._slots.acquire()
         except TimeoutError:
             raise AcquireTimeout(
                 f"no database connection free within {self.settings.acquire_timeout:g} s "
