@@ -53,6 +53,17 @@ def provider(nats_url: str) -> Iterator[Any]:
     running.stop()
 
 
+@pytest.fixture
+async def client(nc: Any, provider: Any) -> AsyncIterator[Any]:
+    """A host-side wRPC client on the module's provider (modules may define their own)."""
+    from provider.wrpc.nats_client import WrpcClient
+
+    wrpc = WrpcClient(nc, provider.host.prefix, result_timeout=30)
+    await wrpc.start()
+    yield wrpc
+    await wrpc.close()
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Any]:
     from host_shim.local_postgres import running_postgres

@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from host_shim.local_nats import free_port
+from host_shim.local_nats import free_port, stop_process
 
 
 class RegistryUnavailable(RuntimeError):
@@ -61,9 +61,4 @@ def running_registry() -> Iterator[str]:
                 time.sleep(0.05)
             yield address
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)

@@ -84,6 +84,37 @@ async def wait_linked(caller: Caller, attempts: int = 100) -> None:
         await asyncio.sleep(0.05)
 
 
+async def healthy_then_stopped_like_a_host(
+    process: ProviderProcess, nats_url: str, timeout: float = 60
+) -> None:
+    """Start `process`, wait for a healthy answer, stop it as a host does (reply in time)."""
+    process.start()
+    nc = await nats.connect(nats_url)
+    try:
+        health = await process.wait_healthy(nc, timeout=timeout)
+        assert health["healthy"] is True, health
+        stop = await process.stop_like_host(nc)
+        assert stop.reply == b"shutting down"
+    finally:
+        process.kill()
+        await nc.close()
+
+
+async def linked_caller(
+    provider: RunningProvider,
+    nc: Any,
+    client: WrpcClient,
+    config: dict[str, str],
+    secrets: dict[str, str] | None = None,
+) -> Caller:
+    """A new component linked to the provider with `config` (and sealed `secrets`)."""
+    source_id = new_source_id()
+    await provider.host.put_link(nc, provider.host.link_definition(source_id, config, secrets))
+    caller = Caller(client, source_id)
+    await wait_linked(caller)
+    return caller
+
+
 def new_source_id() -> str:
     return f"app-{uuid.uuid4().hex[:8]}"
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from host_shim.local_nats import free_port, nats_server_executable, tcp_answers
+from host_shim.local_nats import free_port, nats_server_executable, stop_process, tcp_answers
 from provider.lattice.nkey_text import decode_seed, encode_public, encode_seed, seed_prefix
 
 # The Go library's header for v2 JWTs (`ed25519` is the v1 algorithm name, refused for v2).
@@ -259,12 +259,7 @@ def _running_server(config: str, workdir: Path, port: int, scheme: str) -> Itera
             time.sleep(0.05)
         yield f"{scheme}://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @contextlib.contextmanager

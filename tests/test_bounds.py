@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -22,38 +21,16 @@ from tests.provider_harness import (
     QUERY,
     Caller,
     RunningProvider,
+    linked_caller,
     new_source_id,
     values_of,
-    wait_linked,
 )
-
-
-@pytest.fixture
-async def client(nc: Any, provider: RunningProvider) -> AsyncIterator[WrpcClient]:
-    client = WrpcClient(nc, provider.host.prefix, result_timeout=30)
-    await client.start()
-    yield client
-    await client.close()
-
-
-async def linked(
-    provider: RunningProvider,
-    nc: Any,
-    client: WrpcClient,
-    config: dict[str, str],
-    secrets: dict[str, str] | None = None,
-) -> Caller:
-    source_id = new_source_id()
-    await provider.host.put_link(nc, provider.host.link_definition(source_id, config, secrets))
-    caller = Caller(client, source_id)
-    await wait_linked(caller)
-    return caller
 
 
 async def test_a_char_value_goes_to_a_quoted_char_column_and_back(
     provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
 ) -> None:
-    caller = await linked(provider, nc, client, postgres_server.link_config(database))
+    caller = await linked_caller(provider, nc, client, postgres_server.link_config(database))
     table = f"chars_{uuid.uuid4().hex[:8]}"
     assert isinstance(await caller.batch(f'CREATE TABLE {table} (v "char", a "char"[])'), Ok)
     token = await caller.prepare(f"INSERT INTO {table} VALUES ($1, $2)")
@@ -73,7 +50,7 @@ async def test_the_statement_timeout_stops_the_backend_and_names_the_bound(
     provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
 ) -> None:
     config = postgres_server.link_config(database) | {"POSTGRES_STATEMENT_TIMEOUT": "0.5"}
-    caller = await linked(provider, nc, client, config)
+    caller = await linked_caller(provider, nc, client, config)
     marker = f"sleepy_{uuid.uuid4().hex[:8]}"
     started = time.perf_counter()
     result = await caller.query(f"SELECT pg_sleep(30) AS {marker}")
@@ -105,7 +82,7 @@ async def test_waiting_for_a_busy_pool_is_bounded(
         "POSTGRES_POOL_SIZE": "1",
         "POSTGRES_ACQUIRE_TIMEOUT": "0.3",
     }
-    caller = await linked(provider, nc, client, config)
+    caller = await linked_caller(provider, nc, client, config)
     holder = asyncio.create_task(caller.query("SELECT pg_sleep(3)"))
     await asyncio.sleep(0.5)  # the one connection is busy
     started = time.perf_counter()
@@ -130,7 +107,7 @@ async def test_a_secret_username_never_appears_in_logs_health_or_errors(
         await admin.close()
     config = postgres_server.link_config(database)
     del config["POSTGRES_USERNAME"], config["POSTGRES_PASSWORD"]
-    good = await linked(
+    good = await linked_caller(
         provider, nc, client, config,
         {"POSTGRES_USERNAME": secret_user, "POSTGRES_PASSWORD": f"pw-{secret_user}"},
     )  # fmt: skip
@@ -179,8 +156,8 @@ async def test_sessions_never_pass_between_links_on_a_shared_pool(
         "POSTGRES_POOL_SIZE": "1",
         "POSTGRES_SHARE_CONNECTIONS_BY_URL": "true",
     }
-    attacker = await linked(provider, nc, client, shared)
-    victim = await linked(provider, nc, client, shared)
+    attacker = await linked_caller(provider, nc, client, shared)
+    victim = await linked_caller(provider, nc, client, shared)
     for _ in range(3):
         assert isinstance(await attacker.query(f"SELECT {schema}.poison()"), Ok)
         path = await victim.query("SELECT current_setting('search_path')")
@@ -223,8 +200,8 @@ async def test_more_parameters_than_postgresql_takes_are_refused_at_once(
 ) -> None:
     from provider.wrpc.codec import Codec
 
-    attacker = await linked(provider, nc, client, postgres_server.link_config(database))
-    bystander = await linked(provider, nc, client, postgres_server.link_config(database))
+    attacker = await linked_caller(provider, nc, client, postgres_server.link_config(database))
+    bystander = await linked_caller(provider, nc, client, postgres_server.link_config(database))
     codec = Codec()
     params = nulls_params(codec, count)
     headers = {"source-id": attacker.source_id, "link-name": "default"}
@@ -272,8 +249,8 @@ async def test_an_over_limit_result_is_stopped_in_bounded_memory_and_hurts_nobod
         "POSTGRES_MAX_RESULT_BYTES": str(bound),
         "POSTGRES_POOL_SIZE": "1",
     }
-    attacker = await linked(provider, nc, client, config)
-    bystander = await linked(provider, nc, client, postgres_server.link_config(database))
+    attacker = await linked_caller(provider, nc, client, config)
+    bystander = await linked_caller(provider, nc, client, postgres_server.link_config(database))
     assert provider.process.process is not None
     pid = provider.process.process.pid
     baseline = peak = rss_bytes(pid)
@@ -326,7 +303,7 @@ async def test_an_over_limit_result_is_stopped_in_bounded_memory_and_hurts_nobod
 async def test_results_past_a_first_batch_come_whole_through_a_cursor(
     provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
 ) -> None:
-    caller = await linked(provider, nc, client, postgres_server.link_config(database))
+    caller = await linked_caller(provider, nc, client, postgres_server.link_config(database))
     result = await caller.query("SELECT g, 'row ' || g AS label FROM generate_series(1, 5000) g")
     assert isinstance(result, Ok)
     rows = values_of(result.value)
@@ -342,7 +319,7 @@ async def test_a_writing_statement_over_the_bound_is_rolled_back(
     provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
 ) -> None:
     config = postgres_server.link_config(database) | {"POSTGRES_MAX_RESULT_BYTES": "100000"}
-    caller = await linked(provider, nc, client, config)
+    caller = await linked_caller(provider, nc, client, config)
     table = f"written_{uuid.uuid4().hex[:8]}"
     assert isinstance(await caller.batch(f"CREATE TABLE {table} (id int, pad text)"), Ok)
     result = await caller.query(

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 
 from host_shim.provider_image import cache_file_name, install_provider
@@ -23,6 +22,7 @@ from provider_archive.oci import (
     push_archive,
 )
 from tests.local_registry import RegistryUnavailable, running_registry
+from tests.provider_harness import healthy_then_stopped_like_a_host
 
 
 @pytest.fixture(scope="module")
@@ -91,16 +91,7 @@ async def test_the_provider_starts_from_the_oci_reference(
     assert installed.executable.name == cache_file_name(reference)
     with open(tmp_path / "provider.log", "wb") as log_file:
         process = ProviderProcess(host, log_file=log_file, command=[str(installed.executable)])
-        process.start()
-        nc = await nats.connect(nats_url)
-        try:
-            health = await process.wait_healthy(nc, timeout=60)
-            assert health["healthy"] is True
-            stop = await process.stop_like_host(nc)
-            assert stop.reply == b"shutting down"
-        finally:
-            process.kill()
-            await nc.close()
+        await healthy_then_stopped_like_a_host(process, nats_url)
 
 
 def test_latest_is_refused_by_the_host_shim(registry: str, tmp_path: Path) -> None:

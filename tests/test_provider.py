@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,32 +12,10 @@ from provider.wrpc.values import Case, Err, Ok
 from tests.provider_harness import (
     Caller,
     RunningProvider,
+    linked_caller,
     new_source_id,
     values_of,
-    wait_linked,
 )
-
-
-@pytest.fixture
-async def client(nc: Any, provider: RunningProvider) -> AsyncIterator[WrpcClient]:
-    client = WrpcClient(nc, provider.host.prefix, result_timeout=30)
-    await client.start()
-    yield client
-    await client.close()
-
-
-async def linked_caller(
-    provider: RunningProvider,
-    nc: Any,
-    client: WrpcClient,
-    config: dict[str, str],
-    secrets: dict[str, str] | None = None,
-) -> Caller:
-    source_id = new_source_id()
-    await provider.host.put_link(nc, provider.host.link_definition(source_id, config, secrets))
-    caller = Caller(client, source_id)
-    await wait_linked(caller)
-    return caller
 
 
 @pytest.fixture

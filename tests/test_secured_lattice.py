@@ -81,6 +81,18 @@ def start(
     return process
 
 
+async def linked(
+    host: LatticeHost, admin_nc: Any, config: dict[str, str]
+) -> tuple[WrpcClient, Caller]:
+    source = new_source_id()
+    await host.put_link(admin_nc, host.link_definition(source, config))
+    client = WrpcClient(admin_nc, host.prefix, result_timeout=30)
+    await client.start()
+    caller = Caller(client, source)
+    await wait_linked(caller)
+    return client, caller
+
+
 def assert_no_credentials(log: str, *users: User) -> None:
     for user in users:
         assert user.seed not in log and user.jwt not in log
@@ -111,14 +123,7 @@ async def test_it_serves_with_the_hosts_credentials_and_minimal_permissions(
     try:
         health = await process.wait_healthy(admin_nc)
         assert health["healthy"] is True and "will not share" not in health["message"]
-        source = new_source_id()
-        await host.put_link(
-            admin_nc, host.link_definition(source, postgres_server.link_config(make_database()))
-        )
-        client = WrpcClient(admin_nc, host.prefix, result_timeout=30)
-        await client.start()
-        caller = Caller(client, source)
-        await wait_linked(caller)
+        client, caller = await linked(host, admin_nc, postgres_server.link_config(make_database()))
         result = await caller.query("SELECT $1::text", [Case("text", "secured")])
         assert isinstance(result, Ok) and values_of(result.value) == [[Case("text", "secured")]]
         token = await caller.prepare("SELECT 40 + $1::int4")
@@ -229,14 +234,7 @@ async def test_a_denied_kv_is_detected_once_and_costs_no_call_any_delay(
         health = await process.wait_healthy(admin_nc)
         assert health["healthy"] is True
         assert "replicas will not share statement tokens" in health["message"]
-        source = new_source_id()
-        await host.put_link(
-            admin_nc, host.link_definition(source, postgres_server.link_config(make_database()))
-        )
-        client = WrpcClient(admin_nc, host.prefix, result_timeout=30)
-        await client.start()
-        caller = Caller(client, source)
-        await wait_linked(caller)
+        client, caller = await linked(host, admin_nc, postgres_server.link_config(make_database()))
         slowest = 0.0
         for index in range(5):
             started = time.perf_counter()

@@ -9,9 +9,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-import nats
-
 from host_shim.provider_process import LatticeHost, ProviderProcess
+from tests.provider_harness import healthy_then_stopped_like_a_host
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ("pyproject.toml", "README.md", "provider", "provider_archive", "host_shim")
@@ -67,14 +66,4 @@ async def test_the_wheel_installs_a_console_script_that_serves(
     host = LatticeHost(nats_url)
     # The installed copy only (PYTHONPATH first), started as a host starts a provider.
     command = ["/usr/bin/env", f"PYTHONPATH={target}", str(script)]
-    process = ProviderProcess(host, command=command)
-    process.start()
-    nc = await nats.connect(nats_url)
-    try:
-        health = await process.wait_healthy(nc, timeout=30)
-        assert health["healthy"] is True
-        stop = await process.stop_like_host(nc)
-        assert stop.reply == b"shutting down"
-    finally:
-        process.kill()
-        await nc.close()
+    await healthy_then_stopped_like_a_host(ProviderProcess(host, command=command), nats_url)

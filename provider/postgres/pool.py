@@ -188,13 +188,7 @@ class LinkPool:
     async def _handed_over(self, connection: StatementConnection) -> bool:
         """The full reset between two links' calls; False (connection gone) if it failed."""
         started = time.perf_counter()
-        try:
-            if connection.is_in_transaction():
-                await asyncio.wait_for(connection.execute("ROLLBACK"), 5)
-            await asyncio.wait_for(connection.reset(), 5)
-            connection.session_dirty = False
-        except Exception:
-            connection.terminate()
+        if not await _reset_session(connection):
             return False
         if self._on_hand_over is not None:
             self._on_hand_over(time.perf_counter() - started)
@@ -209,20 +203,14 @@ class LinkPool:
             except Exception:
                 connection.terminate()
             return
-        if connection.is_in_transaction() or connection.session_changed():
-            # Pooled calls have no session affinity: a transaction left open, or settings a
-            # guest changed (DateStyle, TimeZone, search_path through a batch, ...), must not
-            # reach the next call, which may be another component's. asyncpg's reset rolls
-            # back, closes cursors, unlistens, releases advisory locks and runs RESET ALL,
-            # which restores the settings the connection was opened with.
-            try:
-                if connection.is_in_transaction():
-                    await asyncio.wait_for(connection.execute("ROLLBACK"), 5)
-                await asyncio.wait_for(connection.reset(), 5)
-                connection.session_dirty = False
-            except Exception:
-                connection.terminate()
-                return
+        # Pooled calls have no session affinity: a transaction left open, or settings a guest
+        # changed (DateStyle, TimeZone, search_path through a batch, ...), must not reach the
+        # next call, which may be another component's. asyncpg's reset rolls back, closes
+        # cursors, unlistens, releases advisory locks and runs RESET ALL, which restores the
+        # settings the connection was opened with.
+        needs_reset = connection.is_in_transaction() or connection.session_changed()
+        if needs_reset and not await _reset_session(connection):
+            return
         self._idle.append(connection)
 
     async def close(self, timeout: float = 5.0) -> None:
@@ -248,6 +236,20 @@ class LinkPool:
         for connection, result in zip(idle, results, strict=True):
             if isinstance(result, BaseException):
                 connection.terminate()
+
+
+async def _reset_session(connection: StatementConnection) -> bool:
+    """Roll back and reset the session (see StatementConnection.get_reset_query); a
+    connection that cannot be reset is terminated (False)."""
+    try:
+        if connection.is_in_transaction():
+            await asyncio.wait_for(connection.execute("ROLLBACK"), 5)
+        await asyncio.wait_for(connection.reset(), 5)
+        connection.session_dirty = False
+    except Exception:
+        connection.terminate()
+        return False
+    return True
 
 
 def describe(pool: LinkPool) -> str:
