@@ -380,7 +380,23 @@ def test_rows_encoded_batch_by_batch_are_the_rows_encoded_whole() -> None:
         for i in range(7)
     ]
     row_type = result_types[0].ok.element  # type: ignore[attr-defined]
-    batches = codec.encode_items(row_type, rows[:3]) + codec.encode_items(row_type, rows[3:])
+    batches = (codec.encode_items(row_type, rows[:3]), codec.encode_items(row_type, rows[3:]))
+    whole = codec.encode_values(result_types, [Ok(rows)])
     spliced = codec.encode_values(result_types, [Ok(EncodedList(len(rows), batches))])
-    assert spliced == codec.encode_values(result_types, [Ok(rows)])
+    assert spliced == whole
+    parts = codec.encode_values_parts(result_types, [Ok(EncodedList(len(rows), batches))])
+    assert parts[1:] == list(batches) and b"".join(parts) == whole  # kept by reference
     assert codec.decode_values(result_types, spliced) == (Ok(rows),)
+
+
+def test_message_chunks_are_the_chunks_of_the_joined_parts() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    from provider.wrpc.framing import chunks, message_chunks
+
+    @given(st.lists(st.binary(max_size=40), max_size=8), st.integers(1, 17))
+    def same(parts: list[bytes], size: int) -> None:
+        assert list(message_chunks(parts, size)) == list(chunks(b"".join(parts), size))
+
+    same()

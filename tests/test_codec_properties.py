@@ -218,3 +218,36 @@ def test_two_field_record_encoder_fast_path_matches_the_general_path(data: st.Da
     for encode in (_two_field_record_encoder(fields, "e"), _record_encoder(fields, "e")):
         with pytest.raises(EncodeError, match="lacks"):
             encode({"column-name": "x"}, bytearray())
+
+
+def _run_steps(types: Any, buf: bytes, **options: Any) -> tuple[tuple[Any, ...], int]:
+    steps = CODEC.decode_values_in_steps(types, buf, **options)
+    pauses = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value, pauses
+        pauses += 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), step_items=st.integers(1, 5))
+def test_decoding_in_steps_is_decoding_whole(data: st.DataObject, step_items: int) -> None:
+    """The stepped decoder (used for large parameters) pinned to `decode_values`."""
+    for types in (QUERY.param_types, QUERY.results, EXEC.param_types, EXEC.results):
+        values = tuple(data.draw(values_of(t)) for t in types)
+        encoded = CODEC.encode_values(types, values)
+        decoded, _ = _run_steps(types, encoded, step_items=step_items)
+        assert decoded == CODEC.decode_values(types, encoded)
+        if len(encoded) > 1:
+            with pytest.raises(Incomplete):
+                _run_steps(types, encoded[:-1], final=False, step_items=step_items)
+            with pytest.raises(DecodeError):
+                _run_steps(types, encoded[:-1], step_items=step_items)
+
+
+def test_decoding_in_steps_pauses_every_few_thousand_items() -> None:
+    values = ("SELECT 1", [Case("null")] * 10_000)
+    decoded, pauses = _run_steps(QUERY.param_types, CODEC.encode_values(QUERY.param_types, values))
+    assert decoded == values and pauses == 20

@@ -99,8 +99,7 @@ class EncodedRows:
         return len(chunk)
 
     def result(self) -> EncodedList:
-        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
-        return EncodedList(self._count, data)
+        return EncodedList(self._count, tuple(self._chunks))
 
 
 class PlainRows:

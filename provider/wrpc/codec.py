@@ -15,7 +15,7 @@ bounded amount of work per input byte.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,6 +153,25 @@ def _read_length(buf: bytes, pos: int, limits: CodecLimits, what: str) -> tuple[
     return length, pos
 
 
+class Parts(bytearray):
+    """An output buffer that keeps spliced, already-encoded chunks by reference."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parts: list[bytes] = []
+
+    def splice(self, chunks: Sequence[bytes]) -> None:
+        if self:
+            self.parts.append(bytes(self))
+            del self[:]
+        self.parts.extend(chunk for chunk in chunks if chunk)
+
+    def finish(self) -> list[bytes]:
+        if self or not self.parts:
+            self.parts.append(bytes(self))
+        return self.parts
+
+
 # --- compilation ---------------------------------------------------------------------------------
 
 
@@ -213,6 +232,48 @@ class Codec:
         if pos != len(buf):
             raise DecodeError(f"{len(buf) - pos} trailing bytes after the last value")
         return tuple(values)
+
+    def decode_values_in_steps(
+        self, types: Sequence[WitType], buf: bytes, *, final: bool = True, step_items: int = 500
+    ) -> Generator[None, None, tuple[Any, ...]]:
+        """`decode_values(types, buf, final=final)` as a generator that pauses after every
+        `step_items` items of a top-level list, so a caller can let other work run between
+        steps; its return value is the decoded values."""
+        values: list[Any] = []
+        pos = 0
+        try:
+            for wit_type in types:
+                element = wit_type.element if isinstance(wit_type, ListType) else None
+                if element is None or (isinstance(element, Primitive) and element.name == "u8"):
+                    value, pos = self.decoder(wit_type)(buf, pos)
+                    values.append(value)
+                    continue
+                count, pos = _read_length(buf, pos, self.limits, "list")
+                decode_element = self.decoder(element)
+                items: list[Any] = []
+                for index in range(count):
+                    item, pos = decode_element(buf, pos)
+                    items.append(item)
+                    if index % step_items == step_items - 1:
+                        yield
+                values.append(items)
+        except Incomplete:
+            if final:
+                raise DecodeError(f"input ends inside a value after {len(buf)} bytes") from None
+            raise
+        if pos != len(buf):
+            raise DecodeError(f"{len(buf) - pos} trailing bytes after the last value")
+        return tuple(values)
+
+    def encode_values_parts(self, types: Sequence[WitType], values: Sequence[Any]) -> list[bytes]:
+        """`encode_values` as a list of parts whose concatenation is the encoding: the chunks
+        of an EncodedList are kept as they are, so a large result is never copied whole."""
+        if len(types) != len(values):
+            raise EncodeError(f"expected {len(types)} values, got {len(values)}")
+        out = Parts()
+        for wit_type, value in zip(types, values, strict=True):
+            self.encoder(wit_type)(value, out)
+        return out.finish()
 
     def encode_items(self, element_type: WitType, items: Sequence[Any]) -> bytes:
         """Items of a `list<element_type>`, encoded and concatenated (for an EncodedList)."""
@@ -368,7 +429,11 @@ class Codec:
                 if not isinstance(value, list | tuple):
                     if isinstance(value, EncodedList):
                         encode_uleb128(value.count, out)
-                        out += value.data
+                        if isinstance(out, Parts):
+                            out.splice(value.chunks)  # kept by reference: no copy
+                        else:
+                            for chunk in value.chunks:
+                                out += chunk
                         return
                     raise EncodeError(f"list expects a list, got {type(value).__name__}")
                 encode_uleb128(len(value), out)

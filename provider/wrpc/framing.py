@@ -55,6 +55,33 @@ def chunks(data: bytes, size: int) -> Iterator[bytes]:
         yield bytes(view[start : start + size])
 
 
+def message_chunks(parts: Sequence[bytes], size: int) -> Iterator[bytes]:
+    """The concatenation of `parts` in slices of `size` bytes (the last may be shorter):
+    the same messages as `chunks(b"".join(parts), size)`, without ever joining them all."""
+    if size <= 0:
+        raise ValueError("chunk size must be positive")
+    if len(parts) == 1 and len(parts[0]) <= size:
+        if parts[0]:
+            yield parts[0]  # the common case: one small payload, sent as it is
+        return
+    pending = bytearray()
+    for part in parts:
+        view = memoryview(part)
+        while len(view):
+            take = size - len(pending)
+            if not pending and len(view) >= size:
+                yield bytes(view[:size])
+                view = view[size:]
+                continue
+            pending += view[:take]
+            view = view[take:]
+            if len(pending) == size:
+                yield bytes(pending)
+                pending.clear()
+    if pending:
+        yield bytes(pending)
+
+
 class StreamTooLarge(DecodeError):
     """A byte stream grew past its configured bound."""
 

@@ -19,13 +19,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from provider.wrpc.codec import Codec, CodecError
+from provider.wrpc.codec import Codec, CodecError, Incomplete
 from provider.wrpc.framing import (
     ByteStream,
     StreamTooLarge,
-    chunks,
     decode_first_payload,
     invocation_subject,
+    message_chunks,
     results_subject,
 )
 from provider.wrpc.wit_model import Function, ListType
@@ -34,10 +34,10 @@ log = logging.getLogger(__name__)
 
 # A first payload larger than this has its list counts read before it is decoded whole.
 PEEK_BEFORE_DECODING = 64 * 1024
-# Parameters this large, and results holding lists this long, are decoded / encoded on a
-# worker thread: the event loop keeps its turn (the GIL switches every 5 ms), so one
-# component's 16 MiB call does not stall every other component's calls.
-OFFLOAD_PARAMS_BYTES = 256 * 1024
+# Parameters this large are decoded in steps, between turns of the event loop; results holding
+# lists this long (as plain values) are encoded on a worker thread (the GIL switches every
+# 5 ms): one component's large call does not stall every other component's calls.
+DECODE_IN_STEPS_BYTES = 256 * 1024
 OFFLOAD_RESULT_ITEMS = 2_000
 
 
@@ -256,12 +256,13 @@ class WrpcServer:
             try:
                 async with self._handler_slots:
                     results = await export.handler(context, params)
+                payload: bytes | list[bytes]
                 if _holds_long_list(results):
                     payload = await asyncio.to_thread(
                         self._codec.encode_values, function.results, results
                     )
-                else:
-                    payload = self._codec.encode_values(function.results, results)
+                else:  # parts: rows encoded batch by batch are sent without being joined
+                    payload = self._codec.encode_values_parts(function.results, results)
             except CodecError as exc:
                 log.error(
                     "handler returned a value its WIT type rejects", extra=_call(function, exc)
@@ -302,9 +303,14 @@ class WrpcServer:
         await self._handshake(call)
         try:
             if pending.refused is None and oversized is None:
-                params: tuple[Any, ...] | None = await self._off_loop_if_large(
-                    len(msg.data), decode_first_payload, self._codec, function.param_types, msg.data
-                )
+                params: tuple[Any, ...] | None
+                if len(msg.data) > DECODE_IN_STEPS_BYTES:
+                    try:
+                        params = await self._decode_in_steps(function, msg.data, final=False)
+                    except Incomplete:
+                        params = None  # the rest comes on the params stream
+                else:
+                    params = decode_first_payload(self._codec, function.param_types, msg.data)
                 if params is not None:
                     refusal = _over_bound(export, params)
                     if refusal is None:
@@ -332,35 +338,45 @@ class WrpcServer:
                 await self._fail(export, call, f"malformed parameters: {pending.error}")
                 return None
             data = pending.stream.data()
-            decoded: tuple[Any, ...] = await self._off_loop_if_large(
-                len(data), self._codec.decode_values, function.param_types, data
-            )
-            return decoded
+            if len(data) > DECODE_IN_STEPS_BYTES:
+                return await self._decode_in_steps(function, data)
+            return self._codec.decode_values(function.param_types, data)
         except CodecError as exc:
             log.warning("malformed parameters", extra=_call(function, exc))
             await self._fail(export, call, f"malformed parameters: {exc}")
             return None
 
-    async def _off_loop_if_large(self, size: int, work: Callable[..., Any], *args: Any) -> Any:
-        if size > OFFLOAD_PARAMS_BYTES:
-            return await asyncio.to_thread(work, *args)
-        return work(*args)
+    async def _decode_in_steps(
+        self, function: Function, data: bytes, final: bool = True
+    ) -> tuple[Any, ...]:
+        """Large parameters decoded a few thousand list items at a time, with a turn of the
+        event loop between steps: one component's 16 MiB call never stalls the others."""
+        steps = self._codec.decode_values_in_steps(function.param_types, data, final=final)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                decoded: tuple[Any, ...] = done.value
+                return decoded
+            await asyncio.sleep(0)
 
     async def _handshake(self, call: _Call) -> None:
         if not call.handshake_sent:
             call.handshake_sent = True
             await self._nc.publish(call.reply_inbox, b"", reply=call.call_inbox)
 
-    async def _send_results(self, call: _Call, payload: bytes) -> None:
+    async def _send_results(self, call: _Call, payload: bytes | list[bytes]) -> None:
         call.answered = True
         subject = results_subject(call.reply_inbox)
         cancelled = False
-        parts = (*chunks(payload, self._nc.max_payload), b"")
-        for message in parts:
+        parts = [payload] if isinstance(payload, bytes) else payload
+        large = sum(map(len, parts)) > self._nc.max_payload
+        # Built one message at a time: a large result is never copied whole.
+        for message in itertools.chain(message_chunks(parts, self._nc.max_payload), (b"",)):
             try:
                 await self._nc.publish(subject, message)
-                if len(parts) > 2:
-                    await asyncio.sleep(0)  # a large result: let other calls have a turn
+                if large:
+                    await asyncio.sleep(0)  # let other calls have a turn between chunks
             except asyncio.CancelledError:
                 # nats-py queues a message before it may wait on a flush, so this one is out;
                 # a shutdown must not cut the stream short: send the rest, then stop.

@@ -59,7 +59,7 @@ Result = Ok | Err
 
 @dataclass(frozen=True, slots=True)
 class EncodedList:
-    """A `list<T>` whose `count` items are already encoded, concatenated, in `data`."""
+    """A `list<T>` whose `count` items are already encoded: the concatenation of `chunks`."""
 
     count: int
-    data: bytes
+    chunks: tuple[bytes, ...]
