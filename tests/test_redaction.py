@@ -1,0 +1,57 @@
+"""Secret values redacted in both log formats, tracebacks, context and WIT error values."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from provider.lattice.logs import JsonFormatter, RedactSecrets, TextFormatter
+from provider.redaction import REDACTED, SecretRedactor, secret_redactor
+from provider.wrpc.values import Case, Err, Ok
+
+
+def test_values_are_redacted_wherever_they_appear_and_short_ones_as_words() -> None:
+    redactor = SecretRedactor()
+    assert redactor.redact("nothing to hide") == "nothing to hide"
+    redactor.add(["hunter2", "ab", "", "hunter2-long"])
+    assert redactor.redact("pw=hunter2-long;x=hunter2") == f"pw={REDACTED};x={REDACTED}"
+    assert redactor.redact("user ab@host, abc") == f"user {REDACTED}@host, abc"
+    value = Err(Case("query-error", Case("unexpected", 'role "hunter2" denied')))
+    assert redactor.redact_value(value) == Err(
+        Case("query-error", Case("unexpected", f'role "{REDACTED}" denied'))
+    )
+    rows = Ok([["hunter2"]])
+    assert redactor.redact_value(rows) is rows  # the guest's own data is never touched
+
+
+@pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter()])
+def test_both_log_formats_redact_message_context_and_traceback(
+    formatter: logging.Formatter,
+) -> None:
+    secret = "s3cret-user-name"
+    secret_redactor.add([secret])
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    handler.addFilter(RedactSecrets())
+    log = logging.getLogger(f"redaction-test-{id(formatter)}")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("link ready %s", f"{secret}@db", extra={"database": f"{secret}@h/db"})
+        try:
+            raise RuntimeError(f"cannot log in as {secret}")
+        except RuntimeError:
+            log.exception("failed", extra={"items": [secret, 1]})
+    finally:
+        log.removeHandler(handler)
+    output = stream.getvalue()
+    assert secret not in output
+    assert output.count(REDACTED) >= 4
+    if isinstance(formatter, JsonFormatter):
+        first, second = (json.loads(line) for line in output.splitlines() if line.startswith("{"))
+        assert first["database"] == f"{REDACTED}@h/db"
+        assert "RuntimeError" in second["exception"]
