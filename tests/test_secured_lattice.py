@@ -299,3 +299,18 @@ def _trusting(ca: Path) -> Any:
 
     context = ssl.create_default_context(cafile=str(ca))
     return context
+
+
+async def test_no_nats_at_all_exits_within_the_window(tmp_path: Path) -> None:
+    from host_shim.local_nats import free_port
+
+    host = LatticeHost(f"nats://127.0.0.1:{free_port()}")  # nobody listens there
+    log_path = tmp_path / "provider.log"
+    process = start(host, log_path, None, config={"NATS_CONNECT_TIMEOUT": "2"})
+    try:
+        code, seconds = exits_within(process, 15)
+    finally:
+        process.kill()
+    assert code == 1 and seconds < 7
+    (line,) = error_lines(log_path.read_text())
+    assert line["message"].endswith("within 2 s: connection refused")
