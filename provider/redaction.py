@@ -2,8 +2,10 @@
 line, health message and error text.
 
 Values are remembered for the life of the process (a rotated secret's old value stays
-redacted). Values of three characters or more are redacted wherever they appear; shorter ones
-only as whole words, so a two-letter secret does not blank every word holding those letters.
+redacted). Values of eight characters or more are redacted wherever they appear; shorter ones
+(a port, a database name kept in a secret) only as whole words, so they do not blank every
+word that holds their letters; values of one to three characters, which no credential is and
+which would garble every message, are not redacted.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from typing import Any
 from provider.wrpc.values import Case, Err, Ok
 
 REDACTED = "[redacted]"
-WHOLE_WORD_BELOW = 3
+WHOLE_WORD_BELOW = 8
+SHORTEST_REDACTED = 4
 
 
 class SecretRedactor:
@@ -24,7 +27,11 @@ class SecretRedactor:
         self._pattern: re.Pattern[str] | None = None
 
     def add(self, values: Iterable[str]) -> None:
-        new = {value for value in values if value and value not in self._values}
+        new = {
+            value
+            for value in values
+            if len(value) >= SHORTEST_REDACTED and value not in self._values
+        }
         if not new:
             return
         self._values |= new

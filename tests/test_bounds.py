@@ -46,6 +46,16 @@ async def test_a_char_value_goes_to_a_quoted_char_column_and_back(
     ]
 
 
+def test_timeouts_past_what_postgresql_holds_are_refused() -> None:
+    from provider.postgres.config import ConfigError, settings_from_config
+
+    config = {"POSTGRES_HOST": "h", "POSTGRES_PORT": "1", "POSTGRES_USERNAME": "u",
+              "POSTGRES_PASSWORD": "p", "POSTGRES_DATABASE": "d"}  # fmt: skip
+    assert settings_from_config(config | {"POSTGRES_STATEMENT_TIMEOUT": "2147483"})
+    with pytest.raises(ConfigError, match="POSTGRES_STATEMENT_TIMEOUT must be"):
+        settings_from_config(config | {"POSTGRES_STATEMENT_TIMEOUT": "2592000"})
+
+
 async def test_the_statement_timeout_stops_the_backend_and_names_the_bound(
     provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
 ) -> None:
@@ -333,18 +343,22 @@ async def test_a_writing_statement_over_the_bound_is_rolled_back(
     assert isinstance(small, Ok) and values_of(small.value) == [[Case("int4", 1)]]
 
 
-async def test_first_batch_is_fetch_with_a_row_limit(postgres_server: Any, database: str) -> None:
-    """The fast path's one use of asyncpg internals, pinned to the public `fetch`."""
-    from provider.postgres.bounded_fetch import first_batch
+async def test_portal_fetch_is_fetch_in_batches(postgres_server: Any, database: str) -> None:
+    """The one use of asyncpg internals, pinned to the public `fetch`."""
+    from provider.postgres.bounded_fetch import portal_fetch
 
     connection = await asyncpg.connect(postgres_server.dsn(database), ssl=False)
     try:
         statement = await connection.prepare("SELECT g, g::text FROM generate_series(1, $1) g")
-        rows, status, completed = await first_batch(statement, [10], 100)
-        assert completed and status == "SELECT 10"
-        assert rows == await statement.fetch(10) and statement.get_statusmsg() == "SELECT 10"
-        partial, status, completed = await first_batch(statement, [10], 3)
-        assert not completed and [tuple(r) for r in partial] == [(1, "1"), (2, "2"), (3, "3")]
+        expected = await statement.fetch(10)
+        async with connection.transaction():
+            rows, status, completed = await portal_fetch(statement, [10], "p_whole", 100)
+            assert completed and status == "SELECT 10" and rows == expected
+            first, _, completed = await portal_fetch(statement, [10], "p_parts", 4)
+            assert not completed and first == expected[:4]
+            rest, status, completed = await portal_fetch(statement, None, "p_parts", 100)
+            assert completed and first + rest == expected
+            assert status == "SELECT 6"  # PostgreSQL counts the last Execute only
         assert await connection.fetchval("SELECT 1") == 1  # the connection is fine after
     finally:
         await connection.close()
@@ -400,3 +414,47 @@ def test_message_chunks_are_the_chunks_of_the_joined_parts() -> None:
         assert list(message_chunks(parts, size)) == list(chunks(b"".join(parts), size))
 
     same()
+
+
+async def test_a_result_is_never_fetched_twice(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    """A SELECT whose function writes runs exactly once, however many rows it returns."""
+    caller = await linked_caller(provider, nc, client, postgres_server.link_config(database))
+    name = f"audit_{uuid.uuid4().hex[:8]}"
+    setup = (
+        f"CREATE TABLE {name} (n int); CREATE FUNCTION {name}_note(n int) RETURNS int "
+        f"LANGUAGE sql AS $$ INSERT INTO {name} VALUES (n) RETURNING n $$"
+    )
+    assert isinstance(await caller.batch(setup), Ok)
+    result = await caller.query(f"SELECT {name}_note(g) FROM generate_series(1, 1000) g")
+    assert isinstance(result, Ok) and len(result.value) == 1000
+    count = await caller.query(f"SELECT count(*)::int4 FROM {name}")
+    assert isinstance(count, Ok) and values_of(count.value) == [[Case("int4", 1000)]]
+
+
+async def test_huge_rows_are_stopped_after_a_few(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    config = postgres_server.link_config(database) | {"POSTGRES_MAX_RESULT_BYTES": "1048576"}
+    caller = await linked_caller(provider, nc, client, config)
+    assert provider.process.process is not None
+    before = rss_bytes(provider.process.process.pid)
+    result = await caller.query("SELECT repeat('x', 1000000) FROM generate_series(1, 400)")
+    growth = rss_bytes(provider.process.process.pid) - before
+    assert isinstance(result, Err) and "POSTGRES_MAX_RESULT_BYTES" in result.value.value
+    assert growth < 200 * 1024 * 1024, f"RSS grew by {growth >> 20} MiB"  # 400 MB unbounded
+
+
+async def test_a_procedure_that_commits_still_runs(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    caller = await linked_caller(provider, nc, client, postgres_server.link_config(database))
+    name = f"proc_{uuid.uuid4().hex[:8]}"
+    procedure = (
+        f"CREATE PROCEDURE {name}(INOUT r int) LANGUAGE plpgsql AS "
+        "$$ BEGIN r := r + 1; COMMIT; END $$"
+    )
+    assert isinstance(await caller.batch(procedure), Ok)
+    result = await caller.query(f"CALL {name}(1)")
+    assert isinstance(result, Ok) and values_of(result.value) == [[Case("int4", 2)]]

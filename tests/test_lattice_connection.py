@@ -49,6 +49,8 @@ def test_permission_denials_are_parsed_from_the_servers_text(
 
 def test_per_call_subjects_are_logged_as_one_family() -> None:
     assert subject_family("_INBOX.abc.def") == "_INBOX.>"
+    assert subject_family("_inbox.abc.def") == "_INBOX.>"  # as nats-py reports it
+    assert subject_family("$kv.bucket.a") == "$KV.bucket.>"
     assert subject_family("$KV.bucket.a.b") == "$KV.bucket.>"
     assert subject_family("$JS.API.STREAM.INFO.x") == "$JS.API.>"
     assert subject_family("lattice.provider.wrpc.0.0.1.f") == "lattice.provider.wrpc.0.0.1.f"

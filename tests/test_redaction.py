@@ -16,9 +16,10 @@ from provider.wrpc.values import Case, Err, Ok
 def test_values_are_redacted_wherever_they_appear_and_short_ones_as_words() -> None:
     redactor = SecretRedactor()
     assert redactor.redact("nothing to hide") == "nothing to hide"
-    redactor.add(["hunter2", "ab", "", "hunter2-long"])
+    redactor.add(["hunter2", "ab", "", "hunter2-long", "5432", "sql"])
     assert redactor.redact("pw=hunter2-long;x=hunter2") == f"pw={REDACTED};x={REDACTED}"
-    assert redactor.redact("user ab@host, abc") == f"user {REDACTED}@host, abc"
+    # Short values only as whole words; one to three characters not at all.
+    assert redactor.redact("db:5432 port 54321 ab sql_t") == f"db:{REDACTED} port 54321 ab sql_t"
     value = Err(Case("query-error", Case("unexpected", 'role "hunter2" denied')))
     assert redactor.redact_value(value) == Err(
         Case("query-error", Case("unexpected", f'role "{REDACTED}" denied'))

@@ -65,12 +65,14 @@ def permission_denial(error_text: str) -> PermissionDenial | None:
 
 
 def subject_family(subject: str) -> str:
-    """Per-call subjects (inboxes, KV keys) logged as one family, not one line per call."""
+    """Per-call subjects (inboxes, KV keys) logged as one family, not one line per call.
+    nats-py lower-cases the server's text, so families are matched case-insensitively."""
     tokens = subject.split(".")
-    if tokens[0] == "_INBOX":
+    head = tokens[0].upper()
+    if head == "_INBOX":
         return "_INBOX.>"
-    if tokens[0] in ("$KV", "$JS") and len(tokens) > 2:
-        return ".".join(tokens[:2]) + ".>"
+    if head in ("$KV", "$JS") and len(tokens) > 2:
+        return f"{head}.{tokens[1].upper() if head == '$JS' else tokens[1]}.>"
     return subject
 
 
@@ -228,7 +230,7 @@ class LatticeConnection:
         if len(self.denials) < MAX_REMEMBERED_DENIALS:
             self.denials.add(denial)
         key = (denial.operation, subject_family(denial.subject))
-        if key in self._logged:
+        if key in self._logged or len(self._logged) >= MAX_REMEMBERED_DENIALS:
             return
         self._logged.add(key)
         log.error(

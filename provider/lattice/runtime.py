@@ -150,10 +150,12 @@ class ProviderRuntime:
 
     def denied_subscriptions(self) -> list[str]:
         """Our own subscriptions the lattice's permissions refused."""
+        # nats-py lower-cases the server's text: compare our subjects the same way.
+        own = {subject.lower(): subject for subject in self._own_subscriptions}
         return sorted(
-            denial.subject
+            own[denial.subject.lower()]
             for denial in self._lattice.denials
-            if denial.operation == "subscribe" and denial.subject in self._own_subscriptions
+            if denial.operation == "subscribe" and denial.subject.lower() in own
         )
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -181,7 +183,12 @@ class ProviderRuntime:
         self._applied_links[key] = fingerprint
         try:
             secrets = link.opened_secrets(self.xkeys, self.host_data.host_xkey_public_key)
-            secret_redactor.add(secrets.values())  # before anything can log or answer them
+            # Before anything can log or answer them: every secret, and a password even when
+            # it came as plain config.
+            secret_redactor.add(secrets.values())
+            secret_redactor.add(
+                value for key, value in link.target_config.items() if "PASSWORD" in key.upper()
+            )
             await self.hooks.put_link(link, {**link.target_config, **secrets})
         except Exception as exc:  # a bad link never takes the provider down
             log.error(

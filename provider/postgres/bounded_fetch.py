@@ -1,13 +1,13 @@
 """A statement's rows, fetched within the link's byte bound (`POSTGRES_MAX_RESULT_BYTES`).
 
-Most results are small, so the first attempt is one round trip with no transaction: the
-statement runs with a row limit and, when it completes within it, that is the answer. A
-read-only statement with more rows than that runs again inside a transaction through a cursor
-(a server-side portal), batch by batch; a writing statement that returns rows (`INSERT …
-RETURNING`) runs that way from the start, so that a result over the bound rolls its changes
-back instead of committing them unanswered. Batches are sized to about `BATCH_BYTES`; the
-call fails with `ResultTooLarge` as soon as the running total passes the bound, which ends
-the portal on the server and leaves the connection healthy.
+A statement that returns rows runs inside a transaction through a named portal, batch by
+batch: the first batch is small (`FIRST_BATCH_ROWS`), later ones are sized from the rows seen
+to about `BATCH_BYTES`. Rows are converted and encoded a slice at a time, and the call fails
+with `ResultTooLarge` as soon as the running total passes the bound: the transaction is rolled
+back (a writing statement's changes with it), which ends the portal on the server and leaves
+the connection healthy. The statement runs exactly once whatever its size — a result is never
+fetched again — so a `SELECT` whose functions write is as safe as any other statement.
+`CALL` runs outside a transaction (a procedure may COMMIT) and returns one row.
 
 Sizes are the rows' size on the wire: exact when the rows are encoded batch by batch
 (`EncodedRows`, what the provider does), else estimated from the values asyncpg returns.
@@ -16,6 +16,7 @@ Sizes are the rows' size on the wire: exact when the rows are encoded batch by b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import decimal
 import uuid
@@ -26,7 +27,7 @@ from provider.wrpc.values import EncodedList
 
 RowEncoder = Callable[[list[Any]], bytes]  # WIT rows → their encoded, concatenated bytes
 
-FIRST_BATCH_ROWS = 500
+FIRST_BATCH_ROWS = 32  # small: a single batch is read whole before any size is known
 # Rows converted and encoded between two turns of the event loop (a few ms of work), so one
 # component's large result never holds up another component's calls for long.
 SLICE_ROWS = 200
@@ -78,6 +79,8 @@ def names_size(names: Sequence[str]) -> int:
 class RowSink(Protocol):
     """Where fetched rows go, batch by batch; `add` returns the wire bytes a batch added."""
 
+    bounded: bool  # whether the bytes count against the result bound
+
     def add(self, raw_rows: Sequence[Any]) -> int: ...
 
     def result(self) -> Any: ...
@@ -86,6 +89,8 @@ class RowSink(Protocol):
 class EncodedRows:
     """Rows converted and encoded per batch (exact sizes; no Python objects kept per row,
     so a large result costs its bytes and nothing for the garbage collector to walk)."""
+
+    bounded = True
 
     def __init__(self, convert: Callable[[Sequence[Any]], list[Any]], encode: RowEncoder):
         self._convert, self._encode = convert, encode
@@ -105,6 +110,8 @@ class EncodedRows:
 class PlainRows:
     """Rows kept as WIT values (no encoder at hand: the service used on its own)."""
 
+    bounded = True
+
     def __init__(self, convert: Callable[[Sequence[Any]], list[Any]], names: Sequence[str]):
         self._convert, self._names_size = convert, names_size(names)
         self._rows: list[Any] = []
@@ -118,14 +125,18 @@ class PlainRows:
 
 
 class CountedRows:
-    """Rows only counted (an `exec`): nothing kept, nothing bounded."""
+    """Rows only counted (an `exec`): nothing kept, so nothing bounded; the size estimate
+    returned still sizes the batches, so memory per batch stays bounded."""
 
-    def __init__(self) -> None:
+    bounded = False
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._names_size = names_size(names)
         self.count = 0
 
     def add(self, raw_rows: Sequence[Any]) -> int:
         self.count += len(raw_rows)
-        return 0
+        return rows_size(raw_rows, self._names_size)
 
     def result(self) -> int:
         return self.count
@@ -139,25 +150,32 @@ def _too_large(total: int, bound: int) -> ResultTooLarge:
     )
 
 
-async def first_batch(statement: Any, args: Sequence[Any], limit: int) -> tuple[Any, str, bool]:
-    """`PreparedStatement.fetch` with a row limit, keeping the "completed" flag asyncpg's
-    public methods drop: (rows, command tag, whether the statement ran to its end)."""
-    executor = statement._PreparedStatement__do_execute  # asyncpg 0.30-0.32 (pinned)
-    data, status, completed = await executor(
-        lambda protocol: protocol.bind_execute(statement._state, args, "", limit, True, None)
-    )
-    statement._last_status = status
+async def portal_fetch(
+    statement: Any, args: Sequence[Any] | None, portal: str, limit: int
+) -> tuple[Any, str, bool]:
+    """Up to `limit` rows from a named portal — bound from `args` first when they are given,
+    else continued — as asyncpg's cursors do it: (rows, command tag, whether it completed)."""
+    protocol = statement._connection._protocol  # asyncpg 0.30-0.32 (pinned)
+    if args is not None:
+        data, status, completed = await protocol.bind_execute(
+            statement._state, args, portal, limit, True, None
+        )
+    else:
+        data, status, completed = await protocol.execute(
+            statement._state, portal, limit, True, None
+        )
     return data, (status or b"").decode(), bool(completed)
 
 
-async def _add_in_slices(sink: RowSink, rows: Sequence[Any]) -> int:
-    if len(rows) <= SLICE_ROWS:
-        return sink.add(rows)
-    size = 0
+async def _add_in_slices(sink: RowSink, rows: Sequence[Any], total: int, bound: int) -> int:
+    """Add `rows` a slice at a time (a turn of the loop between slices); the new total."""
     for start in range(0, len(rows), SLICE_ROWS):
-        size += sink.add(rows[start : start + SLICE_ROWS])
-        await asyncio.sleep(0)
-    return size
+        if start:
+            await asyncio.sleep(0)
+        total += sink.add(rows[start : start + SLICE_ROWS])
+        if sink.bounded and total > bound:
+            raise _too_large(total, bound)
+    return total
 
 
 def _next_batch(rows: int, size: int) -> int:
@@ -172,30 +190,35 @@ async def fetch_bounded(
     sink: RowSink,
     *,
     bound: int,
-    read_only: bool,
-) -> str | None:
+    in_transaction: bool = True,
+) -> str:
     """Run `statement` (which returns rows) into `sink` within `bound` bytes; returns the
-    command tag (None when a cursor ran it)."""
-    if read_only:
-        rows, status, completed = await first_batch(statement, args, FIRST_BATCH_ROWS)
-        if completed:
-            total = await _add_in_slices(sink, rows)
-            if total > bound:
-                raise _too_large(total, bound)
-            return status
-        del rows  # more than a batch: run it again, through a cursor
-    total = 0
-    batch = MIN_BATCH_ROWS * 4
-    async with connection.transaction():  # ROLLBACK on any exception: nothing half-done
-        cursor = await statement.cursor(*args)
-        while True:
-            rows = await cursor.fetch(batch)
-            size = await _add_in_slices(sink, rows)
-            total += size
-            if total > bound:
-                raise _too_large(total, bound)
-            if len(rows) < batch:
-                break
-            # Only counted (no size): large batches, fewer round trips.
-            batch = _next_batch(len(rows), size) if size else MAX_BATCH_ROWS
-    return None
+    command tag."""
+    if not in_transaction:
+        rows = await statement.fetch(*args)
+        await _add_in_slices(sink, rows, 0, bound)
+        return str(statement.get_statusmsg() or "")
+    portal = connection._get_unique_id("portal")
+    await connection.execute("BEGIN")
+    try:
+        rows, status, completed = await portal_fetch(statement, args, portal, FIRST_BATCH_ROWS)
+        total = await _add_in_slices(sink, rows, 0, bound)
+        row_count, seen_rows, seen_bytes = len(rows), len(rows), total
+        while not completed:
+            batch = _next_batch(seen_rows, seen_bytes)
+            rows, status, completed = await portal_fetch(statement, None, portal, batch)
+            before = total
+            total = await _add_in_slices(sink, rows, total, bound)
+            row_count, seen_rows, seen_bytes = row_count + len(rows), len(rows), total - before
+        await connection.execute("COMMIT")
+    except Exception:
+        if not connection.is_closed() and connection.is_in_transaction():
+            with contextlib.suppress(Exception):
+                await connection.execute("ROLLBACK")  # a writing statement's changes too
+        raise  # the original error: a connection lost mid-fetch stays what it was
+    except BaseException:
+        connection.terminate()  # cancelled mid-protocol: the session's state is unknown
+        raise
+    if status.startswith("SELECT "):
+        status = f"SELECT {row_count}"  # a portal's SELECT tag counts its last batch only
+    return status

@@ -100,7 +100,9 @@ def settings_from_config(values: Mapping[str, str]) -> ConnectionSettings:
         pool_size=pool_size,
         max_statements=max_statements,
         statements_per_connection=per_connection,
-        statement_timeout=_seconds(values, "POSTGRES_STATEMENT_TIMEOUT", 60.0, zero_allowed=True),
+        statement_timeout=_seconds(
+            values, "POSTGRES_STATEMENT_TIMEOUT", 60.0, zero_allowed=True, most=MAX_TIMEOUT
+        ),
         acquire_timeout=_seconds(values, "POSTGRES_ACQUIRE_TIMEOUT", 10.0, zero_allowed=False),
         max_result_bytes=_positive_int(values, "POSTGRES_MAX_RESULT_BYTES", 64 * 1024 * 1024),
     )
@@ -121,7 +123,18 @@ def _positive_int(values: Mapping[str, str], key: str, default: int) -> int:
     return number
 
 
-def _seconds(values: Mapping[str, str], key: str, default: float, *, zero_allowed: bool) -> float:
+# PostgreSQL keeps statement_timeout in int milliseconds.
+MAX_TIMEOUT = (2**31 - 1) / 1000
+
+
+def _seconds(
+    values: Mapping[str, str],
+    key: str,
+    default: float,
+    *,
+    zero_allowed: bool,
+    most: float = 86_400 * 365,
+) -> float:
     raw = values.get(key)
     if raw is None or raw.strip() == "":
         return default
@@ -129,9 +142,9 @@ def _seconds(values: Mapping[str, str], key: str, default: float, *, zero_allowe
         seconds = float(raw)
     except ValueError:
         seconds = -1.0
-    if not (seconds > 0 or (zero_allowed and seconds == 0)) or seconds > 86_400 * 365:
+    if not (seconds > 0 or (zero_allowed and seconds == 0)) or seconds > most:
         kind = "a number of seconds (0 = none)" if zero_allowed else "a positive number of seconds"
-        raise ConfigError(f"{key} must be {kind}, got {raw!r}")
+        raise ConfigError(f"{key} must be {kind} up to {most:g}, got {raw!r}")
     return seconds
 
 

@@ -15,7 +15,8 @@ from provider.wrpc.values import Case
 
 # SQLSTATE classes that mean "the SQL itself is wrong" (syntax, names, privileges, features).
 _INVALID_QUERY_CLASSES = {"42", "0A", "3D", "3F", "26", "34"}
-_PARAMETER_CONTEXT = re.compile(r"portal parameter \$\d+")
+# "unnamed portal parameter $1 = …", or with a named portal 'portal "name" parameter $1 = …'
+_PARAMETER_CONTEXT = re.compile(r'portal (?:"[^"]*" )?parameter \$\d+')
 
 
 def describe_postgres_error(error: asyncpg.PostgresError) -> str:

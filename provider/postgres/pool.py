@@ -249,6 +249,9 @@ async def _reset_session(connection: StatementConnection) -> bool:
     except Exception:
         connection.terminate()
         return False
+    except BaseException:  # cancelled mid-reset: the connection must not linger unowned
+        connection.terminate()
+        raise
     return True
 
 

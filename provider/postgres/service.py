@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -327,9 +328,8 @@ class PostgresService:
                         result = None
                     else:
                         args = param_values(params, cached.parameter_types)
-                        read_only = record.read_only if record else retry.is_read_only(sql)
                         result = await self._execute(
-                            link, connection, cached, args, rows_wanted, read_only
+                            link, connection, cached, sql, args, rows_wanted
                         )
                 except Exception as exc:
                     kind = retry.classify(exc)
@@ -368,9 +368,9 @@ class PostgresService:
         link: Link,
         connection: StatementConnection,
         cached: CachedStatement,
+        sql: str,
         args: list[Any],
         rows_wanted: bool,
-        read_only: bool,
     ) -> Any:
         """Rows (for `query`) or the rows affected (for `exec`); results within the bound."""
         if cached.converters:  # the statement returns rows
@@ -379,20 +379,21 @@ class PostgresService:
             def convert(rows: Sequence[Any]) -> list[Any]:
                 return convert_rows(rows, converters)
 
+            names = [name for name, _ in converters]
             sink: RowSink
             if not rows_wanted:
-                sink = CountedRows()
+                sink = CountedRows(names)
             elif self.encode_rows is not None:
                 sink = EncodedRows(convert, self.encode_rows)
             else:
-                sink = PlainRows(convert, [name for name, _ in converters])
+                sink = PlainRows(convert, names)
             tag = await fetch_bounded(
                 connection,
                 cached.statement,
                 args,
                 sink,
                 bound=link.settings.max_result_bytes,
-                read_only=read_only,
+                in_transaction=not _is_call(sql),
             )
             status, result = tag or "", sink.result()
             count = result if isinstance(result, int) else 0
@@ -445,6 +446,14 @@ class PostgresService:
         if case.tag == "unexpected":
             log.warning("query failed", extra={"source_id": link.source_id, "error": case.value})
         return case
+
+
+_CALL = re.compile(r"^\s*call\b", re.IGNORECASE)
+
+
+def _is_call(sql: str) -> bool:
+    """A procedure call: it may COMMIT, so it cannot run inside our transaction."""
+    return _CALL.match(sql) is not None
 
 
 _SESSION_COMMANDS = frozenset({"SET", "RESET", "LISTEN", "DECLARE", "DISCARD", "DEALLOCATE"})
