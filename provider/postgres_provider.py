@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import start_http_server
 
 from provider.lattice.host_data import HostData
 from provider.lattice.links import LinkDefinition
-from provider.lattice.runtime import Export
 from provider.lattice.statement_store import JetStreamStatements, StoreUnavailable
 from provider.postgres.service import PostgresService
 from provider.redaction import secret_redactor
 from provider.wrpc.codec import Codec
-from provider.wrpc.nats_server import CallContext
+from provider.wrpc.nats_server import CallContext, Export
 from provider.wrpc.values import Case, Err
 from provider.wrpc.wit_model import postgres_package
 
 log = logging.getLogger(__name__)
+
+# Error texts (a database may quote a user name) pass the secret redactor on the way out.
+redact = secret_redactor.redact_value
 
 SHARE_KEY = "POSTGRES_SHARE_CONNECTIONS_BY_URL"
 
@@ -120,7 +122,7 @@ class PostgresProvider:
         return [
             Export(
                 package.function(interface, name),
-                _redacting(handler),
+                handler,
                 unexpected_failure,
                 max_list_items=MAX_PARAMETERS if refuse is not None else None,
                 refuse_params=refuse,
@@ -130,32 +132,19 @@ class PostgresProvider:
 
     async def _query(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
         sql, values = params
-        return (await self.service.query(_link(context), sql, values),)
+        return (redact(await self.service.query(_link(context), sql, values)),)
 
     async def _query_batch(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
         (sql,) = params
-        return (await self.service.query_batch(_link(context), sql),)
+        return (redact(await self.service.query_batch(_link(context), sql)),)
 
     async def _prepare(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
         (sql,) = params
-        return (await self.service.prepare(_link(context), sql),)
+        return (redact(await self.service.prepare(_link(context), sql)),)
 
     async def _exec(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
         token, values = params
-        return (await self.service.exec(_link(context), token, values),)
-
-
-Handler = Callable[[CallContext, tuple[Any, ...]], Awaitable[tuple[Any, ...]]]
-
-
-def _redacting(handler: Handler) -> Handler:
-    """Error texts (a database may quote a user name) pass the secret redactor on the way out."""
-
-    async def answer(context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
-        results = await handler(context, params)
-        return tuple(secret_redactor.redact_value(result) for result in results)
-
-    return answer
+        return (redact(await self.service.exec(_link(context), token, values)),)
 
 
 def _link(context: CallContext) -> str:

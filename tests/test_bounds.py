@@ -458,3 +458,17 @@ async def test_a_procedure_that_commits_still_runs(
     assert isinstance(await caller.batch(procedure), Ok)
     result = await caller.query(f"CALL {name}(1)")
     assert isinstance(result, Ok) and values_of(result.value) == [[Case("int4", 2)]]
+
+
+async def test_a_procedure_call_behind_a_comment_still_commits(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    caller = await linked_caller(provider, nc, client, postgres_server.link_config(database))
+    name = f"proc_{uuid.uuid4().hex[:8]}"
+    procedure = (
+        f"CREATE PROCEDURE {name}(INOUT r int) LANGUAGE plpgsql AS "
+        "$$ BEGIN r := r * 10; COMMIT; END $$"
+    )
+    assert isinstance(await caller.batch(procedure), Ok)
+    result = await caller.query(f"/* from the app */ CALL {name}(4)")
+    assert isinstance(result, Ok) and values_of(result.value) == [[Case("int4", 40)]]

@@ -51,3 +51,16 @@ def test_classify(error: BaseException, kind: str) -> None:
 )
 def test_is_read_only(sql: str, read_only: bool) -> None:
     assert retry.is_read_only(sql) is read_only
+
+
+@pytest.mark.parametrize(
+    ("sql", "keyword"),
+    [
+        ("CALL p(1)", "call"),
+        ("  /* audit */ -- why\n call p(1)", "call"),
+        ("(SELECT 1)", "select"),
+        ("", ""),
+    ],
+)
+def test_the_first_keyword_is_read_past_comments(sql: str, keyword: str) -> None:
+    assert retry.first_keyword(sql) == keyword

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import re
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,18 +154,12 @@ def credentials(host_data: HostData) -> RawCredentials | None:
 class LatticeConnection:
     """Owns the NATS client: connect, watch its errors, report denials and fatal causes."""
 
-    def __init__(
-        self,
-        host_data: HostData,
-        on_fatal: Callable[[str], None],
-        on_reconnected: Callable[[], Awaitable[None]] | None = None,
-    ) -> None:
+    def __init__(self, host_data: HostData, on_fatal: Callable[[str], None]) -> None:
         self.host_data = host_data
         self.client = Client()
         self.denials: set[PermissionDenial] = set()
         self._logged: set[tuple[str, str]] = set()
         self._on_fatal = on_fatal
-        self._on_reconnected = on_reconnected
         self._connected_once = False
         self._closing = False
         self._last_error: BaseException | None = None
@@ -249,5 +243,3 @@ class LatticeConnection:
 
     async def _on_reconnect(self) -> None:
         log.info("lattice connection restored")
-        if self._on_reconnected is not None:
-            await self._on_reconnected()

@@ -15,7 +15,6 @@ import logging
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from provider.lattice.host_data import HostData
@@ -23,23 +22,13 @@ from provider.lattice.lattice_connection import LatticeConnection, LatticeUnavai
 from provider.lattice.links import LinkDefinition, LinkError, secret_text
 from provider.lattice.xkeys import CurveKeyPair, XKeyError
 from provider.redaction import secret_redactor
-from provider.wrpc.nats_server import FailureResult, Handler, WrpcServer
-from provider.wrpc.wit_model import Function
+from provider.wrpc.nats_server import Export, WrpcServer
 
 log = logging.getLogger(__name__)
 
 # The host waits 300 ms for the reply: 50 ms to drain queued calls, 120 ms for in-flight calls
 # to finish, 50 ms to answer the rest, 60 ms to close the pools.
 SHUTDOWN_GRACE = 0.12
-
-
-@dataclass(frozen=True)
-class Export:
-    function: Function
-    handler: Handler
-    failure_result: FailureResult
-    max_list_items: int | None = None  # refused while decoding, before the rest is read
-    refuse_params: FailureResult | None = None
 
 
 class ProviderHooks(Protocol):
@@ -104,13 +93,7 @@ class ProviderRuntime:
             await self._put_link_document(definition)
         self._server = WrpcServer(self._nc, self.prefix)
         for export in self.hooks.exports():
-            self._server.export(
-                export.function,
-                export.handler,
-                export.failure_result,
-                max_list_items=export.max_list_items,
-                refuse_params=export.refuse_params,
-            )
+            self._server.add(export)
         await self._server.start()
         key = self.host_data.provider_key
         puts = {subject(self.host_data, key, "linkdefs.put")}

@@ -125,21 +125,19 @@ class PlainRows:
 
 
 class CountedRows:
-    """Rows only counted (an `exec`): nothing kept, so nothing bounded; the size estimate
-    returned still sizes the batches, so memory per batch stays bounded."""
+    """Rows of an `exec`: not kept (its answer is the command tag's count), so not bounded;
+    the size estimate still sizes the batches, so memory per batch stays bounded."""
 
     bounded = False
 
     def __init__(self, names: Sequence[str]) -> None:
         self._names_size = names_size(names)
-        self.count = 0
 
     def add(self, raw_rows: Sequence[Any]) -> int:
-        self.count += len(raw_rows)
         return rows_size(raw_rows, self._names_size)
 
-    def result(self) -> int:
-        return self.count
+    def result(self) -> None:
+        return None
 
 
 def _too_large(total: int, bound: int) -> ResultTooLarge:

@@ -58,6 +58,12 @@ _WRITES = re.compile(r"\b(insert|update|delete|merge|into|call|do|copy|create|al
 _READ_STARTS = ("select", "values", "table", "show", "with")
 
 
+def first_keyword(sql: str) -> str:
+    """The statement's first word, lower-cased, past comments and parentheses."""
+    text = _COMMENTS.sub(" ", sql).strip()
+    return text.split(None, 1)[0].lower() if text else ""
+
+
 def is_read_only(sql: str) -> bool:
     """True for statements that can be run twice without effect: plain reads.
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -373,36 +372,36 @@ class PostgresService:
         rows_wanted: bool,
     ) -> Any:
         """Rows (for `query`) or the rows affected (for `exec`); results within the bound."""
-        if cached.converters:  # the statement returns rows
-            converters = cached.converters
-
-            def convert(rows: Sequence[Any]) -> list[Any]:
-                return convert_rows(rows, converters)
-
-            names = [name for name, _ in converters]
-            sink: RowSink
-            if not rows_wanted:
-                sink = CountedRows(names)
-            elif self.encode_rows is not None:
-                sink = EncodedRows(convert, self.encode_rows)
-            else:
-                sink = PlainRows(convert, names)
-            tag = await fetch_bounded(
+        if not cached.converters:  # no rows: the command tag is the whole answer
+            await cached.statement.fetch(*args)
+            status, rows = cached.statement.get_statusmsg() or "", []
+        else:
+            sink = self._row_sink(cached, rows_wanted)
+            status = await fetch_bounded(
                 connection,
                 cached.statement,
                 args,
                 sink,
                 bound=link.settings.max_result_bytes,
-                in_transaction=not _is_call(sql),
+                # A procedure may COMMIT, so it cannot run inside our transaction.
+                in_transaction=retry.first_keyword(sql) != "call",
             )
-            status, result = tag or "", sink.result()
-            count = result if isinstance(result, int) else 0
-        else:
-            await cached.statement.fetch(*args)
-            status, result, count = cached.statement.get_statusmsg() or "", [], 0
+            rows = sink.result()
         if cached.touches_session or _changes_session(status):
             connection.session_dirty = True
-        return result if rows_wanted else rows_affected(status or None, count)
+        return rows if rows_wanted else rows_affected(status, 0)
+
+    def _row_sink(self, cached: CachedStatement, rows_wanted: bool) -> RowSink:
+        converters = cached.converters
+        if not rows_wanted:
+            return CountedRows([name for name, _ in converters])  # `exec`: counted by the tag
+
+        def convert(rows: Sequence[Any]) -> list[Any]:
+            return convert_rows(rows, converters)
+
+        if self.encode_rows is not None:
+            return EncodedRows(convert, self.encode_rows)
+        return PlainRows(convert, [name for name, _ in converters])
 
     @contextlib.asynccontextmanager
     async def _connection(
@@ -446,14 +445,6 @@ class PostgresService:
         if case.tag == "unexpected":
             log.warning("query failed", extra={"source_id": link.source_id, "error": case.value})
         return case
-
-
-_CALL = re.compile(r"^\s*call\b", re.IGNORECASE)
-
-
-def _is_call(sql: str) -> bool:
-    """A procedure call: it may COMMIT, so it cannot run inside our transaction."""
-    return _CALL.match(sql) is not None
 
 
 _SESSION_COMMANDS = frozenset({"SET", "RESET", "LISTEN", "DECLARE", "DISCARD", "DEALLOCATE"})

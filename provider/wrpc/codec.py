@@ -153,6 +153,17 @@ def _read_length(buf: bytes, pos: int, limits: CodecLimits, what: str) -> tuple[
     return length, pos
 
 
+def _ended_inside(buf: bytes) -> DecodeError:
+    return DecodeError(f"input ends inside a value after {len(buf)} bytes")
+
+
+def _filled(values: list[Any], buf: bytes, pos: int) -> tuple[Any, ...]:
+    """The decoded values, when they fill `buf` exactly."""
+    if pos != len(buf):
+        raise DecodeError(f"{len(buf) - pos} trailing bytes after the last value")
+    return tuple(values)
+
+
 class Parts(bytearray):
     """An output buffer that keeps spliced, already-encoded chunks by reference."""
 
@@ -227,11 +238,9 @@ class Codec:
                 values.append(value)
         except Incomplete:
             if final:
-                raise DecodeError(f"input ends inside a value after {len(buf)} bytes") from None
+                raise _ended_inside(buf) from None
             raise
-        if pos != len(buf):
-            raise DecodeError(f"{len(buf) - pos} trailing bytes after the last value")
-        return tuple(values)
+        return _filled(values, buf, pos)
 
     def decode_values_in_steps(
         self, types: Sequence[WitType], buf: bytes, *, final: bool = True, step_items: int = 500
@@ -259,11 +268,9 @@ class Codec:
                 values.append(items)
         except Incomplete:
             if final:
-                raise DecodeError(f"input ends inside a value after {len(buf)} bytes") from None
+                raise _ended_inside(buf) from None
             raise
-        if pos != len(buf):
-            raise DecodeError(f"{len(buf) - pos} trailing bytes after the last value")
-        return tuple(values)
+        return _filled(values, buf, pos)
 
     def encode_values_parts(self, types: Sequence[WitType], values: Sequence[Any]) -> list[bytes]:
         """`encode_values` as a list of parts whose concatenation is the encoding: the chunks

@@ -34,11 +34,9 @@ log = logging.getLogger(__name__)
 
 # A first payload larger than this has its list counts read before it is decoded whole.
 PEEK_BEFORE_DECODING = 64 * 1024
-# Parameters this large are decoded in steps, between turns of the event loop; results holding
-# lists this long (as plain values) are encoded on a worker thread (the GIL switches every
-# 5 ms): one component's large call does not stall every other component's calls.
+# Parameters this large are decoded in steps, between turns of the event loop, so that one
+# component's large call does not stall every other component's calls.
 DECODE_IN_STEPS_BYTES = 256 * 1024
-OFFLOAD_RESULT_ITEMS = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,10 +127,11 @@ class WrpcServer:
         max_list_items: int | None = None,
         refuse_params: FailureResult | None = None,
     ) -> None:
-        subject = invocation_subject(self.prefix, function.instance, function.name)
-        self._exports[subject] = Export(
-            function, handler, failure_result, max_list_items, refuse_params
-        )
+        self.add(Export(function, handler, failure_result, max_list_items, refuse_params))
+
+    def add(self, export: Export) -> None:
+        function = export.function
+        self._exports[invocation_subject(self.prefix, function.instance, function.name)] = export
 
     @property
     def in_flight(self) -> int:
@@ -256,13 +255,8 @@ class WrpcServer:
             try:
                 async with self._handler_slots:
                     results = await export.handler(context, params)
-                payload: bytes | list[bytes]
-                if _holds_long_list(results):
-                    payload = await asyncio.to_thread(
-                        self._codec.encode_values, function.results, results
-                    )
-                else:  # parts: rows encoded batch by batch are sent without being joined
-                    payload = self._codec.encode_values_parts(function.results, results)
+                # Parts: rows encoded batch by batch (an EncodedList) go out without a join.
+                payload = self._codec.encode_values_parts(function.results, results)
             except CodecError as exc:
                 log.error(
                     "handler returned a value its WIT type rejects", extra=_call(function, exc)
@@ -402,14 +396,6 @@ class WrpcServer:
                 export.function.results, export.failure_result(message)
             )
         await self._send_results(call, payload)
-
-
-def _holds_long_list(results: tuple[Any, ...]) -> bool:
-    for result in results:
-        value = getattr(result, "value", result)  # inside an Ok / Err
-        if isinstance(value, list) and len(value) > OFFLOAD_RESULT_ITEMS:
-            return True
-    return False
 
 
 def _over_bound(export: Export, params: tuple[Any, ...]) -> str | None:
