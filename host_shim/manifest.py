@@ -62,8 +62,14 @@ class Manifest:
         """A `file://` image as a path (relative to the manifest's directory)."""
         if not component.image.startswith("file://"):
             raise ManifestError(f"{component.name}: only file:// images run here")
-        path = Path(component.image.removeprefix("file://"))
-        return path if path.is_absolute() else (self.base_dir / path).resolve()
+        return file_image_path(component.image, self.base_dir)
+
+
+def file_image_path(image: str, base_dir: Path) -> Path:
+    """`file://…` as a path; a relative one against the manifest's folder, as `wash app
+    deploy` rewrites it."""
+    path = Path(image.removeprefix("file://"))
+    return path if path.is_absolute() else (base_dir / path).resolve()
 
 
 def derived_id(manifest_name: str, component_name: str) -> str:

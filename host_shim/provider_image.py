@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from host_shim.manifest import file_image_path
 from provider_archive.archive import ProviderArchive, host_target, read_archive
 from provider_archive.oci import check_tag, pull_archive
 
@@ -38,8 +39,7 @@ def cache_path(host_id: str, reference: str) -> Path:
 def archive_bytes(image: str, base_dir: Path) -> tuple[str, bytes]:
     """(the host's name for the reference, the archive's bytes)."""
     if image.startswith("file://"):
-        path = Path(image.removeprefix("file://"))
-        path = path if path.is_absolute() else (base_dir / path).resolve()
+        path = file_image_path(image, base_dir)
         return str(path), path.read_bytes()
     reference = image.removeprefix("oci://")
     check_tag(reference)

@@ -24,15 +24,16 @@ class RedactSecrets(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         redact = secret_redactor.redact
         message = record.getMessage()
-        if redact(message) != message:
-            record.msg, record.args = redact(message), None
+        redacted = redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
         for key, value in _context(record).items():
             if isinstance(value, str):
                 setattr(record, key, redact(value))
-            elif not isinstance(value, int | float | bool | None) and redact(str(value)) != str(
-                value
-            ):
-                setattr(record, key, redact(str(value)))
+            elif not isinstance(value, int | float | bool | None):
+                text = str(value)
+                if redact(text) != text:  # only a value holding a secret becomes text
+                    setattr(record, key, redact(text))
         if record.exc_info:
             record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
             record.exc_info = None
