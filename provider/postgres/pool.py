@@ -118,8 +118,9 @@ class LinkPool:
         started = time.perf_counter()
         self.waiting += 1
         try:
-            if self._slots.locked():  # only a wait needs a timer (wait_for costs a task)
-                await asyncio.wait_for(self._slots.acquire(), self.settings.acquire_timeout)
+            if self._slots.locked():  # only a wait needs a timer (asyncio.timeout: no task)
+                async with asyncio.timeout(self.settings.acquire_timeout):
+                    await self._slots.acquire()
             else:
                 await self._slots.acquire()
         except TimeoutError:
