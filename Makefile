@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo component par provider-demo wire-demo test lint wit bench chaos conformance clean
+.PHONY: demo component par provider-demo wire-demo test lint wit bench bench-quick chaos conformance clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing the project with its dev extras"
@@ -53,7 +53,12 @@ lint: $(STAMP)
 wit: $(STAMP)
 	$(PY) -m provider.wrpc.wit_resolve
 
+# The provider's CPU per call against asyncpg's own (bench/results/latest.json, latest.png).
+bench-quick: $(STAMP)
+	$(PY) -m bench.fair_bench --quick
+
 bench: $(STAMP)
+	$(PY) -m bench.fair_bench
 	$(PY) -m bench.codec_bench
 	$(PY) -m bench.transport_bench
 	$(PY) -m bench.provider_bench

@@ -1,0 +1,329 @@
+"""The provider's CPU per call against asyncpg's own, measured fairly (`make bench`, `bench-quick`).
+
+Everything runs here in one run: NATS, PostgreSQL, the provider as a host starts it, and three
+measuring processes: the floor (asyncpg named prepared statements on uvloop, no pool object),
+`asyncpg.Pool`, and a lean load generator (`bench.lean_caller`) that plays the host's wRPC
+calls for a small fraction of the provider's CPU. Rounds are interleaved (floor, pool,
+provider, floor, ...) and medians reported. The provider's CPU per call is its process's CPU
+(`/proc/PID/stat`) over the window ÷ calls answered.
+
+Writes `bench/results/latest.json` (and a dated copy) and `bench/results/latest.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import asyncpg
+import nats
+
+from bench.cpu_profile import summarise
+from bench.floor_worker import INSERT, POOL_SIZE, SELECT_1, SELECT_10
+from host_shim.local_nats import running_nats
+from host_shim.local_postgres import PostgresServer, running_postgres
+from host_shim.provider_process import LatticeHost, ProviderProcess
+from provider.wrpc.codec import Codec
+from provider.wrpc.framing import invocation_subject
+from provider.wrpc.nats_client import WrpcClient
+from provider.wrpc.values import Case, Ok
+from provider.wrpc.wit_model import Function, postgres_package
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+CALLS = ("exec", "query-10", "query-1", "prepare")
+CALLERS = (1, 16, 64, 256)
+COMPONENT = "bench-component"
+
+
+@dataclass(frozen=True)
+class Workload:
+    call: str
+    function: Function
+    payloads: list[str]  # hex invocations, cycled by the callers
+    rows: int | None  # expected row count of a query's answer
+
+
+def process_cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Worker:
+    """A measuring child process: one JSON command per line in, one JSON answer per line out."""
+
+    def __init__(self, args: list[str], environment: dict[str, str]) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            env={**os.environ, **environment}, cwd=ROOT, text=True,
+        )  # fmt: skip
+        self._stdin: IO[str] = self.process.stdin  # type: ignore[assignment]
+        self._stdout: IO[str] = self.process.stdout  # type: ignore[assignment]
+        ready = self._stdout.readline()
+        if not ready:
+            raise RuntimeError(f"{args[0]} did not start")
+
+    def run(self, command: dict[str, Any]) -> dict[str, Any]:
+        self._stdin.write(json.dumps(command) + "\n")
+        self._stdin.flush()
+        line = self._stdout.readline()
+        if not line:
+            raise RuntimeError("a measuring process died")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def close(self) -> None:
+        self._stdin.close()
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+async def prepare_database(server: PostgresServer) -> str:
+    name = await server.create_database("bench")
+    connection = await asyncpg.connect(server.dsn(name), ssl=False)
+    await connection.execute(
+        "CREATE TABLE bench_items (id serial PRIMARY KEY, name text, qty int4, "
+        "price numeric(10,2) DEFAULT 9.99, created timestamptz DEFAULT now())"
+    )
+    await connection.executemany(INSERT, [(f"seed {i}", i) for i in range(10)])
+    await connection.close()
+    return name
+
+
+PROFILE = RESULTS / "profile.json"
+
+
+async def start_provider(nats_url: str, server: PostgresServer, database: str,
+                         profiled: bool) -> tuple[ProviderProcess, LatticeHost, str]:  # fmt: skip
+    host = LatticeHost(nats_url, lattice=f"bench-{uuid.uuid4().hex[:6]}")
+    if profiled:  # the same provider, with a CPU-time sampler that SIGUSR1/SIGUSR2 switch
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        command = (sys.executable, "-m", "bench.cpu_profile", str(PROFILE))
+        provider = ProviderProcess(host, command=command)
+    else:
+        provider = ProviderProcess(host)
+    provider.start()
+    nc = await nats.connect(nats_url)
+    try:
+        await provider.wait_healthy(nc)
+        config = {**server.link_config(database), "POSTGRES_POOL_SIZE": str(POOL_SIZE)}
+        await host.put_link(nc, host.link_definition(COMPONENT, config))
+        client = WrpcClient(nc, host.prefix, result_timeout=60)
+        await client.start()
+        prepare = postgres_package().function("prepared", "prepare")
+        for _ in range(100):  # until the link is applied
+            (token,) = await client.call(prepare, [INSERT], {"source-id": COMPONENT})
+            if isinstance(token, Ok):
+                break
+            await asyncio.sleep(0.05)
+        assert isinstance(token, Ok), token
+        await client.close()
+    finally:
+        await nc.close()
+    return provider, host, token.value
+
+
+def workloads(token: str) -> list[Workload]:
+    codec, package = Codec(), postgres_package()
+    query = package.function("query", "query")
+    exec_ = package.function("prepared", "exec")
+    prepare = package.function("prepared", "prepare")
+
+    def encoded(function: Function, values: list[Any]) -> str:
+        return codec.encode_values(function.param_types, values).hex()
+
+    exec_payloads = [encoded(exec_, [token, [Case("text", f"item {i}"), Case("int4", i)]])
+                     for i in range(64)]  # fmt: skip
+    return [
+        Workload("exec", exec_, exec_payloads, None),
+        Workload("query-10", query, [encoded(query, [SELECT_10, [Case("int4", 10)]])], 10),
+        Workload("query-1", query,
+                 [encoded(query, [SELECT_1, [Case("int4", 1 + i)]]) for i in range(10)], 1),
+        Workload("prepare", prepare, [encoded(prepare, [INSERT])], None),
+    ]  # fmt: skip
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (f"{model}, {os.cpu_count()} cores, Linux {platform.release()}, "
+            f"Python {platform.python_version()}")  # fmt: skip
+
+
+def median_of(rounds: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in rounds))
+
+
+def measure(
+    args: argparse.Namespace, provider_pid: int, host: LatticeHost, token: str,
+    floor: Worker, pool: Worker | None, caller: Worker,
+) -> list[dict[str, Any]]:  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    plan = [(w, n) for w in workloads(token) if w.call in args.calls for n in args.callers]
+    headers = {"source-id": COMPONENT, "link-name": "default"}
+    for workload in workloads(token):  # warm-up: statements prepared, caches filled
+        command = _provider_command(host, workload, headers, 8, args.warmup)
+        caller.run(command)
+        floor.run({"call": workload.call, "callers": 8, "seconds": args.warmup})
+    print(f"{'call':<9} {'callers':>7} {'calls/s':>9} {'p50 ms':>7} {'p99 ms':>7} "
+          f"{'provider µs':>11} {'floor µs':>8} {'ratio':>6} {'pool µs':>8} {'errors':>6}",
+          flush=True)  # fmt: skip
+    for number, (workload, callers) in enumerate(plan, 1):
+        print(
+            f"  [{number}/{len(plan)}] {workload.call} x {callers} callers ...",
+            end="\r",
+            flush=True,
+        )  # fmt: skip  (a progress line, overwritten by the row)
+        floor_rounds, pool_rounds, provider_rounds = [], [], []
+        reference = {"call": workload.call, "callers": callers, "seconds": args.seconds}
+        profiled = args.profile == f"{workload.call}:{callers}"
+        for round_number in range(args.rounds):
+            floor_rounds.append(floor.run(reference))
+            if pool is not None:
+                pool_rounds.append(pool.run(reference))
+            cpu_before = process_cpu_seconds(provider_pid)
+            if profiled and round_number == 0:
+                os.kill(provider_pid, signal.SIGUSR1)
+            answer = caller.run(_provider_command(host, workload, headers, callers, args.seconds))
+            if profiled and round_number == 0:
+                os.kill(provider_pid, signal.SIGUSR2)
+                time.sleep(0.3)
+                print(summarise(PROFILE, answer["calls"]), flush=True)
+            answer["cpu_us"] = (
+                (process_cpu_seconds(provider_pid) - cpu_before) / max(answer["calls"], 1) * 1e6
+            )
+            provider_rounds.append(answer)
+        provider_cpu = median_of(provider_rounds, "cpu_us")
+        floor_cpu = median_of(floor_rounds, "cpu_us")
+        row = {
+            "call": workload.call,
+            "callers": callers,
+            "provider_cpu_us": round(provider_cpu, 1),
+            "floor_cpu_us": round(floor_cpu, 1),
+            "cpu_ratio": round(provider_cpu / floor_cpu, 2),
+            "calls_per_s": round(median_of([
+                {"rate": r["calls"] / r["seconds"]} for r in provider_rounds], "rate")),
+            "p50_ms": round(median_of(provider_rounds, "p50_ms"), 3),
+            "p99_ms": round(median_of(provider_rounds, "p99_ms"), 3),
+            "errors": sum(r["errors"] for r in provider_rounds),
+            "floor_p50_ms": round(median_of(floor_rounds, "p50_ms"), 3),
+            "floor_p99_ms": round(median_of(floor_rounds, "p99_ms"), 3),
+            "floor_calls_per_s": round(median_of([
+                {"rate": r["calls"] / r["seconds"]} for r in floor_rounds], "rate")),
+            "client_cpu_us": round(median_of([
+                {"us": r["client_cpu_s"] / max(r["calls"], 1) * 1e6} for r in provider_rounds],
+                "us"), 1),
+        }  # fmt: skip
+        if pool_rounds:
+            row["pool_cpu_us"] = round(median_of(pool_rounds, "cpu_us"), 1)
+        first_errors = [r["first_error"] for r in provider_rounds if r["first_error"]]
+        if first_errors:
+            row["first_error"] = first_errors[0]
+        rows.append(row)
+        print(f"\r{row['call']:<9} {callers:>7} {row['calls_per_s']:>9} {row['p50_ms']:>7.2f} "
+              f"{row['p99_ms']:>7.2f} {row['provider_cpu_us']:>11.0f} {row['floor_cpu_us']:>8.0f} "
+              f"{row['cpu_ratio']:>5.1f}x {row.get('pool_cpu_us', 0):>8.0f} {row['errors']:>6}",
+              flush=True)  # fmt: skip
+    return rows
+
+
+def _provider_command(host: LatticeHost, workload: Workload, headers: dict[str, str],
+                      callers: int, seconds: float) -> dict[str, Any]:  # fmt: skip
+    function = workload.function
+    subject = invocation_subject(host.prefix, function.instance, function.name)
+    return {"subject": subject, "headers": headers, "payloads": workload.payloads,
+            "rows": workload.rows, "callers": callers, "seconds": seconds}  # fmt: skip
+
+
+def write_results(rows: list[dict[str, Any]], quick: bool) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    document = {
+        "machine": machine(),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "kind": "bench-quick" if quick else "bench",
+        "rows": rows,
+    }
+    text = json.dumps(document, indent=2) + "\n"
+    latest = RESULTS / "latest.json"
+    latest.write_text(text)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%M%S")
+    (RESULTS / f"{stamp}.json").write_text(text)
+    from bench.chart import draw
+
+    draw(document, RESULTS / "latest.png")
+    return latest
+
+
+async def bench(args: argparse.Namespace, nats_url: str, server: PostgresServer) -> list[Any]:
+    database = await prepare_database(server)
+    dsn = server.dsn(database)
+    provider, host, token = await start_provider(nats_url, server, database, bool(args.profile))
+    assert provider.process is not None
+    workers: list[Worker] = []
+    try:
+        floor = Worker(["bench.floor_worker", "floor"], {"BENCH_DSN": dsn})
+        workers.append(floor)
+        pool = None
+        if not args.no_pool:
+            pool = Worker(["bench.floor_worker", "pool"], {"BENCH_DSN": dsn})
+            workers.append(pool)
+        caller = Worker(["bench.lean_caller"], {"NATS_URL": nats_url})
+        workers.append(caller)
+        return await asyncio.to_thread(
+            measure, args, provider.process.pid, host, token, floor, pool, caller
+        )
+    finally:
+        for worker in workers:
+            worker.close()
+        provider.kill()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one round of short windows")
+    parser.add_argument("--seconds", type=float, help="window per measurement")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per row")
+    parser.add_argument("--calls", nargs="+", default=list(CALLS), choices=CALLS)
+    parser.add_argument("--callers", nargs="+", type=int, default=list(CALLERS))
+    parser.add_argument(
+        "--profile",
+        metavar="CALL:CALLERS",
+        help="sample the provider's CPU during that row (e.g. exec:64)",
+    )
+    parser.add_argument("--no-pool", action="store_true", help="skip the asyncpg.Pool reference")
+    args = parser.parse_args(argv)
+    args.seconds = args.seconds or (0.7 if args.quick else 2.0)
+    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.warmup = 0.3 if args.quick else 1.0
+    started = time.perf_counter()
+    print("starting NATS, PostgreSQL and the provider ...", flush=True)
+    with running_nats() as nats_url, running_postgres() as server:
+        rows = asyncio.run(bench(args, nats_url, server))
+    latest = write_results(rows, args.quick)
+    elapsed = time.perf_counter() - started
+    print(f"wrote {latest.relative_to(ROOT)} and latest.png in {elapsed:.0f} s")
+    return 1 if any(row["errors"] for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
