@@ -72,7 +72,7 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         self.text_oids: set[int] = set()  # types this connection exchanges as text
         self.session_dirty = False  # a guest may have changed session state (SET, ...)
         self.last_user = ""  # the link whose call used this connection last (shared pools)
-        self._reported_at_start: dict[str, str] = {}
+        self._reported_at_start: tuple[object, ...] = ()
 
     async def cached_statement(self, sql: str) -> CachedStatement:
         found = self.prepared.get(sql)
@@ -123,13 +123,17 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         """Note the settings PostgreSQL reports now, as the session every call expects."""
         self._reported_at_start = self._reported_settings()
 
-    def _reported_settings(self) -> dict[str, str]:
+    def _reported_settings(self) -> tuple[object, ...]:
         settings = self.get_settings()
-        return {name: str(getattr(settings, name, "")) for name in REPORTED_SETTINGS}
+        return tuple([getattr(settings, name, "") for name in REPORTED_SETTINGS])
 
     def session_changed(self) -> bool:
         """A guest changed what every call relies on (DateStyle, TimeZone, ...), or may have."""
         return self.session_dirty or self._reported_settings() != self._reported_at_start
+
+    def needs_reset(self) -> bool:
+        """Whether the next call may not have this session as it is (checked on every release)."""
+        return self.is_in_transaction() or self.session_changed()
 
     async def _prepare_named(self, sql: str) -> Any:
         # A named (server-side, long-lived) statement: asyncpg makes unnamed ones when its

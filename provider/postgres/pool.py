@@ -18,13 +18,14 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
 
 from provider.postgres.config import ConnectionSettings
 from provider.postgres.connections import StatementConnection, connect
+from provider.slots import Slots
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class LinkPool:
     ) -> None:
         self.settings = settings
         self.size = settings.pool_size
-        self._slots = asyncio.Semaphore(self.size)
+        self._slots = Slots(self.size)
         self._idle: deque[StatementConnection] = deque()
         self._in_use: set[StatementConnection] = set()
         self._on_prepare = on_prepare
@@ -105,24 +106,33 @@ class LinkPool:
 
     # --- acquire / release --------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def connection(
+    async def acquire(
         self, prefer: StatementConnection | None = None, user: str = ""
-    ) -> AsyncIterator[StatementConnection]:
-        """A connection for one call of link `user`. A shared pool (several links) hands a
-        connection another link used last over only after a full reset, whatever was
-        detected: detection by command tag and reported settings cannot see a change made
-        inside a function."""
+    ) -> StatementConnection:
+        """A connection for one call of link `user`; give it back with `release`. A shared
+        pool (several links) hands a connection another link used last over only after a
+        full reset, whatever was detected: detection by command tag and reported settings
+        cannot see a change made inside a function."""
         if self.closed:
             raise PoolRetired("the link's pool was replaced")
+        if not self._slots.try_take():  # the common case takes a free slot without awaiting
+            await self._wait_for_slot()
+        try:
+            connection = self._take_idle(prefer, user) or await self._connect()
+            if connection.last_user not in ("", user) and not await self._handed_over(connection):
+                connection = await self._connect()  # the reset failed: a fresh session
+        except BaseException:
+            self._slots.give()
+            raise
+        connection.last_user = user
+        self._in_use.add(connection)
+        return connection
+
+    async def _wait_for_slot(self) -> None:
         started = time.perf_counter()
         self.waiting += 1
         try:
-            if self._slots.locked():  # only a wait needs a timer (asyncio.timeout: no task)
-                async with asyncio.timeout(self.settings.acquire_timeout):
-                    await self._slots.acquire()
-            else:
-                await self._slots.acquire()
+            await self._slots.take(self.settings.acquire_timeout)
         except TimeoutError:
             raise AcquireTimeout(
                 f"no database connection free within {self.settings.acquire_timeout:g} s "
@@ -131,23 +141,22 @@ class LinkPool:
         finally:
             self.waiting -= 1
         if self.closed:  # retired while this call waited: its link has a new pool
-            self._slots.release()
+            self._slots.give()
             raise PoolRetired("the link's pool was replaced")
         if self._on_wait is not None:
             self._on_wait(time.perf_counter() - started)
+
+    async def release(self, connection: StatementConnection) -> None:
+        """Give back a connection from `acquire` (reset first if its call changed the session)."""
+        self._in_use.discard(connection)
         try:
-            connection = self._take_idle(prefer, user) or await self._connect()
-            if connection.last_user not in ("", user) and not await self._handed_over(connection):
-                connection = await self._connect()  # the reset failed: a fresh session
-            connection.last_user = user
-            self._in_use.add(connection)
-            try:
-                yield connection
-            finally:
-                self._in_use.discard(connection)
-                await self._give_back(connection)
+            if not self.closed and not connection.needs_reset():
+                if not connection.is_closed():
+                    self._idle.append(connection)
+                return
+            await self._give_back(connection)
         finally:
-            self._slots.release()
+            self._slots.give()
 
     def _take_idle(
         self, prefer: StatementConnection | None, user: str
@@ -209,8 +218,7 @@ class LinkPool:
         # next call, which may be another component's. asyncpg's reset rolls back, closes
         # cursors, unlistens, releases advisory locks and runs RESET ALL, which restores the
         # settings the connection was opened with.
-        needs_reset = connection.is_in_transaction() or connection.session_changed()
-        if needs_reset and not await _reset_session(connection):
+        if connection.needs_reset() and not await _reset_session(connection):
             return
         self._idle.append(connection)
 

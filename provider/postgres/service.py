@@ -14,9 +14,8 @@ exist` or any other error that only exists because of how connections are pooled
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,7 +243,8 @@ class PostgresService:
         pool = self._pool(link)
         try:
             for attempt in range(1, pool.size + 3):
-                async with self._connection(link) as connection:
+                pool, connection = await self._acquire(link)
+                try:
                     try:
                         await connection.execute(sql)
                     except Exception as exc:
@@ -261,6 +261,8 @@ class PostgresService:
                     except Exception:
                         connection.terminate()  # the batch ran; this connection did not survive
                     break
+                finally:
+                    await pool.release(connection)
         except Exception as exc:
             return Err(self._error(link, exc))
         return Ok()
@@ -320,7 +322,8 @@ class PostgresService:
         attempts = pool.size + 2  # enough to get past every dead connection of the pool
         prefer = record.pinned() if record is not None else None
         for attempt in range(1, attempts + 1):
-            async with self._connection(link, prefer) as connection:
+            pool, connection = await self._acquire(link, prefer)
+            try:
                 try:
                     cached = await connection.cached_statement(sql)  # no side effects
                     if params is None:
@@ -357,6 +360,8 @@ class PostgresService:
                         raise
                     self.metrics.retries.labels(link.source_id, kind).inc()
                     continue
+            finally:
+                await pool.release(connection)
             if record is not None:
                 record.pin_if_unpinned(connection)
             return result
@@ -403,32 +408,21 @@ class PostgresService:
             return EncodedRows(convert, self.encode_rows)
         return PlainRows(convert, [name for name, _ in converters])
 
-    @contextlib.asynccontextmanager
-    async def _connection(
+    async def _acquire(
         self, link: Link, prefer: StatementConnection | None = None
-    ) -> AsyncIterator[StatementConnection]:
-        """A connection of the link's pool; of its new pool if it was updated meanwhile."""
+    ) -> tuple[LinkPool, StatementConnection]:
+        """A connection of the link's pool, of its new pool if it was updated meanwhile; the
+        caller gives it back with `pool.release(connection)`."""
         pool = link.pool
         for _ in range(4):
-            holder = pool.connection(prefer, user=link.source_id)
             try:
-                connection = await holder.__aenter__()
+                return pool, await pool.acquire(prefer, user=link.source_id)
             except PoolRetired:
                 current = self._links.get(link.source_id)
                 if current is None or current.pool is pool:
                     raise
                 pool, prefer = current.pool, None
-                continue
-            break
-        else:
-            raise PoolRetired("the link's pool kept being replaced")
-        try:
-            yield connection
-        except BaseException as exc:
-            if not await holder.__aexit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
-            await holder.__aexit__(None, None, None)
+        raise PoolRetired("the link's pool kept being replaced")
 
     def _error(self, link: Link, error: BaseException) -> Case:
         case = (

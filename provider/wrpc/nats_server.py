@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from provider.slots import Slots
 from provider.wrpc.codec import Codec, CodecError, Incomplete
 from provider.wrpc.framing import (
     ByteStream,
@@ -39,9 +40,10 @@ PEEK_BEFORE_DECODING = 64 * 1024
 DECODE_IN_STEPS_BYTES = 256 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallContext:
-    """What a handler knows about the call besides its parameters."""
+    """What a handler knows about the call besides its parameters (read-only by convention:
+    not frozen, whose __init__ costs a microsecond a call)."""
 
     instance: str
     function: str
@@ -73,7 +75,7 @@ class Export:
     refuse_params: FailureResult | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class _Call:
     reply_inbox: str  # the caller's `rx`
     call_inbox: str  # our `Rs` for this call
@@ -115,7 +117,7 @@ class WrpcServer:
         self._pending_params: dict[str, _PendingParams] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Calls past this many wait (handshaken, answered in turn) rather than all running.
-        self._handler_slots = asyncio.Semaphore(max_concurrent_calls)
+        self._handler_slots = Slots(max_concurrent_calls)
         self.accepting = False
 
     def export(
@@ -246,15 +248,24 @@ class WrpcServer:
     async def _serve(self, export: Export, msg: Any) -> None:
         function = export.function
         call = _Call(msg.reply, f"{self._inbox}.{next(self._call_numbers)}")
-        started = time.perf_counter()
+        started = time.perf_counter() if log.isEnabledFor(logging.DEBUG) else 0.0
         try:
-            params = await self._receive_params(export, msg, call)
-            if params is None:
-                return  # answered already (malformed or incomplete parameters)
+            params = _complete_first_payload(self._codec, export, msg.data)
+            if params is not None:
+                await self._handshake(call)  # all there: no params stream to wait for
+            else:
+                params = await self._receive_params(export, msg, call)
+                if params is None:
+                    return  # answered already (malformed or incomplete parameters)
             context = CallContext(function.instance, function.name, msg.headers or {})
             try:
-                async with self._handler_slots:
+                slots = self._handler_slots
+                if not slots.try_take():
+                    await slots.take()
+                try:
                     results = await export.handler(context, params)
+                finally:
+                    slots.give()
                 # Parts: rows encoded batch by batch (an EncodedList) go out without a join.
                 payload = self._codec.encode_values_parts(function.results, results)
             except CodecError as exc:
@@ -278,7 +289,7 @@ class WrpcServer:
             log.exception("cannot answer call", extra={"function": function.name})
         finally:
             self._pending_params.pop(call.call_inbox, None)
-            if log.isEnabledFor(logging.DEBUG):
+            if started:
                 elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
                 log.debug("call served", extra={"function": function.name, "ms": elapsed_ms})
 
@@ -396,6 +407,21 @@ class WrpcServer:
                 export.function.results, export.failure_result(message)
             )
         await self._send_results(call, payload)
+
+
+def _complete_first_payload(codec: Codec, export: Export, payload: bytes) -> tuple[Any, ...] | None:
+    """The fast path: a small invocation whose own payload holds every parameter, within the
+    export's bounds. None sends the call down the general path (`_receive_params`), which
+    also answers what is malformed or refused."""
+    if len(payload) > PEEK_BEFORE_DECODING:
+        return None
+    try:
+        params = codec.decode_values(export.function.param_types, payload, final=False)
+    except (Incomplete, CodecError):
+        return None
+    if export.max_list_items is not None and _over_bound(export, params) is not None:
+        return None
+    return params
 
 
 def _over_bound(export: Export, params: tuple[Any, ...]) -> str | None:
