@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import start_http_server
@@ -13,7 +13,7 @@ from provider.lattice.links import LinkDefinition
 from provider.lattice.statement_store import JetStreamStatements, StoreUnavailable
 from provider.postgres.service import PostgresService
 from provider.redaction import secret_redactor
-from provider.wrpc.codec import Codec
+from provider.row_wire import RowWire
 from provider.wrpc.nats_server import CallContext, Export
 from provider.wrpc.values import Case, Err
 from provider.wrpc.wit_model import postgres_package
@@ -50,21 +50,9 @@ def too_many_exec_params(message: str) -> tuple[Any, ...]:
     return (Err(Case("query-error", too_many_query_params(message)[0].value)),)
 
 
-def row_encoder() -> Callable[[list[Any]], bytes]:
-    """Rows of a `query` result as their wire bytes: the service encodes batch by batch."""
-    codec = Codec()
-    result_type = postgres_package().function("query", "query").results[0]
-    row_type = result_type.ok.element  # type: ignore[union-attr]
-
-    def encode(rows: list[Any]) -> bytes:
-        return codec.encode_items(row_type, rows)
-
-    return encode
-
-
 class PostgresProvider:
     def __init__(self, service: PostgresService | None = None) -> None:
-        self.service = service or PostgresService(encode_rows=row_encoder())
+        self.service = service or PostgresService(compile_rows=RowWire().compile)
         self.config: dict[str, str] = {}
         self.unshared_reason: str | None = None  # why tokens are not shared with replicas
 

@@ -35,7 +35,7 @@ def test_whole_stream() -> None:
 @given(st.lists(st.integers(0, len(STREAM)), max_size=12))
 def test_any_split_gives_the_same_events(cuts: list[int]) -> None:
     parser, events, start = NatsParser(), [], 0
-    for cut in sorted(cuts) + [len(STREAM)]:
+    for cut in [*sorted(cuts), len(STREAM)]:
         events += parser.feed(STREAM[start:cut])
         start = cut
     assert events == EXPECTED

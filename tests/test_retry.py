@@ -64,3 +64,22 @@ def test_is_read_only(sql: str, read_only: bool) -> None:
 )
 def test_the_first_keyword_is_read_past_comments(sql: str, keyword: str) -> None:
     assert retry.first_keyword(sql) == keyword
+
+
+def test_reads_that_may_run_twice() -> None:
+    from provider.postgres.retry import may_read_twice
+
+    assert may_read_twice("SELECT id, name FROM t WHERE id <= $1 ORDER BY id")
+    assert may_read_twice("SELECT count(*), max(x) FROM t WHERE id IN (1, 2)")
+    assert may_read_twice("WITH a AS (SELECT 1) SELECT * FROM a")
+    assert may_read_twice("SELECT 'nextval(' FROM t -- f(x)")  # literals and comments
+    for sql in (
+        "SELECT nextval('s')",  # a side effect
+        "SELECT audit_row(id) FROM t",  # a user's function may write
+        'SELECT "count"(1)',  # a quoted name we cannot judge
+        "SELECT public.count_rows()",
+        "INSERT INTO t VALUES (1) RETURNING id",
+        "SELECT * FROM t FOR UPDATE",
+        "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
+    ):
+        assert not may_read_twice(sql), sql

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from provider.wrpc.values import EncodedList
 
-RowEncoder = Callable[[list[Any]], bytes]  # WIT rows → their encoded, concatenated bytes
+RowsEncoder = Callable[[Sequence[Any]], bytes]  # asyncpg records → their encoded row bytes
 
 FIRST_BATCH_ROWS = 32  # small: a single batch is read whole before any size is known
 # Rows converted and encoded between two turns of the event loop (a few ms of work), so one
@@ -92,13 +92,13 @@ class EncodedRows:
 
     bounded = True
 
-    def __init__(self, convert: Callable[[Sequence[Any]], list[Any]], encode: RowEncoder):
-        self._convert, self._encode = convert, encode
+    def __init__(self, encode: RowsEncoder):
+        self._encode = encode
         self._chunks: list[bytes] = []
         self._count = 0
 
     def add(self, raw_rows: Sequence[Any]) -> int:
-        chunk = self._encode(self._convert(raw_rows))
+        chunk = self._encode(raw_rows)
         self._chunks.append(chunk)
         self._count += len(raw_rows)
         return len(chunk)
@@ -165,6 +165,13 @@ async def portal_fetch(
     return data, (status or b"").decode(), bool(completed)
 
 
+async def single_trip_fetch(statement: Any, args: Sequence[Any]) -> tuple[Any, str, bool]:
+    """The fast path of a short read: Bind and Execute (at most one batch) on the unnamed
+    portal and Sync, one round trip with no BEGIN/COMMIT; (rows, tag, whether it completed).
+    An incomplete result is dropped (the Sync ends its portal) and fetched again in full."""
+    return await portal_fetch(statement, args, "", FIRST_BATCH_ROWS + 1)
+
+
 async def _add_in_slices(sink: RowSink, rows: Sequence[Any], total: int, bound: int) -> int:
     """Add `rows` a slice at a time (a turn of the loop between slices); the new total."""
     for start in range(0, len(rows), SLICE_ROWS):
@@ -189,13 +196,21 @@ async def fetch_bounded(
     *,
     bound: int,
     in_transaction: bool = True,
+    single_trip: bool = False,
 ) -> str:
     """Run `statement` (which returns rows) into `sink` within `bound` bytes; returns the
-    command tag."""
+    command tag. `single_trip` (for a read that may run twice, `retry.may_read_twice`) first
+    tries one round trip without a transaction; a result longer than one batch then runs
+    again inside the transaction, batch by batch."""
     if not in_transaction:
         rows = await statement.fetch(*args)
         await _add_in_slices(sink, rows, 0, bound)
         return str(statement.get_statusmsg() or "")
+    if single_trip:
+        rows, status, completed = await single_trip_fetch(statement, args)
+        if completed:
+            await _add_in_slices(sink, rows, 0, bound)
+            return status
     portal = connection._get_unique_id("portal")
     await connection.execute("BEGIN")
     try:

@@ -26,6 +26,7 @@ from provider.postgres.pg_values import (
     TEXT_TYPES,
     row_converters,
 )
+from provider.postgres.retry import first_keyword, may_read_twice
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +42,16 @@ REPORTED_SETTINGS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CachedStatement:
     statement: Any  # asyncpg.prepared_stmt.PreparedStatement
     parameter_types: tuple[Any, ...]  # asyncpg Types, as the server inferred them
     converters: list[Any]  # one (column name, converter) per result column
+    column_types: tuple[str, ...]  # each result column's type name, as asyncpg names it
     touches_session: bool  # calls functions that change session state (set_config, locks)
+    in_transaction: bool  # rows fetched inside a transaction (not a CALL: it may COMMIT)
+    single_trip: bool  # a read that may run twice: tried in one round trip first
+    rows_encoder: Any = None  # compiled by the service on first use (its wire encoder)
 
 
 _SESSION_FUNCTIONS = re.compile(
@@ -99,7 +104,10 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
             statement,
             tuple(statement.get_parameters()),
             row_converters(statement.get_attributes()),
+            tuple(a.type.name for a in statement.get_attributes()),
             bool(_SESSION_FUNCTIONS.search(sql)),
+            first_keyword(sql) != "call",
+            may_read_twice(sql),
         )
         self.prepared[sql] = found
         if self.on_prepare is not None:

@@ -76,3 +76,39 @@ def is_read_only(sql: str) -> bool:
     if not text.startswith(_READ_STARTS):
         return False
     return _WRITES.search(text) is None
+
+
+_CALLS = re.compile(r"\b([a-z_][a-z0-9_]*)\s*\(", re.I)
+# Words that may stand before "(" in a read without calling anything that could change state:
+# SQL's own syntax and built-in functions without side effects. Anything else (nextval, a
+# user's function, which may write) makes `may_read_twice` False.
+_SIDE_EFFECT_FREE = frozenset(
+    """
+    select from where and or not in any all some exists values as on using join by having
+    over filter within partition when then else case is between like ilike similar row array
+    cast coalesce nullif greatest least count sum avg min max bool_and bool_or every
+    array_agg string_agg json_agg jsonb_agg json_build_object jsonb_build_object
+    json_build_array jsonb_build_array to_json to_jsonb row_to_json lower upper length
+    char_length octet_length substring substr position trim btrim ltrim rtrim concat concat_ws
+    replace split_part left right abs round trunc floor ceil ceiling mod power sqrt
+    now current_timestamp date_trunc date_part extract to_char to_date to_timestamp age
+    generate_series unnest array_length cardinality md5 encode decode format numeric int int4
+    int8 text varchar timestamp timestamptz date interval decimal float8 bigint integer
+    """.split()  # noqa: SIM905 - a word list reads better than 120 quoted strings
+)
+
+
+def may_read_twice(sql: str) -> bool:
+    """True for a plain read (`is_read_only`) that calls nothing able to change state: one
+    whose first run may be stopped after a few rows and run again whole, with the same effect
+    as a single run (none). Conservative: an unknown function name makes it False."""
+    if not is_read_only(sql):
+        return False
+    text = _COMMENTS_ONLY.sub(" ", sql)
+    if _QUOTED_CALL.search(text):
+        return False  # "a quoted name"(...) is a function we cannot name here
+    return all(name.lower() in _SIDE_EFFECT_FREE for name in _CALLS.findall(text))
+
+
+_QUOTED_CALL = re.compile(r'"\s*\(')
+_COMMENTS_ONLY = re.compile(r"--[^\n]*\n?|/\*.*?\*/|'(?:[^']|'')*'", re.S)  # and literals

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from provider.postgres.bounded_fetch import (
     EncodedRows,
     PlainRows,
     ResultTooLarge,
-    RowEncoder,
+    RowsEncoder,
     RowSink,
     fetch_bounded,
 )
@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 
 HEALTH_PROBE_TIMEOUT = 2.0
 STALE_RETRIES = 2  # a statement PostgreSQL forgot is prepared again at most this often
+
+
+# (column name, converter) pairs and column type names → that statement's rows encoder.
+RowsEncoderFactory = Callable[[Sequence[Any], Sequence[str]], RowsEncoder]
 
 
 class OutcomeUnknown(Exception):
@@ -70,11 +74,11 @@ class PostgresService:
         self,
         metrics: Metrics | None = None,
         registry: StatementRegistry | None = None,
-        encode_rows: RowEncoder | None = None,
+        compile_rows: RowsEncoderFactory | None = None,
     ) -> None:
-        # Rows encoded batch by batch as they arrive (the provider passes the wire encoder);
-        # without one, `query` answers plain WIT values.
-        self.encode_rows = encode_rows
+        # Rows encoded batch by batch as they arrive, by an encoder compiled once per statement
+        # (the provider passes the wire's); without one, `query` answers plain WIT values.
+        self.compile_rows = compile_rows
         self._links: dict[str, Link] = {}
         self._pools: dict[tuple[object, ...], _SharedPool] = {}
         self.refused_links: dict[str, str] = {}  # source id → why its config was refused
@@ -388,8 +392,8 @@ class PostgresService:
                 args,
                 sink,
                 bound=link.settings.max_result_bytes,
-                # A procedure may COMMIT, so it cannot run inside our transaction.
-                in_transaction=retry.first_keyword(sql) != "call",
+                in_transaction=cached.in_transaction,
+                single_trip=cached.single_trip,
             )
             rows = sink.result()
         if cached.touches_session or _changes_session(status):
@@ -404,8 +408,10 @@ class PostgresService:
         def convert(rows: Sequence[Any]) -> list[Any]:
             return convert_rows(rows, converters)
 
-        if self.encode_rows is not None:
-            return EncodedRows(convert, self.encode_rows)
+        if self.compile_rows is not None:
+            if cached.rows_encoder is None:
+                cached.rows_encoder = self.compile_rows(converters, cached.column_types)
+            return EncodedRows(cached.rows_encoder)
         return PlainRows(convert, [name for name, _ in converters])
 
     async def _acquire(
