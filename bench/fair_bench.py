@@ -58,9 +58,15 @@ class Workload:
 
 
 def process_cpu_seconds(pid: int) -> float:
+    return sum(process_user_system_seconds(pid))
+
+
+def process_user_system_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process `pid`, from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 class Worker:
@@ -201,7 +207,7 @@ def measure(
             floor_rounds.append(floor.run(reference))
             if pool is not None:
                 pool_rounds.append(pool.run(reference))
-            cpu_before = process_cpu_seconds(provider_pid)
+            user_before, system_before = process_user_system_seconds(provider_pid)
             if profiled and round_number == 0:
                 os.kill(provider_pid, signal.SIGUSR1)
             answer = caller.run(_provider_command(host, workload, headers, callers, args.seconds))
@@ -209,9 +215,12 @@ def measure(
                 os.kill(provider_pid, signal.SIGUSR2)
                 time.sleep(0.3)
                 print(summarise(PROFILE, answer["calls"]), flush=True)
+            user_after, system_after = process_user_system_seconds(provider_pid)
+            calls = max(answer["calls"], 1)
             answer["cpu_us"] = (
-                (process_cpu_seconds(provider_pid) - cpu_before) / max(answer["calls"], 1) * 1e6
+                (user_after - user_before + system_after - system_before) / calls * 1e6
             )
+            answer["system_us"] = (system_after - system_before) / calls * 1e6
             provider_rounds.append(answer)
         provider_cpu = median_of(provider_rounds, "cpu_us")
         floor_cpu = median_of(floor_rounds, "cpu_us")
@@ -234,6 +243,7 @@ def measure(
                 {"us": r["client_cpu_s"] / max(r["calls"], 1) * 1e6} for r in provider_rounds],
                 "us"), 1),
         }  # fmt: skip
+        row["provider_system_us"] = round(median_of(provider_rounds, "system_us"), 1)
         if pool_rounds:
             row["pool_cpu_us"] = round(median_of(pool_rounds, "cpu_us"), 1)
         first_errors = [r["first_error"] for r in provider_rounds if r["first_error"]]

@@ -472,3 +472,51 @@ async def test_a_procedure_call_behind_a_comment_still_commits(
     assert isinstance(await caller.batch(procedure), Ok)
     result = await caller.query(f"/* from the app */ CALL {name}(4)")
     assert isinstance(result, Ok) and values_of(result.value) == [[Case("int4", 40)]]
+
+
+async def test_the_fast_paths_are_pinned_to_asyncpg(postgres_server: Any, database: str) -> None:
+    """`run_without_rows` gives the command tag `PreparedStatement.fetch` leaves, and
+    `single_trip_fetch` the rows of `fetch` when they fit one batch (else it says so)."""
+    from provider.postgres.bounded_fetch import (
+        FIRST_BATCH_ROWS,
+        run_without_rows,
+        single_trip_fetch,
+    )
+
+    connection = await asyncpg.connect(postgres_server.dsn(database), ssl=False)
+    try:
+        await connection.execute("CREATE TEMP TABLE fast (n int); CREATE TEMP TABLE slow (n int)")
+        for sql, args in (
+            ("INSERT INTO {} SELECT generate_series(1, $1)", [5]),
+            ("UPDATE {} SET n = n + 1 WHERE n > $1", [2]),
+            ("DELETE FROM {} WHERE n = $1", [4]),
+        ):
+            fast = await run_without_rows(await connection.prepare(sql.format("fast")), args)
+            reference = await connection.prepare(sql.format("slow"))
+            await reference.fetch(*args)
+            assert fast == reference.get_statusmsg()
+        assert await connection.fetchval("SELECT count(*) FROM fast") == 4
+        select = await connection.prepare("SELECT g FROM generate_series(1, $1) g")
+        for size in (0, 1, FIRST_BATCH_ROWS, FIRST_BATCH_ROWS + 1, FIRST_BATCH_ROWS + 2, 500):
+            rows, status, completed = await single_trip_fetch(select, [size])
+            if completed:
+                assert rows == await select.fetch(size) and status == f"SELECT {size}"
+            else:
+                assert size > FIRST_BATCH_ROWS + 1
+    finally:
+        await connection.close()
+
+
+async def test_reads_around_one_batch_come_whole(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    """A read tried in one round trip and run again when longer than a batch: every size."""
+    from provider.postgres.bounded_fetch import FIRST_BATCH_ROWS
+
+    caller = await linked_caller(provider, nc, client, postgres_server.link_config(database))
+    for size in (0, 1, FIRST_BATCH_ROWS, FIRST_BATCH_ROWS + 1, FIRST_BATCH_ROWS + 2, 3000):
+        result = await caller.query(
+            "SELECT g::int4 FROM generate_series(1, $1) g ORDER BY g", [Case("int4", size)]
+        )
+        assert isinstance(result, Ok)
+        assert values_of(result.value) == [[Case("int4", n)] for n in range(1, size + 1)]

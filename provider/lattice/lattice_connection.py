@@ -25,10 +25,13 @@ from nats.errors import AuthorizationError, NoServersError
 from nats.errors import Error as NatsError
 
 from provider.lattice.host_data import HostData
+from provider.wrpc.data_connection import Credentials, DataConnection
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_KEY = "NATS_CONNECT_TIMEOUT"
+# `nats-py` runs the wRPC subjects on the main client too (the lean data path's fallback).
+DATA_PATH_KEY = "WRPC_DATA_PATH"
 TLS_CA_KEY = "NATS_TLS_CA"
 DEFAULT_CONNECT_TIMEOUT = 15.0
 MAX_REMEMBERED_DENIALS = 1024
@@ -157,6 +160,7 @@ class LatticeConnection:
     def __init__(self, host_data: HostData, on_fatal: Callable[[str], None]) -> None:
         self.host_data = host_data
         self.client = Client()
+        self.data: DataConnection | None = None  # the wRPC data path's own connection
         self.denials: set[PermissionDenial] = set()
         self._logged: set[tuple[str, str]] = set()
         self._on_fatal = on_fatal
@@ -196,8 +200,44 @@ class LatticeConnection:
         self._connected_once = True
         return self.client
 
+    async def open_data_path(self) -> Any:
+        """The connection the wRPC server runs on: its own lean one (`data_connection`), with
+        the same server, credentials and TLS; or the main client where the provider config
+        says `WRPC_DATA_PATH=nats-py`. Call after `connect`."""
+        if self.host_data.config.get(DATA_PATH_KEY, "").strip().lower() == "nats-py":
+            return self.client
+        try:
+            self.data = await DataConnection.open(
+                self.host_data.nats_url,
+                credentials=Credentials(
+                    self.host_data.lattice_rpc_user_jwt, self.host_data.lattice_rpc_user_seed
+                ),
+                tls=tls_context(self.host_data.config),
+                name=f"provider {self.host_data.provider_key} wrpc",
+                connect_timeout=min(5.0, connect_window(self.host_data.config)),
+                on_error=self._on_data_path_error,
+            )
+        except (OSError, TimeoutError, ConnectionError, ssl.SSLError) as exc:
+            raise LatticeUnavailable(
+                f"cannot open the wRPC data connection to {self.host_data.nats_url}: "
+                f"{describe(exc)}"
+            ) from None
+        return self.data
+
+    def _on_data_path_error(self, text: str) -> None:
+        """A -ERR on the data connection: denials are recorded like the main client's."""
+        denial = permission_denial(text)
+        if denial is not None:
+            self._record_denial(denial)
+        elif refuses_credentials(Exception(text)) and self._connected_once and not self._closing:
+            self._on_fatal(f"the lattice connection was refused: {describe(Exception(text))}")
+        else:
+            log.warning("wRPC data connection error", extra={"cause": text})
+
     async def close(self) -> None:
         self._closing = True
+        if self.data is not None:
+            await self.data.close()
         if not self.client.is_closed:
             await self.client.close()
 

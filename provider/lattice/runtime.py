@@ -91,7 +91,7 @@ class ProviderRuntime:
         await self.hooks.attach(self._nc, self.host_data)
         for definition in self.host_data.link_definitions:
             await self._put_link_document(definition)
-        self._server = WrpcServer(self._nc, self.prefix)
+        self._server = WrpcServer(await self._lattice.open_data_path(), self.prefix)
         for export in self.hooks.exports():
             self._server.add(export)
         await self._server.start()

@@ -165,6 +165,14 @@ async def portal_fetch(
     return data, (status or b"").decode(), bool(completed)
 
 
+async def run_without_rows(statement: Any, args: Sequence[Any]) -> str:
+    """The fast path of a statement that returns no rows (an INSERT, an UPDATE): Bind,
+    Execute, Sync on the protocol itself, without `PreparedStatement.fetch`'s wrappers
+    (pinned to it by tests/test_bounds.py); returns the command tag."""
+    _, status, _ = await portal_fetch(statement, args, "", 0)
+    return status
+
+
 async def single_trip_fetch(statement: Any, args: Sequence[Any]) -> tuple[Any, str, bool]:
     """The fast path of a short read: Bind and Execute (at most one batch) on the unnamed
     portal and Sync, one round trip with no BEGIN/COMMIT; (rows, tag, whether it completed).

@@ -150,9 +150,10 @@ class LinkPool:
         """Give back a connection from `acquire` (reset first if its call changed the session)."""
         self._in_use.discard(connection)
         try:
+            if connection.is_closed():
+                return
             if not self.closed and not connection.needs_reset():
-                if not connection.is_closed():
-                    self._idle.append(connection)
+                self._idle.append(connection)
                 return
             await self._give_back(connection)
         finally:

@@ -30,6 +30,7 @@ from provider.postgres.bounded_fetch import (
     RowsEncoder,
     RowSink,
     fetch_bounded,
+    run_without_rows,
 )
 from provider.postgres.config import ConfigError, ConnectionSettings, settings_from_config
 from provider.postgres.config import shares_connections as config_shares_connections
@@ -382,8 +383,7 @@ class PostgresService:
     ) -> Any:
         """Rows (for `query`) or the rows affected (for `exec`); results within the bound."""
         if not cached.converters:  # no rows: the command tag is the whole answer
-            await cached.statement.fetch(*args)
-            status, rows = cached.statement.get_statusmsg() or "", []
+            status, rows = await run_without_rows(cached.statement, args), []
         else:
             sink = self._row_sink(cached, rows_wanted)
             status = await fetch_bounded(

@@ -152,11 +152,13 @@ class WrpcServer:
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
         self._inbox_subscription = await self._nc.subscribe(
-            f"{self._inbox}.>", cb=self._on_inbox_message, pending_bytes_limit=0
+            f"{self._inbox}.>", cb=self._callback(self._on_inbox_message), pending_bytes_limit=0
         )
         for subject in self._exports:
             self._subscriptions.append(
-                await self._nc.subscribe(subject, queue=self.prefix, cb=self._on_invocation)
+                await self._nc.subscribe(
+                    subject, queue=self.prefix, cb=self._callback(self._on_invocation)
+                )
             )
         await self._nc.flush()  # the subscriptions are live at the server once start() returns
         self.accepting = True
@@ -191,9 +193,20 @@ class WrpcServer:
             self._inbox_subscription = None
 
     # -- NATS callbacks: route only, never block (nats-py runs one subscription's callbacks
-    #    one at a time) --
+    #    one at a time; the data connection calls them straight from its read) --
 
-    async def _on_invocation(self, msg: Any) -> None:
+    def _callback(self, route: Callable[[Any], None]) -> Any:
+        """`route` as the connection takes callbacks: as it is (the data connection) or as
+        a coroutine function (nats-py)."""
+        if getattr(self._nc, "sync_callbacks", False):
+            return route
+
+        async def callback(msg: Any) -> None:
+            route(msg)
+
+        return callback
+
+    def _on_invocation(self, msg: Any) -> None:
         export = self._exports.get(msg.subject)
         if export is None or not msg.reply:
             log.warning("dropping invocation without reply subject", extra={"subject": msg.subject})
@@ -211,7 +224,7 @@ class WrpcServer:
         with contextlib.suppress(Exception):
             await self._fail(export, call, "the provider is shutting down")
 
-    async def _on_inbox_message(self, msg: Any) -> None:
+    def _on_inbox_message(self, msg: Any) -> None:
         # Subjects look like `{inbox}.{call}.params`; anything else is not ours to take.
         call_inbox, _, path = msg.subject.rpartition(".")
         if path != "params":
