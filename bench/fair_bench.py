@@ -107,7 +107,11 @@ async def prepare_database(server: PostgresServer) -> str:
         "CREATE TABLE bench_items (id serial PRIMARY KEY, name text, qty int4, "
         "price numeric(10,2) DEFAULT 9.99, created timestamptz DEFAULT now())"
     )
-    await connection.executemany(INSERT, [(f"seed {i}", i) for i in range(10)])
+    # Ten rows with distinct times (and fractions), as real rows have: no value repeats.
+    await connection.execute(
+        "INSERT INTO bench_items (name, qty, price, created) SELECT 'seed ' || g, g, g * 1.25, "
+        "now() - g * interval '1 hour 1 minute 1.123457 second' FROM generate_series(0, 9) g"
+    )
     await connection.close()
     return name
 

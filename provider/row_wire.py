@@ -26,10 +26,6 @@ def _uleb(value: int) -> bytes:
     return bytes(out)
 
 
-def _write_integer(value: int, out: bytearray) -> None:
-    encode_sleb128(value, out)
-
-
 def _write_string(value: str, out: bytearray) -> None:
     data = value.encode("utf-8")
     if len(data) < 0x80:
@@ -39,46 +35,112 @@ def _write_string(value: str, out: bytearray) -> None:
     out += data
 
 
-def _write_bool(value: bool, out: bytearray) -> None:
-    out.append(1 if value else 0)
+class TimestampTzWire:
+    """A timestamptz's text, as PostgreSQL prints it in ISO style (`2026-12-02 01:02:03.45+01`),
+    straight to the bytes of its `timestamp-tz` payload. The date, the `HH:MM:SS` and the
+    offset are each looked up in a bounded table of texts already seen (one day's rows share a
+    date, a session's rows an offset); only the fraction is parsed every time. Any other shape
+    (infinity, BC, a five-digit year) returns False: the general path takes it."""
+
+    MAX_ENTRIES = 4096  # per table; a full table is cleared, not grown
+
+    def __init__(self) -> None:
+        self._dates: dict[str, bytes] = {}
+        self._times: dict[str, bytes] = {}
+        self._offsets: dict[str, bytes] = {}
+
+    def write(self, text: str, out: bytearray) -> bool:
+        size = len(text)
+        if size < 22 or text[10] != " ":
+            return False
+        date = self._dates.get(text[:10])
+        if date is None:
+            date = self._learn(self._dates, text[:10], _date_bytes(text[:10]))
+        hms = self._times.get(text[11:19])
+        if hms is None:
+            hms = self._learn(self._times, text[11:19], _hms_bytes(text[11:19]))
+        sign = max(text.rfind("+", 19), text.rfind("-", 19))
+        offset = self._offsets.get(text[sign:]) if sign > 0 else None
+        if offset is None and sign > 0:
+            offset = self._learn(self._offsets, text[sign:], _offset_bytes(text[sign:]))
+        if not (date and hms and offset):
+            return False
+        if sign == 19:
+            micro = 0
+        else:
+            fraction = text[20:sign]
+            if text[19] != "." or not 0 < len(fraction) <= 6 or not fraction.isdigit():
+                return False
+            micro = int(fraction) * _SCALE[len(fraction)]
+        out += date
+        out += hms
+        if micro < 0x80:
+            out.append(micro)
+        else:
+            encode_uleb128(micro, out)
+        out += offset
+        return True
+
+    def _learn(self, table: dict[str, bytes], text: str, encoded: bytes) -> bytes:
+        if len(table) >= self.MAX_ENTRIES:
+            table.clear()
+        table[text] = encoded  # b"" marks a text that has no fast form
+        return encoded
 
 
-def parse_timestamp_tz_fast(text: str) -> tuple[int, int, int, int, int, int, int, int] | None:
-    """(year, month, day, hour, minute, second, microsecond, seconds east of UTC) of a
-    timestamptz as PostgreSQL prints it in ISO style with a four-digit year AD
-    (`2026-12-02 01:02:03.45+01`, `...-03:30`, `...+05:53:28`); None for any other shape
-    (infinity, BC, five-digit years), which the general parser handles."""
-    size = len(text)
-    if size < 22 or text[4] != "-" or text[7] != "-" or text[10] != " " or text[13] != ":":
-        return None
-    if text[16] != ":" or not (text[:4] + text[5:7] + text[8:10]).isdigit():
-        return None
-    if not (text[11:13] + text[14:16] + text[17:19]).isdigit():
-        return None
-    position, micro = 19, 0
-    if text[19] == ".":
-        end = 20
-        while end < size and text[end].isdigit():
-            end += 1
-        if end == 20 or end > 26:
-            return None
-        micro = int(text[20:end].ljust(6, "0"))
-        position = end
-    sign, offset = text[position : position + 1], text[position + 1 :]
-    if sign not in ("+", "-") or not offset[:2].isdigit():
-        return None
-    if len(offset) == 2:
-        seconds = int(offset) * 3600
-    elif len(offset) == 5 and offset[2] == ":" and offset[3:].isdigit():
-        seconds = int(offset[:2]) * 3600 + int(offset[3:]) * 60
-    elif len(offset) == 8 and offset[2] == offset[5] == ":" and offset[3:5].isdigit():
-        if not offset[6:].isdigit():
-            return None
-        seconds = int(offset[:2]) * 3600 + int(offset[3:5]) * 60 + int(offset[6:])
+_SCALE = (0, 100_000, 10_000, 1_000, 100, 10, 1)
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
+
+
+def _date_bytes(text: str) -> bytes:
+    """`YYYY-MM-DD` → the `date` variant's `ymd` case; b"" for any other text."""
+    if text[4] != "-" or text[7] != "-" or not _digits(text[:4] + text[5:7] + text[8:10]):
+        return b""
+    out = bytearray(b"\x02")  # date: positive-infinity, negative-infinity, ymd(tuple)
+    encode_sleb128(int(text[:4]), out)
+    encode_uleb128(int(text[5:7]), out)
+    encode_uleb128(int(text[8:10]), out)
+    return bytes(out)
+
+
+def _hms_bytes(text: str) -> bytes:
+    """`HH:MM:SS` → the `time` record's first three fields; b"" for any other text."""
+    if text[2] != ":" or text[5] != ":" or not _digits(text[:2] + text[3:5] + text[6:8]):
+        return b""
+    return bytes((int(text[:2]), int(text[3:5]), int(text[6:8])))  # each < 128: one byte
+
+
+def _offset_bytes(text: str) -> bytes:
+    """`+HH`, `-HH:MM`, `+HH:MM:SS` → the `offset` variant; b"" for any other text."""
+    body = text[1:]
+    if len(body) == 2 and _digits(body):
+        seconds = int(body) * 3600
+    elif len(body) == 5 and body[2] == ":" and _digits(body[:2] + body[3:]):
+        seconds = int(body[:2]) * 3600 + int(body[3:]) * 60
+    elif len(body) == 8 and body[2] == body[5] == ":" and _digits(body[:2] + body[3:5] + body[6:]):
+        seconds = int(body[:2]) * 3600 + int(body[3:5]) * 60 + int(body[6:])
     else:
-        return None
-    return (int(text[:4]), int(text[5:7]), int(text[8:10]), int(text[11:13]), int(text[14:16]),
-            int(text[17:19]), micro, -seconds if sign == "-" else seconds)  # fmt: skip
+        return b""
+    east = -seconds if text[0] == "-" else seconds
+    out = bytearray()
+    if east > 0:  # as `pg_text.offset_case`: UTC counts as western
+        out.append(0)
+        encode_sleb128(east, out)
+    else:
+        out.append(1)
+        encode_sleb128(-east, out)
+    return bytes(out)
+
+
+_OTHER, _INTEGER, _STRING, _BOOL = 0, 1, 2, 3
+# Column types whose values are written inline (each type's pg-value case has its name).
+_INLINE_KINDS = {
+    "int2": _INTEGER, "int4": _INTEGER, "int8": _INTEGER, "bool": _BOOL, "text": _STRING,
+    "name": _STRING, "numeric": _STRING, "json": _STRING, "jsonb": _STRING, "xml": _STRING,
+}  # fmt: skip
 
 
 class RowWire:
@@ -97,7 +159,7 @@ class RowWire:
         self._case_index = {name: _uleb(i) for i, (name, _) in enumerate(value_type.cases)}
         self._encode_value = self._codec.encoder(value_type)
         self._null = self._case_index["null"]
-        self._date_ymd = _uleb(2)  # date: positive-infinity, negative-infinity, ymd
+        self._tz = TimestampTzWire()
 
     def general(
         self, rows: Sequence[Any], converters: Sequence[tuple[str, ColumnConverter]]
@@ -107,25 +169,22 @@ class RowWire:
 
         return self._codec.encode_items(self.row_type, convert_rows(rows, list(converters)))
 
-    def _writer(self, type_name: str) -> tuple[bytes, ValueWriter] | None:
-        """The case index and payload writer of a column type with a fast path, else None."""
-        if type_name in ("int2", "int4", "int8"):
-            return self._case_index[type_name], _write_integer
-        if type_name in ("text", "name", "numeric", "json", "jsonb", "xml"):
-            return self._case_index[type_name], _write_string
-        if type_name == "bool":
-            return self._case_index["bool"], _write_bool
-        return None
-
     def compile(
         self, converters: Sequence[tuple[str, ColumnConverter]], type_names: Sequence[str]
     ) -> RawRowsEncoder:
         """The encoder of one statement's rows (asyncpg records, in column order)."""
-        columns: list[tuple[bytes, ValueWriter]] = []
+        # Per column: its name's bytes, those followed by its case's index, how its values are
+        # written (integers, strings and booleans inline in the loop below; others by `write`).
+        columns: list[tuple[bytes, bytes, int, ValueWriter | None]] = []
         for (name, convert), type_name in zip(converters, type_names, strict=True):
             prefix = bytearray()
             _write_string(name, prefix)
-            columns.append((bytes(prefix), self._column_writer(type_name, convert)))
+            kind = _INLINE_KINDS.get(type_name, _OTHER)
+            if kind == _OTHER:
+                columns.append((bytes(prefix), b"", kind, self._column_writer(type_name, convert)))
+            else:
+                named_case = bytes(prefix) + self._case_index[type_name]
+                columns.append((bytes(prefix), named_case, kind, None))
         count = _uleb(len(columns))
         null = self._null
 
@@ -133,26 +192,35 @@ class RowWire:
             out = bytearray()
             for row in rows:
                 out += count
-                for (prefix, write), value in zip(columns, row, strict=True):
-                    out += prefix
+                for (prefix, named_case, kind, write), value in zip(columns, row, strict=True):
                     if value is None:
+                        out += prefix
                         out += null
+                    elif kind == _STRING:
+                        data = value.encode()
+                        out += named_case
+                        if len(data) < 0x80:
+                            out.append(len(data))
+                        else:
+                            encode_uleb128(len(data), out)
+                        out += data
+                    elif kind == _INTEGER:
+                        out += named_case
+                        if -64 <= value < 64:
+                            out.append(value & 0x7F)  # a one-byte signed LEB128
+                        else:
+                            encode_sleb128(value, out)
+                    elif kind == _BOOL:
+                        out += named_case
+                        out.append(1 if value else 0)
                     else:
-                        write(value, out)
+                        out += prefix
+                        write(value, out)  # type: ignore[misc]
             return bytes(out)
 
         return encode
 
     def _column_writer(self, type_name: str, convert: ColumnConverter) -> ValueWriter:
-        fast = self._writer(type_name)
-        if fast is not None:
-            case, payload = fast
-
-            def write_fast(value: Any, out: bytearray) -> None:
-                out += case
-                payload(value, out)
-
-            return write_fast
         if type_name == "timestamptz":
             return self._timestamp_tz_writer(convert)
         encode_value = self._encode_value
@@ -163,25 +231,14 @@ class RowWire:
         return write_general
 
     def _timestamp_tz_writer(self, convert: ColumnConverter) -> ValueWriter:
-        case, ymd = self._case_index["timestamp-tz"], self._date_ymd
-        encode_value = self._encode_value
+        case, encode_value, fast = self._case_index["timestamp-tz"], self._encode_value, self._tz
 
         def write_timestamp_tz(value: Any, out: bytearray) -> None:
-            parts = parse_timestamp_tz_fast(value) if isinstance(value, str) else None
-            if parts is None:
-                encode_value(convert(value), out)
-                return
-            year, month, day, hour, minute, second, micro, east = parts
+            mark = len(out)
             out += case
-            out += ymd
-            encode_sleb128(year, out)
-            for field in (month, day, hour, minute, second, micro):
-                encode_uleb128(field, out)
-            if east > 0:  # as `pg_text.offset_case`: UTC counts as western
-                out.append(0)
-                encode_sleb128(east, out)
-            else:
-                out.append(1)
-                encode_sleb128(-east, out)
+            if type(value) is str and fast.write(value, out):
+                return
+            del out[mark:]
+            encode_value(convert(value), out)
 
         return write_timestamp_tz

@@ -7,9 +7,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provider.postgres import pg_text
 from provider.postgres.pg_values import column_converter
-from provider.row_wire import RowWire, parse_timestamp_tz_fast
+from provider.row_wire import RowWire, TimestampTzWire
 
 WIRE = RowWire()
 
@@ -42,29 +41,33 @@ def timestamptz_texts(draw: st.DrawFn) -> str:
     return f"{date} {hour:02d}:{minute:02d}:{second:02d}{fraction}{sign}{offset}{bc}"
 
 
-@given(timestamptz_texts())
-def test_fast_timestamptz_parse_agrees_with_the_general_parser(text: str) -> None:
-    fast = parse_timestamp_tz_fast(text)
-    if text.endswith(" BC"):
-        assert fast is None
-        return
-    general = pg_text.parse_timestamp_tz(text)
-    assert fast is not None
-    year, month, day, hour, minute, second, micro, east = fast
-    assert general["timestamp"]["date"].value == (year, month, day)
-    assert general["timestamp"]["time"] == {
-        "hour": hour,
-        "min": minute,
-        "sec": second,
-        "micro": micro,
-    }
-    assert general["offset"] == pg_text.offset_case(east)
+@given(st.lists(timestamptz_texts(), min_size=1, max_size=20))
+def test_timestamptz_texts_encode_as_the_general_path(texts: list[str]) -> None:
+    converters = [("at", column_converter("timestamptz"))]
+    rows = [(text,) for text in texts]
+    encode = RowWire().compile(converters, ["timestamptz"])
+    assert encode(rows) == WIRE.general(rows, converters)
+    assert encode(rows) == WIRE.general(rows, converters)  # again, from the tables
 
 
 def test_other_shapes_take_the_general_path() -> None:
+    fast = TimestampTzWire()
     for text in ("infinity", "-infinity", "12345-01-01 00:00:00+00", "2026-01-01 00:00:00",
-                 "2026-01-01T00:00:00+00", "2026-01-01 00:00:00.1234567+00", ""):  # fmt: skip
-        assert parse_timestamp_tz_fast(text) is None
+                 "2026-01-01T00:00:00+00", "2026-01-01 00:00:00.1234567+00", "",
+                 "2026-01-01 00:00:00+00 BC", "2026-01-01 00:00:00.+00", "2026-01-01 0a:00:00+00",
+                 "2026-01-01 00:00:00+0",
+                 "\uff12\uff10\uff12\uff16-01-01 00:00:00+00"):  # fmt: skip
+        out = bytearray()
+        assert not fast.write(text, out) and not out, text
+
+
+def test_the_tables_stay_bounded() -> None:
+    fast = TimestampTzWire()
+    for day in range(fast.MAX_ENTRIES + 10):
+        year, rest = divmod(day, 365)
+        assert fast.write(f"{2000 + year:04d}-01-{1 + rest % 28:02d} 00:00:{day % 60:02d}+00",
+                          bytearray())  # fmt: skip
+    assert all(len(table) <= fast.MAX_ENTRIES for table in (fast._dates, fast._times))
 
 
 # Raw values as asyncpg hands them over (text types arrive as str).
