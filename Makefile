@@ -57,11 +57,11 @@ wit: $(STAMP)
 bench-quick: $(STAMP)
 	$(PY) -m bench.fair_bench --quick
 
-bench: $(STAMP)
+bench: $(STAMP) component
 	$(PY) -m bench.fair_bench
+	$(PY) -m bench.wash_compare
 	$(PY) -m bench.codec_bench
 	$(PY) -m bench.transport_bench
-	$(PY) -m bench.provider_bench
 	$(PY) -m bench.shim_bench
 	$(PY) -m bench.isolation_bench
 

@@ -269,6 +269,24 @@ def _provider_command(host: LatticeHost, workload: Workload, headers: dict[str, 
             "rows": workload.rows, "callers": callers, "seconds": seconds}  # fmt: skip
 
 
+def markdown_table(document: dict[str, Any]) -> str:
+    """The table the README shows (paste it after a `make bench`)."""
+    lines = [
+        "| call | callers | calls/s | p50 ms | p99 ms | provider CPU µs/call | floor µs/call "
+        "| ratio | asyncpg.Pool µs/call | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in document["rows"]:
+        pool = row.get("pool_cpu_us")
+        lines.append(
+            f"| `{row['call']}` | {row['callers']} | {row['calls_per_s']:,} | {row['p50_ms']:.2f} "
+            f"| {row['p99_ms']:.2f} | {row['provider_cpu_us']:.0f} | {row['floor_cpu_us']:.0f} "
+            f"| {row['cpu_ratio']:.1f}x | {'-' if pool is None else f'{pool:.0f}'} "
+            f"| {row['errors']} |"
+        )
+    return "\n".join(lines)
+
+
 def write_results(rows: list[dict[str, Any]], quick: bool) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     document = {
@@ -282,6 +300,7 @@ def write_results(rows: list[dict[str, Any]], quick: bool) -> Path:
     latest.write_text(text)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H%M%S")
     (RESULTS / f"{stamp}.json").write_text(text)
+    (RESULTS / "latest.md").write_text(f"{document['machine']}\n\n{markdown_table(document)}\n")
     from bench.chart import draw
 
     draw(document, RESULTS / "latest.png")
