@@ -119,15 +119,18 @@ async def prepare_database(server: PostgresServer) -> str:
 PROFILE = RESULTS / "profile.json"
 
 
-async def start_provider(nats_url: str, server: PostgresServer, database: str,
-                         profiled: bool) -> tuple[ProviderProcess, LatticeHost, str]:  # fmt: skip
+async def start_provider(
+    nats_url: str, server: PostgresServer, database: str, profiled: bool,
+    provider_config: dict[str, str] | None = None,
+) -> tuple[ProviderProcess, LatticeHost, str]:  # fmt: skip
     host = LatticeHost(nats_url, lattice=f"bench-{uuid.uuid4().hex[:6]}")
+    config = provider_config or {}
     if profiled:  # the same provider, with a CPU-time sampler that SIGUSR1/SIGUSR2 switch
         RESULTS.mkdir(parents=True, exist_ok=True)
         command = (sys.executable, "-m", "bench.cpu_profile", str(PROFILE))
-        provider = ProviderProcess(host, command=command)
+        provider = ProviderProcess(host, command=command, config=config)
     else:
-        provider = ProviderProcess(host)
+        provider = ProviderProcess(host, config=config)
     provider.start()
     nc = await nats.connect(nats_url)
     try:
@@ -310,7 +313,10 @@ def write_results(rows: list[dict[str, Any]], quick: bool) -> Path:
 async def bench(args: argparse.Namespace, nats_url: str, server: PostgresServer) -> list[Any]:
     database = await prepare_database(server)
     dsn = server.dsn(database)
-    provider, host, token = await start_provider(nats_url, server, database, bool(args.profile))
+    provider_config = {"WRPC_DATA_PATH": args.data_path} if args.data_path else {}
+    provider, host, token = await start_provider(
+        nats_url, server, database, bool(args.profile), provider_config
+    )
     assert provider.process is not None
     workers: list[Worker] = []
     try:
@@ -342,6 +348,11 @@ def main(argv: list[str] | None = None) -> int:
         "--profile",
         metavar="CALL:CALLERS",
         help="sample the provider's CPU during that row (e.g. exec:64)",
+    )
+    parser.add_argument(
+        "--data-path",
+        choices=["nats-py"],
+        help="the provider's WRPC_DATA_PATH (to compare with the lean one)",
     )
     parser.add_argument("--no-pool", action="store_true", help="skip the asyncpg.Pool reference")
     args = parser.parse_args(argv)
