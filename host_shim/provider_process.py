@@ -76,7 +76,7 @@ class LatticeHost:
             "name": name,
             "wit_namespace": "wasmcloud",
             "wit_package": "postgres",
-            "interfaces": ["query", "prepared"],
+            "interfaces": ["query", "prepared", "transactions"],
             "source_config": {},
             "target_config": config,
             "source_secrets": None,

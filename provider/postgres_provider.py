@@ -50,6 +50,10 @@ def too_many_exec_params(message: str) -> tuple[Any, ...]:
     return (Err(Case("query-error", too_many_query_params(message)[0].value)),)
 
 
+# transaction-error's query-error carries the same query-error as `exec`'s.
+too_many_transaction_params = too_many_exec_params
+
+
 class PostgresProvider:
     def __init__(self, service: PostgresService | None = None) -> None:
         self.service = service or PostgresService(compile_rows=RowWire().compile)
@@ -106,6 +110,11 @@ class PostgresProvider:
             ("query", "query-batch"): (self._query_batch, None),
             ("prepared", "prepare"): (self._prepare, None),
             ("prepared", "exec"): (self._exec, too_many_exec_params),
+            ("transactions", "begin"): (self._begin, None),
+            ("transactions", "query"): (self._transaction_query, too_many_transaction_params),
+            ("transactions", "exec"): (self._transaction_exec, too_many_transaction_params),
+            ("transactions", "commit"): (self._commit, None),
+            ("transactions", "rollback"): (self._rollback, None),
         }
         return [
             Export(
@@ -133,6 +142,32 @@ class PostgresProvider:
     async def _exec(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
         token, values = params
         return (redact(await self.service.exec(_link(context), token, values)),)
+
+    async def _begin(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
+        (options,) = params
+        return (redact(await self.service.transactions.begin(_link(context), options)),)
+
+    async def _transaction_query(
+        self, context: CallContext, params: tuple[Any, ...]
+    ) -> tuple[Any, ...]:
+        token, sql, values = params
+        transactions = self.service.transactions
+        return (redact(await transactions.query(_link(context), token, sql, values)),)
+
+    async def _transaction_exec(
+        self, context: CallContext, params: tuple[Any, ...]
+    ) -> tuple[Any, ...]:
+        token, statement, values = params
+        transactions = self.service.transactions
+        return (redact(await transactions.exec(_link(context), token, statement, values)),)
+
+    async def _commit(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
+        (token,) = params
+        return (redact(await self.service.transactions.commit(_link(context), token)),)
+
+    async def _rollback(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
+        (token,) = params
+        return (redact(await self.service.transactions.rollback(_link(context), token)),)
 
 
 def _link(context: CallContext) -> str:

@@ -21,6 +21,11 @@ QUERY = PACKAGE.function("query", "query")
 BATCH = PACKAGE.function("query", "query-batch")
 PREPARE = PACKAGE.function("prepared", "prepare")
 EXEC = PACKAGE.function("prepared", "exec")
+BEGIN = PACKAGE.function("transactions", "begin")
+TX_QUERY = PACKAGE.function("transactions", "query")
+TX_EXEC = PACKAGE.function("transactions", "exec")
+COMMIT = PACKAGE.function("transactions", "commit")
+ROLLBACK = PACKAGE.function("transactions", "rollback")
 
 
 class RunningProvider:
@@ -73,6 +78,29 @@ class Caller:
 
     async def exec(self, token: str, params: Sequence[Case] = ()) -> Any:
         (result,) = await self.client.call(EXEC, [token, list(params)], self.headers)
+        return result
+
+    # --- transactions ---
+
+    async def begin(self, isolation: str = "read-committed", read_only: bool = False) -> Any:
+        options = {"isolation": isolation, "read-only": read_only}
+        (result,) = await self.client.call(BEGIN, [options], self.headers)
+        return result
+
+    async def tx_query(self, tx: str, sql: str, params: Sequence[Case] = ()) -> Any:
+        (result,) = await self.client.call(TX_QUERY, [tx, sql, list(params)], self.headers)
+        return result
+
+    async def tx_exec(self, tx: str, token: str, params: Sequence[Case] = ()) -> Any:
+        (result,) = await self.client.call(TX_EXEC, [tx, token, list(params)], self.headers)
+        return result
+
+    async def commit(self, tx: str) -> Any:
+        (result,) = await self.client.call(COMMIT, [tx], self.headers)
+        return result
+
+    async def rollback(self, tx: str) -> Any:
+        (result,) = await self.client.call(ROLLBACK, [tx], self.headers)
         return result
 
 

@@ -189,5 +189,47 @@ def test_functions_and_worlds() -> None:
     assert set(package.worlds["provider"].exports) == {
         "wasmcloud:postgres/query@0.1.1-draft",
         "wasmcloud:postgres/prepared@0.1.1-draft",
+        "wasmcloud:postgres/transactions@0.1.1-draft",
     }
     assert "wasmcloud:postgres/query@0.1.1-draft" in package.worlds["guest"].imports
+
+
+def test_the_transactions_interface_is_the_spec_s() -> None:
+    """../shared/spec/transactions.md: names, order and cases are part of the wire."""
+    package = postgres_package()
+    interface = package.interfaces["transactions"]
+    # (functions travel by name in the subject; wasm-tools lists them sorted)
+    assert set(interface.functions) == {"begin", "query", "exec", "commit", "rollback"}
+    begin = package.function("transactions", "begin")
+    (options,) = begin.param_types
+    assert isinstance(options, RecordType) and [n for n, _ in options.fields] == [
+        "isolation",
+        "read-only",
+    ]
+    isolation = dict(options.fields)["isolation"]
+    assert isinstance(isolation, EnumType)
+    assert isolation.names == ("read-committed", "repeatable-read", "serializable")
+    (result,) = begin.results
+    assert isinstance(result, ResultType) and isinstance(result.err, VariantType)
+    assert [name for name, _ in result.err.cases] == [
+        "unknown-transaction",
+        "timed-out",
+        "too-many-transactions",
+        "query-error",
+        "serialization-failure",
+        "commit-outcome-unknown",
+        "unexpected",
+    ]
+    assert [n for n, _ in package.function("transactions", "query").params] == [
+        "tx",
+        "query",
+        "params",
+    ]
+    assert [n for n, _ in package.function("transactions", "exec").params] == [
+        "tx",
+        "stmt-token",
+        "params",
+    ]
+    for name in ("commit", "rollback"):
+        (ended,) = package.function("transactions", name).results
+        assert isinstance(ended, ResultType) and ended.ok is None

@@ -165,6 +165,33 @@ async def portal_fetch(
     return data, (status or b"").decode(), bool(completed)
 
 
+async def fetch_in_transaction(
+    connection: Any, statement: Any, args: Sequence[Any], sink: RowSink, *, bound: int
+) -> str:
+    """`fetch_bounded` for a statement inside the guest's own open transaction: the same
+    batches through a named portal, but no BEGIN/COMMIT of ours. A result over the bound
+    closes its portal and raises `ResultTooLarge`; the transaction stays open (a statement
+    that wrote did so in full, as PostgreSQL runs it whole at its first batch)."""
+    portal = connection._get_unique_id("portal")
+    rows, status, completed = await portal_fetch(statement, args, portal, FIRST_BATCH_ROWS)
+    try:
+        total = await _add_in_slices(sink, rows, 0, bound)
+        row_count, seen_rows, seen_bytes = len(rows), len(rows), total
+        while not completed:
+            batch = _next_batch(seen_rows, seen_bytes)
+            rows, status, completed = await portal_fetch(statement, None, portal, batch)
+            before = total
+            total = await _add_in_slices(sink, rows, total, bound)
+            row_count, seen_rows, seen_bytes = row_count + len(rows), len(rows), total - before
+    except ResultTooLarge:
+        with contextlib.suppress(Exception):
+            await connection.execute(f'CLOSE "{portal}"')
+        raise
+    if status.startswith("SELECT "):
+        status = f"SELECT {row_count}"
+    return status
+
+
 async def run_without_rows(statement: Any, args: Sequence[Any]) -> str:
     """The fast path of a statement that returns no rows (an INSERT, an UPDATE): Bind,
     Execute, Sync on the protocol itself, without `PreparedStatement.fetch`'s wrappers

@@ -36,6 +36,9 @@ class ConnectionSettings:
     statement_timeout: float = 60.0  # seconds PostgreSQL lets one statement run; 0 = no bound
     acquire_timeout: float = 10.0  # seconds a call may wait for a free pool connection
     max_result_bytes: int = 64 * 1024 * 1024  # a result's size on the wire, at most
+    max_transactions: int = 1  # open transactions per link (each holds a connection)
+    transaction_idle_timeout: float = 30.0  # seconds between a transaction's calls, at most
+    transaction_max_duration: float = 120.0  # seconds from begin to its end, at most
 
     def describe(self) -> str:
         """Where this link points, for logs and health messages (no secrets)."""
@@ -105,7 +108,20 @@ def settings_from_config(values: Mapping[str, str]) -> ConnectionSettings:
         ),
         acquire_timeout=_seconds(values, "POSTGRES_ACQUIRE_TIMEOUT", 10.0, zero_allowed=False),
         max_result_bytes=_positive_int(values, "POSTGRES_MAX_RESULT_BYTES", 64 * 1024 * 1024),
+        # At most half the pool by default, so autocommit calls always find a connection.
+        max_transactions=_positive_int(values, "POSTGRES_MAX_TRANSACTIONS", max(1, pool_size // 2)),
+        transaction_idle_timeout=_seconds(
+            values, "POSTGRES_TRANSACTION_IDLE_TIMEOUT", 30.0, zero_allowed=False, most=180
+        ),
+        transaction_max_duration=_seconds(
+            values, "POSTGRES_TRANSACTION_MAX_DURATION", 120.0, zero_allowed=False, most=600
+        ),
     )
+    if settings.max_transactions > settings.pool_size:
+        raise ConfigError(
+            f"POSTGRES_MAX_TRANSACTIONS ({settings.max_transactions}) must not exceed "
+            f"POSTGRES_POOL_SIZE ({settings.pool_size})"
+        )
     settings.ssl_context()  # a CA that cannot be loaded is a config error, found now
     return settings
 

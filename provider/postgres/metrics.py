@@ -69,6 +69,14 @@ class Metrics:
             ["link", "reason"],
             registry=self.registry,
         )
+        self.transactions = Counter(
+            "sqldb_postgres_transactions",
+            "Interactive transactions, by outcome: begun, committed, rolled_back, "
+            "rolled_back_after_error, timed_out, serialization_failure, lost, "
+            "commit_outcome_unknown, refused_too_many, link_removed; and forwarded calls",
+            ["link", "outcome"],
+            registry=self.registry,
+        )
         self.errors = Counter(
             "sqldb_postgres_errors",
             "Errors returned to guests, by WIT variant",
@@ -155,6 +163,8 @@ class ServiceCollector(Collector):
         ("pool_waiting", "Calls waiting for a connection"),
         ("statements", "Prepared-statement tokens the link holds"),
         ("connection_statements", "Statements prepared on the link's connections, summed"),
+        ("transactions_open", "Interactive transactions open (each holds a connection)"),
+        ("transactions_oldest_seconds", "Age of the link's oldest open transaction"),
     )
 
     def __init__(self, snapshot: Callable[[], dict[str, dict[str, Any]]]) -> None:

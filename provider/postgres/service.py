@@ -40,6 +40,7 @@ from provider.postgres.metrics import Metrics
 from provider.postgres.pg_values import convert_rows, param_values
 from provider.postgres.pool import AcquireTimeout, LinkPool, PoolRetired, describe
 from provider.postgres.statements import StatementRecord, StatementRegistry
+from provider.postgres.transactions import Transactions
 from provider.wrpc.values import Case, Err, Ok
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class PostgresService:
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.transactions = Transactions(self)
 
     # --- links --------------------------------------------------------------------------------
 
@@ -113,6 +115,8 @@ class PostgresService:
             if old is not None and old.pool_key == pool_key:
                 old.settings = settings  # e.g. a new POSTGRES_MAX_STATEMENTS; same pool
                 return
+            if old is not None:  # another database (or pool): its transactions end first
+                await self.transactions.end_link(source_id, "link_removed")
             entry = self._pools.get(pool_key)
             if entry is None:
                 entry = self._pools[pool_key] = _SharedPool(self._new_pool(source_id, settings))
@@ -135,6 +139,7 @@ class PostgresService:
         )
 
     async def delete_link(self, source_id: str) -> None:
+        await self.transactions.end_link(source_id, "link_removed")
         async with self._lock:
             self.refused_links.pop(source_id, None)
             self._drop_link(source_id)
@@ -160,6 +165,7 @@ class PostgresService:
 
     async def close(self, timeout: float = 0.1) -> None:
         """Close every pool (used at shutdown); connections still busy are terminated."""
+        await self.transactions.close()
         pools = [entry.pool for entry in self._pools.values()]
         self._pools.clear()
         self._links.clear()
@@ -192,7 +198,12 @@ class PostgresService:
 
     def _snapshot(self) -> dict[str, dict[str, Any]]:
         return {
-            name: {**self._pool(link).snapshot(), "statements": self.registry.count(name)}
+            name: {
+                **self._pool(link).snapshot(),
+                "statements": self.registry.count(name),
+                "transactions_open": self.transactions.open_count(name),
+                "transactions_oldest_seconds": self.transactions.oldest_age(name),
+            }
             for name, link in list(self._links.items())
             if link.pool_key in self._pools
         }
@@ -217,6 +228,7 @@ class PostgresService:
         )
         return (
             f"{name}: {describe(self._pool(link))}, {self.registry.count(name)} statements, "
+            f"{self.transactions.open_count(name)} open transactions, "
             f"re-prepares: {causes or 'none'}, retries {retries}"
         )
 

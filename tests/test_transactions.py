@@ -1,0 +1,222 @@
+"""Interactive transactions, each semantic point of ../shared/spec/transactions.md, against the
+provider as a child process, real NATS and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from provider.wrpc.nats_client import WrpcClient
+from provider.wrpc.values import Case, Err, Ok
+from tests.provider_harness import Caller, RunningProvider, linked_caller, values_of
+
+
+def table() -> str:
+    return f"tx_{uuid.uuid4().hex[:10]}"
+
+
+async def setup(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str,
+    **config: str,
+) -> tuple[Caller, str]:  # fmt: skip
+    link_config = {**postgres_server.link_config(database), **config}
+    caller = await linked_caller(provider, nc, client, link_config)
+    name = table()
+    assert await caller.batch(f"CREATE TABLE {name} (id int PRIMARY KEY, v int)") == Ok(None)
+    return caller, name
+
+
+async def count(caller: Caller, name: str) -> int:
+    result = await caller.query(f"SELECT count(*)::int4 FROM {name}")
+    assert isinstance(result, Ok), result
+    return int(values_of(result.value)[0][0].value)
+
+
+def error_tag(result: Any) -> str:
+    assert isinstance(result, Err), result
+    return str(result.value.tag)
+
+
+async def test_writes_are_seen_inside_and_only_after_commit_outside(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    caller, name = await setup(provider, nc, client, postgres_server, database)
+    begun = await caller.begin()
+    assert isinstance(begun, Ok) and begun.value.startswith("tx_")
+    tx = begun.value
+    assert await caller.tx_query(tx, f"INSERT INTO {name} VALUES (1, 10)") == Ok([])
+    inside = await caller.tx_query(tx, f"SELECT v FROM {name} WHERE id = $1", [Case("int4", 1)])
+    assert isinstance(inside, Ok) and values_of(inside.value) == [[Case("int4", 10)]]
+    assert await count(caller, name) == 0  # autocommit calls do not see it yet
+    assert await caller.commit(tx) == Ok(None)
+    assert await count(caller, name) == 1
+    # Ended: the token is gone; rollback stays idempotent for its component.
+    assert error_tag(await caller.tx_query(tx, "SELECT 1")) == "unknown-transaction"
+    assert await caller.rollback(tx) == Ok(None)
+
+
+async def test_rollback_undoes_and_prepared_tokens_work_inside(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    caller, name = await setup(provider, nc, client, postgres_server, database)
+    insert = await caller.prepare(f"INSERT INTO {name} VALUES ($1, $2)")
+    assert isinstance(insert, Ok)
+    tx = (await caller.begin()).value
+    for i in range(3):
+        assert await caller.tx_exec(tx, insert.value, [Case("int4", i), Case("int4", i)]) == Ok(1)
+    unknown = await caller.tx_exec(tx, "pstmt-no-such-token", [])
+    assert error_tag(unknown) == "query-error" and unknown.value.value.tag == "invalid-query"
+    assert "pstmt-no-such-token" in unknown.value.value.value
+    assert await caller.rollback(tx) == Ok(None)
+    assert await caller.rollback(tx) == Ok(None)  # idempotent
+    assert await count(caller, name) == 0
+
+
+async def test_a_failed_statement_aborts_until_rollback(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    caller, name = await setup(provider, nc, client, postgres_server, database)
+    tx = (await caller.begin()).value
+    assert await caller.tx_query(tx, f"INSERT INTO {name} VALUES (1, 1)") == Ok([])
+    duplicate = await caller.tx_query(tx, f"INSERT INTO {name} VALUES (1, 2)")
+    assert error_tag(duplicate) == "query-error" and "23505" in duplicate.value.value.value
+    after = await caller.tx_query(tx, "SELECT 1")
+    assert error_tag(after) == "query-error" and "25P02" in after.value.value.value
+    committed = await caller.commit(tx)  # commit after an error rolls back
+    assert error_tag(committed) == "query-error" and "23505" in committed.value.value.value
+    assert await count(caller, name) == 0
+    assert error_tag(await caller.commit(tx)) == "unknown-transaction"
+
+
+async def test_read_only_refuses_writes(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    caller, name = await setup(provider, nc, client, postgres_server, database)
+    tx = (await caller.begin("repeatable-read", read_only=True)).value
+    assert isinstance(await caller.tx_query(tx, f"SELECT * FROM {name}"), Ok)
+    refused = await caller.tx_query(tx, f"INSERT INTO {name} VALUES (1, 1)")
+    assert error_tag(refused) == "query-error" and "25006" in refused.value.value.value
+    level = await caller.tx_query(tx, "SELECT current_setting('transaction_isolation')")
+    assert "25P02" in level.value.value.value  # aborted by the refusal
+    assert await caller.rollback(tx) == Ok(None)
+
+
+async def test_write_skew_under_serializable_fails_exactly_one(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    caller, name = await setup(provider, nc, client, postgres_server, database)
+    assert await caller.batch(f"INSERT INTO {name} VALUES (1, 1), (2, 1)") == Ok(None)
+    first = (await caller.begin("serializable")).value
+    second = (await caller.begin("serializable")).value
+    # Each reads both doctors on call, then takes one off: together they break the invariant.
+    for tx in (first, second):
+        assert isinstance(await caller.tx_query(tx, f"SELECT sum(v) FROM {name}"), Ok)
+    assert await caller.tx_query(first, f"UPDATE {name} SET v = 0 WHERE id = 1") == Ok([])
+    assert await caller.tx_query(second, f"UPDATE {name} SET v = 0 WHERE id = 2") == Ok([])
+    outcomes = [await caller.commit(first), await caller.commit(second)]
+    assert outcomes[0] == Ok(None)
+    assert error_tag(outcomes[1]) == "serialization-failure"
+    assert "40001" in outcomes[1].value.value
+    result = await caller.query(f"SELECT sum(v)::int4 FROM {name}")
+    assert values_of(result.value) == [[Case("int4", 1)]]
+
+
+async def test_another_component_cannot_use_the_token(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    owner, name = await setup(provider, nc, client, postgres_server, database)
+    other = await linked_caller(provider, nc, client, postgres_server.link_config(database))
+    tx = (await owner.begin()).value
+    assert await owner.tx_query(tx, f"INSERT INTO {name} VALUES (1, 1)") == Ok([])
+    for attempt in (
+        other.tx_query(tx, f"DELETE FROM {name}"),
+        other.commit(tx),
+        other.rollback(tx),
+    ):
+        assert error_tag(await attempt) == "unknown-transaction"
+    assert await owner.commit(tx) == Ok(None)  # untouched by the attempts
+    assert await count(owner, name) == 1
+    forged = tx[:-4] + ("AAAA" if not tx.endswith("AAAA") else "BBBB")
+    assert error_tag(await owner.tx_query(forged, "SELECT 1")) == "unknown-transaction"
+
+
+async def test_the_limit_leaves_connections_for_autocommit_calls(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    caller, _ = await setup(provider, nc, client, postgres_server, database,
+                            POSTGRES_POOL_SIZE="4")  # fmt: skip
+    held = [(await caller.begin()).value for _ in range(2)]  # half the pool by default
+    refused = await caller.begin()
+    assert refused == Err(Case("too-many-transactions", 2))
+    calls = await asyncio.gather(*(caller.query("SELECT pg_sleep(0.05)") for _ in range(8)))
+    assert all(isinstance(result, Ok) for result in calls)
+    assert await caller.commit(held[0]) == Ok(None)
+    again = await caller.begin()
+    assert isinstance(again, Ok)
+    for tx in (held[1], again.value):
+        assert await caller.rollback(tx) == Ok(None)
+
+
+async def test_calls_on_one_token_are_serialised(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    caller, name = await setup(provider, nc, client, postgres_server, database)
+    tx = (await caller.begin()).value
+    results = await asyncio.gather(*(
+        caller.tx_query(tx, f"INSERT INTO {name} VALUES ($1, $1)", [Case("int4", i)])
+        for i in range(40)
+    ))  # fmt: skip
+    assert all(result == Ok([]) for result in results), results
+    assert await caller.commit(tx) == Ok(None)
+    assert await count(caller, name) == 40
+
+
+async def test_idle_and_open_too_long_are_rolled_back(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    caller, name = await setup(provider, nc, client, postgres_server, database,
+                               POSTGRES_POOL_SIZE="2", POSTGRES_TRANSACTION_IDLE_TIMEOUT="0.6",
+                               POSTGRES_TRANSACTION_MAX_DURATION="1.5")  # fmt: skip
+    idle = (await caller.begin()).value
+    assert await caller.tx_query(idle, f"INSERT INTO {name} VALUES (1, 1)") == Ok([])
+    await asyncio.sleep(1.0)
+    late = await caller.tx_query(idle, "SELECT 1")
+    assert (
+        error_tag(late) == "timed-out" and "POSTGRES_TRANSACTION_IDLE_TIMEOUT" in late.value.value
+    )
+    assert await count(caller, name) == 0  # rolled back
+    busy = (await caller.begin()).value  # the connection came back: the one slot is free
+    for i in range(6):  # never idle for long, but open too long
+        await asyncio.sleep(0.3)
+        result = await caller.tx_query(busy, f"INSERT INTO {name} VALUES ($1, 1)",
+                                       [Case("int4", 10 + i)])  # fmt: skip
+        if isinstance(result, Err):
+            break
+    assert error_tag(result) == "timed-out"
+    assert "POSTGRES_TRANSACTION_MAX_DURATION" in result.value.value
+    assert await count(caller, name) == 0
+    assert await caller.rollback(busy) == Ok(None)
+    assert isinstance(await caller.begin(), Ok)
+
+
+async def test_deleting_the_link_rolls_back(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    caller, name = await setup(provider, nc, client, postgres_server, database)
+    tx = (await caller.begin()).value
+    assert await caller.tx_query(tx, f"INSERT INTO {name} VALUES (1, 1)") == Ok([])
+    await provider.host.delete_link(nc, caller.source_id)
+    for _ in range(50):
+        if isinstance(await caller.query("SELECT 1"), Err):
+            break
+        await asyncio.sleep(0.05)
+    await provider.host.put_link(
+        nc, provider.host.link_definition(caller.source_id, postgres_server.link_config(database))
+    )
+    for _ in range(50):
+        if isinstance(await caller.query("SELECT 1"), Ok):
+            break
+        await asyncio.sleep(0.05)
+    assert await count(caller, name) == 0
+    assert error_tag(await caller.tx_query(tx, "SELECT 1")) == "unknown-transaction"
