@@ -50,7 +50,7 @@ def wash_per_call_ms(server: PostgresServer, database: str) -> float | None:
     credentials = f"{server.user}:{server.password}" if server.password else server.user
     url = f"postgresql://{credentials}@127.0.0.1:{server.port}"
     print("  starting wash dev (it compiles the component: 20-50 s) ...", flush=True)
-    with running_wash(WASM, url, database) as address:
+    with running_wash(WASM.with_name("example-wash.wasm"), url, database) as address:
         with urllib.request.urlopen(f"{address}/bench/insert/50", timeout=120) as response:
             response.read()  # warm-up
         with urllib.request.urlopen(f"{address}/bench/insert/{CALLS}", timeout=600) as response:

@@ -162,6 +162,16 @@ async def run_application(
             step(f"run returned after {elapsed:.2f} s ({calls} import calls, "
                  f"{per_call:.2f} ms each on average):")  # fmt: skip
             print(render(output))
+            # Two transfers in serializable transactions: one fits the balance and commits,
+            # one does not and is rolled back (the component reads, decides, then writes).
+            for source, target, amount in ((1, 2, 30), (1, 2, 1000)):
+                outcome = json.loads(await asyncio.to_thread(
+                    component_host.call_export, "transfer", source, target, amount
+                ))  # fmt: skip
+                verdict = "committed" if outcome.get("committed") else "rolled back"
+                step(f"transfer {amount} from account {source} to {target}: {verdict} "
+                     f"(attempt {outcome.get('attempts')}"
+                     + (f"; {outcome['reason']}" if "reason" in outcome else "") + ")")  # fmt: skip
             await client.close()
             stop = await provider.stop_like_host(nc)
             answer = repr(stop.reply.decode()) if stop.reply is not None else "no reply"

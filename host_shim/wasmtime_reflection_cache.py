@@ -13,9 +13,11 @@ internals, so the wasmtime version is pinned in pyproject.toml (`>=50,<51`) and
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import wasmtime.component._types as wasmtime_types
 from wasmtime.component import ListType, OptionType, RecordType, ResultType, TupleType, VariantType
 from wasmtime.component._types import VariantLikeType
 
@@ -46,11 +48,37 @@ def _remembering(compute: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return remembered
 
 
+class ThreadLocalClassSet:
+    """wasmtime-py lowers an untagged variant or result by filling one module-level set with
+    the Python classes of a case, then testing the value against it: two threads lowering at
+    once (concurrent invocations, each in its own Store) race on that set and pick the wrong
+    case ("expected list value" for an `err`). This gives each thread its own set."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def _set(self) -> set[type]:
+        found: set[type] | None = getattr(self._local, "classes", None)
+        if found is None:
+            found = self._local.classes = set()
+        return found
+
+    def clear(self) -> None:
+        self._set().clear()
+
+    def add(self, cls: type) -> None:
+        self._set().add(cls)
+
+    def __iter__(self) -> Iterator[type]:
+        return iter(self._set())
+
+
 def install() -> None:
     """Idempotent; affects every component loaded in this process."""
     global _installed
     if _installed:
         return
+    wasmtime_types.case_test_cache = ThreadLocalClassSet()  # type: ignore[assignment]
     for cls, name in _CACHED_PROPERTIES:
         original = getattr(cls, name)
         setattr(cls, name, property(_remembering(original.fget)))

@@ -17,7 +17,8 @@ from wasmtime.component import FuncType, OptionType, ResultType, ValType, Varian
 from host_shim.component_host import ComponentError, ComponentHost
 from host_shim.wasm_values import is_tagged
 from provider.wrpc.nats_client import WrpcClient
-from tests.provider_harness import RunningProvider
+from provider.wrpc.values import Case
+from tests.provider_harness import QUERY, RunningProvider
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENT_ID = "sqldb_postgres_example-example"
@@ -73,6 +74,31 @@ async def test_the_component_runs_its_workload_through_the_provider(
     assert again["written"] == 20
 
 
+async def test_the_component_transfers_in_a_serializable_transaction(
+    example_wasm: Path, client: WrpcClient
+) -> None:
+    """The example's `transfer`: read, decide, write atomically; concurrent transfers retry on
+    serialization failures and money is never created or lost."""
+    host = host_for(example_wasm, client)
+
+    async def transfer(source: int, target: int, amount: int) -> dict[str, Any]:
+        answer = await asyncio.to_thread(host.call_export, "transfer", source, target, amount)
+        return dict(json.loads(answer))
+
+    assert (await transfer(1, 2, 30)) == {"committed": True, "attempts": 1}
+    refused = await transfer(1, 2, 1000)
+    assert refused["committed"] is False and "balance 70 < 1000" in refused["reason"]
+    # As many at once as the link allows (half its pool of 8): they conflict and retry.
+    outcomes = await asyncio.gather(*(transfer(1 + i % 2, 2 - i % 2, 5) for i in range(4)))
+    assert all(outcome["committed"] for outcome in outcomes), outcomes
+    outcomes += await asyncio.gather(*(transfer(1 + i % 2, 2 - i % 2, 5) for i in range(4)))
+    headers = {"source-id": COMPONENT_ID}
+    (total,) = await client.call(QUERY, ["SELECT sum(balance)::int8 FROM accounts", []], headers)
+    assert total.value[0][0]["value"] == Case("int8", 200)  # both accounts started with 100
+    (logged,) = await client.call(QUERY, ["SELECT count(*)::int8 FROM transfers", []], headers)
+    assert logged.value[0][0]["value"] == Case("int8", 9)  # each committed transfer, once
+
+
 async def test_imports_are_checked_against_wit(example_wasm: Path, client: WrpcClient) -> None:
     host = host_for(example_wasm, client)
     names = sorted(host.imported_functions())
@@ -81,7 +107,9 @@ async def test_imports_are_checked_against_wit(example_wasm: Path, client: WrpcC
         "wasmcloud:postgres/prepared@0.1.1-draft#prepare",
         "wasmcloud:postgres/query@0.1.1-draft#query",
         "wasmcloud:postgres/query@0.1.1-draft#query-batch",
-    ]
+        *(f"wasmcloud:postgres/transactions@0.1.1-draft#{name}"
+          for name in ("begin", "commit", "exec", "query", "rollback")),
+    ]  # fmt: skip
 
 
 def _variant_types(t: ValType | None, found: list[Any]) -> None:
@@ -109,7 +137,8 @@ async def test_tagging_rule_is_wasmtimes(example_wasm: Path, client: WrpcClient)
         _variant_types(func_type.result, found)
         result = func_type.result
         assert isinstance(result, ResultType)
-        tagged[key.split("#")[1]] = is_tagged([("ok", result.ok), ("err", result.err)])
+        interface, function = key.split("/")[1].split("@")[0], key.split("#")[1]
+        tagged[f"{interface}.{function}"] = is_tagged([("ok", result.ok), ("err", result.err)])
     for t in found:
         cases = list(t.cases) if isinstance(t, VariantType) else (
             [("none", None), ("some", t.payload)] if isinstance(t, OptionType)
@@ -117,7 +146,12 @@ async def test_tagging_rule_is_wasmtimes(example_wasm: Path, client: WrpcClient)
         )  # fmt: skip
         assert is_tagged(cases) == t._tagged()  # pinned to wasmtime-py's own rule
     # As ../shared/spec/component-host.md observed them.
-    assert tagged == {"query": False, "query-batch": False, "prepare": True, "exec": False}
+    observed = {"query.query": False, "query.query-batch": False, "prepared.prepare": True,
+                "prepared.exec": False}  # fmt: skip
+    assert {key: tagged[key] for key in observed} == observed
+    assert {key for key in tagged if key.startswith("transactions.")} == {
+        f"transactions.{name}" for name in ("begin", "query", "exec", "commit", "rollback")
+    }
 
 
 async def test_a_provider_that_does_not_answer_is_reported(

@@ -27,7 +27,7 @@ def test_wadm_yaml_shape() -> None:
     (link,) = manifest.links
     assert (link.source, link.target) == ("example", "sqldb-postgres")
     assert (link.namespace, link.package) == ("wasmcloud", "postgres")
-    assert link.interfaces == ("query", "prepared") and link.name == "default"
+    assert link.interfaces == ("query", "prepared", "transactions") and link.name == "default"
     assert {"POSTGRES_HOST", "POSTGRES_PORT", "POSTGRES_USERNAME", "POSTGRES_DATABASE"} <= set(
         link.target_config
     )

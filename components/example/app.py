@@ -8,6 +8,7 @@ everything that touches the database happens inside the exported functions.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import enum
 import json
@@ -19,6 +20,11 @@ from componentize_py_types import Err, Ok
 from wit_world import WitWorld as WitWorldProtocol
 from wit_world import exports
 from wit_world.imports import prepared, query
+
+try:  # the `example` world imports transactions; `example-wash` (for wash 2.10) does not
+    from wit_world.imports import transactions
+except ImportError:  # pragma: no cover - only inside the example-wash component
+    transactions = None  # type: ignore[assignment]
 from wit_world.imports import wasmcloud_postgres_types as pg
 from wit_world.imports.wasi_http_types import (
     Fields,
@@ -214,7 +220,63 @@ def conform(request: str) -> str:
     return json.dumps({"ok": result})
 
 
+BANK_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (id int4 PRIMARY KEY, balance int8 NOT NULL);
+CREATE TABLE IF NOT EXISTS transfers (
+    id bigserial PRIMARY KEY, from_account int4, to_account int4, amount int8,
+    at timestamptz DEFAULT now()
+);
+INSERT INTO accounts VALUES (1, 100), (2, 100) ON CONFLICT DO NOTHING;
+"""
+MAX_ATTEMPTS = 10
+
+
+def transfer(from_account: int, to_account: int, amount: int) -> str:
+    """Read, decide, write: atomically, or not at all (see the world's doc)."""
+    query.query_batch(BANK_SCHEMA)
+    options = transactions.TransactionOptions(transactions.IsolationLevel.SERIALIZABLE, False)
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        try:
+            tx = transactions.begin(options)
+        except Err as failure:  # too many open transactions on the link, no database, ...
+            return json.dumps({"committed": False, "attempts": attempt,
+                               "error": error_text(failure.value)})  # fmt: skip
+        try:
+            rows = transactions.query(
+                tx, "SELECT balance FROM accounts WHERE id = $1", [pg.PgValue_Int4(from_account)]
+            )
+            balance = rows[0][0].value.value if rows else 0  # PgValue_Int8(balance)
+            if balance < amount:
+                transactions.rollback(tx)
+                return json.dumps({"committed": False, "attempts": attempt,
+                                   "reason": f"balance {balance} < {amount}"})  # fmt: skip
+            for account, change in ((from_account, -amount), (to_account, amount)):
+                transactions.query(
+                    tx, "UPDATE accounts SET balance = balance + $2 WHERE id = $1",
+                    [pg.PgValue_Int4(account), pg.PgValue_Int8(change)],
+                )  # fmt: skip
+            transactions.query(
+                tx, "INSERT INTO transfers (from_account, to_account, amount) VALUES ($1, $2, $3)",
+                [pg.PgValue_Int4(from_account), pg.PgValue_Int4(to_account),
+                 pg.PgValue_Int8(amount)],
+            )  # fmt: skip
+            transactions.commit(tx)
+            return json.dumps({"committed": True, "attempts": attempt})
+        except Err as failure:
+            error = failure.value
+            if isinstance(error, transactions.TransactionError_SerializationFailure):
+                continue  # rolled back by the provider: run it again from `begin`
+            with contextlib.suppress(Err):
+                transactions.rollback(tx)
+            return json.dumps({"committed": False, "attempts": attempt,
+                               "error": error_text(error)})  # fmt: skip
+    return json.dumps({"committed": False, "attempts": MAX_ATTEMPTS, "reason": "retries ran out"})
+
+
 class WitWorld(WitWorldProtocol):
+    def transfer(self, from_account: int, to_account: int, amount: int) -> str:
+        return transfer(from_account, to_account, amount)
+
     def run(self) -> str:
         return json.dumps(workload(), sort_keys=True)
 
