@@ -8,15 +8,16 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
+from provider.lattice.forwarding import TransactionForwarder
 from provider.lattice.host_data import HostData
 from provider.lattice.links import LinkDefinition
 from provider.lattice.statement_store import JetStreamStatements, StoreUnavailable
 from provider.postgres.service import PostgresService
 from provider.redaction import secret_redactor
 from provider.row_wire import RowWire
-from provider.wrpc.nats_server import CallContext, Export
+from provider.wrpc.nats_server import CallContext, Export, FailureResult, Handler
 from provider.wrpc.values import Case, Err
-from provider.wrpc.wit_model import postgres_package
+from provider.wrpc.wit_model import Function, postgres_package
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class PostgresProvider:
         self.service = service or PostgresService(compile_rows=RowWire().compile)
         self.config: dict[str, str] = {}
         self.unshared_reason: str | None = None  # why tokens are not shared with replicas
+        self.forwarder: TransactionForwarder | None = None  # to other replicas' transactions
 
     def serve_metrics(self, port: int, address: str = "127.0.0.1") -> None:
         """Expose the Prometheus text format on http://{address}:{port}/metrics."""
@@ -68,7 +70,9 @@ class PostgresProvider:
     # --- lifecycle hooks ------------------------------------------------------------------------
 
     async def attach(self, nc: Any, host_data: HostData) -> None:
-        """Share statement tokens with this provider's other replicas (JetStream KV)."""
+        """Share statement tokens with this provider's other replicas (JetStream KV), and
+        relay calls on their transactions to them."""
+        self.forwarder = TransactionForwarder(nc, f"{host_data.lattice}.{host_data.provider_key}")
         try:
             store = await JetStreamStatements.open(nc, host_data.lattice, host_data.provider_key)
         except StoreUnavailable as exc:
@@ -100,12 +104,30 @@ class PostgresProvider:
 
     async def shutdown(self) -> None:
         await self.service.close(timeout=0.05)
+        if self.forwarder is not None:
+            await self.forwarder.close()
+
+    @property
+    def replica_id(self) -> str:
+        """Named in this replica's transaction tokens; it serves them on its own subject."""
+        return self.service.transactions.replica
 
     # --- wRPC exports ---------------------------------------------------------------------------
 
     def exports(self) -> Sequence[Export]:
+        """The shared functions (one queue group for all replicas); calls on another
+        replica's transaction are forwarded to it."""
+        return self._exports(forwarding=True)
+
+    def replica_exports(self) -> Sequence[Export]:
+        """The transactions functions on this replica's own subject (forwarded calls land
+        there, and are served here: never forwarded again)."""
+        instance = postgres_package().interfaces["transactions"].instance
+        return [e for e in self._exports(forwarding=False) if e.function.instance == instance]
+
+    def _exports(self, *, forwarding: bool) -> list[Export]:
         package = postgres_package()
-        handlers = {
+        handlers: dict[tuple[str, str], tuple[Handler, FailureResult | None]] = {
             ("query", "query"): (self._query, too_many_query_params),
             ("query", "query-batch"): (self._query_batch, None),
             ("prepared", "prepare"): (self._prepare, None),
@@ -116,6 +138,11 @@ class PostgresProvider:
             ("transactions", "commit"): (self._commit, None),
             ("transactions", "rollback"): (self._rollback, None),
         }
+        if forwarding:
+            for key in (("transactions", "query"), ("transactions", "exec"),
+                        ("transactions", "commit"), ("transactions", "rollback")):  # fmt: skip
+                handler, refuse = handlers[key]
+                handlers[key] = (self._forwarding(package.function(*key), handler), refuse)
         return [
             Export(
                 package.function(interface, name),
@@ -142,6 +169,21 @@ class PostgresProvider:
     async def _exec(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
         token, values = params
         return (redact(await self.service.exec(_link(context), token, values)),)
+
+    def _forwarding(self, function: Function, local: Handler) -> Handler:
+        """`local`, unless the call's transaction token names another replica: then the
+        call is relayed to that replica (and `unknown-transaction` if it is gone)."""
+        transactions = self.service.transactions
+
+        async def handler(context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
+            owner = transactions.owner_of(params[0]) if isinstance(params[0], str) else None
+            if owner is None or owner == transactions.replica or self.forwarder is None:
+                return await local(context, params)
+            self.service.metrics.transactions.labels(_link(context), "forwarded").inc()
+            relayed = await self.forwarder.call(owner, function, params, context.headers)
+            return relayed if relayed is not None else (Err(Case("unknown-transaction")),)
+
+        return handler
 
     async def _begin(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
         (options,) = params

@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+from provider.lattice.forwarding import replica_prefix
 from provider.lattice.host_data import HostData
 from provider.lattice.lattice_connection import LatticeConnection, LatticeUnavailable
 from provider.lattice.links import LinkDefinition, LinkError, secret_text
@@ -67,6 +68,7 @@ class ProviderRuntime:
         self._applied_links: dict[tuple[str, str], tuple[Any, ...]] = {}
         self._nc: Any = None
         self._server: WrpcServer | None = None
+        self._replica_server: WrpcServer | None = None
         self._stopped = asyncio.Event()
         self._shutting_down = False
         self._fatal: str | None = None
@@ -91,10 +93,19 @@ class ProviderRuntime:
         await self.hooks.attach(self._nc, self.host_data)
         for definition in self.host_data.link_definitions:
             await self._put_link_document(definition)
-        self._server = WrpcServer(await self._lattice.open_data_path(), self.prefix)
+        data_path = await self._lattice.open_data_path()
+        self._server = WrpcServer(data_path, self.prefix)
         for export in self.hooks.exports():
             self._server.add(export)
         await self._server.start()
+        # Functions only this replica serves (calls other replicas forward to it).
+        replica_exports = getattr(self.hooks, "replica_exports", None)
+        if replica_exports is not None:
+            own = replica_prefix(self.prefix, self.hooks.replica_id)  # type: ignore[attr-defined]
+            self._replica_server = WrpcServer(data_path, own)
+            for export in replica_exports():
+                self._replica_server.add(export)
+            await self._replica_server.start()
         key = self.host_data.provider_key
         puts = {subject(self.host_data, key, "linkdefs.put")}
         if self.xkeys is not None:
@@ -107,6 +118,8 @@ class ProviderRuntime:
         for lifecycle_subject, callback in lifecycle.items():
             await self._nc.subscribe(lifecycle_subject, cb=callback)
         self._own_subscriptions = {*lifecycle, *self._server.subjects()}
+        if self._replica_server is not None:
+            self._own_subscriptions |= set(self._replica_server.subjects())
         await self._nc.flush()
         log.info("provider started", extra={"prefix": self.prefix, "nats": self.host_data.nats_url})
 
@@ -243,8 +256,9 @@ class ProviderRuntime:
         if self._shutting_down:
             return
         self._shutting_down = True
-        if self._server is not None:
-            await self._server.stop(grace=SHUTDOWN_GRACE)
+        servers = [s for s in (self._server, self._replica_server) if s is not None]
+        if servers:
+            await asyncio.gather(*(server.stop(grace=SHUTDOWN_GRACE) for server in servers))
         try:
             await asyncio.wait_for(self.hooks.shutdown(), 0.06)
         except (TimeoutError, Exception) as exc:

@@ -88,8 +88,8 @@ class Transactions:
 
     def owner_of(self, token: str) -> str | None:
         """The replica a token names (`tx_<replica>_<secret>`), None for a malformed one."""
-        parts = token.split("_")
-        return parts[1] if len(parts) == 3 and parts[0] == "tx" else None
+        parts = token.split("_", 2)
+        return parts[1] if len(parts) == 3 and parts[0] == "tx" and parts[1] else None
 
     # --- the five functions -------------------------------------------------------------------
 
@@ -121,7 +121,7 @@ class Transactions:
             self._unreserve(link.source_id)
             await pool.release(connection)
             return Err(Case("unexpected", f"cannot begin a transaction: {_text(exc)}"))
-        token = f"tx_{self.replica}_{secrets.token_urlsafe(18)}"  # 144 random bits
+        token = f"tx_{self.replica}_{secrets.token_hex(18)}"  # 144 random bits
         now = time.monotonic()
         transaction = Transaction(token, link.source_id, pool, connection, now,
                                   settings.transaction_idle_timeout,
