@@ -104,23 +104,26 @@ class Transactions:
             service.metrics.transactions.labels(link.source_id, "refused_too_many").inc()
             return Err(Case("too-many-transactions", settings.max_transactions))
         self._per_link[link.source_id] = self.open_count(link.source_id) + 1  # reserved now
-        try:
-            pool, connection = await service._acquire(link)
-        except Exception as exc:
-            self._unreserve(link.source_id)
-            text = str(exc) if isinstance(exc, AcquireTimeout) else unexpected_text(exc)
-            return Err(Case("unexpected", text))
         backstop = round((settings.transaction_idle_timeout + BACKSTOP_MARGIN) * 1000)
         mode = " READ ONLY" if options.get("read-only") else ""
-        try:
-            await connection.execute(
-                f"BEGIN ISOLATION LEVEL {isolation}{mode}; "
-                f"SET LOCAL idle_in_transaction_session_timeout = {backstop}"
-            )
-        except Exception as exc:
-            self._unreserve(link.source_id)
-            await pool.release(connection)
-            return Err(Case("unexpected", f"cannot begin a transaction: {_text(exc)}"))
+        start = (f"BEGIN ISOLATION LEVEL {isolation}{mode}; "
+                 f"SET LOCAL idle_in_transaction_session_timeout = {backstop}")  # fmt: skip
+        for attempt in range(link.pool.size + 2):  # past every dead idle connection
+            try:
+                pool, connection = await service._acquire(link)
+            except Exception as exc:
+                self._unreserve(link.source_id)
+                text = str(exc) if isinstance(exc, AcquireTimeout) else unexpected_text(exc)
+                return Err(Case("unexpected", text))
+            try:
+                await connection.execute(start)
+                break
+            except Exception as exc:
+                await pool.release(connection)
+                if (connection.is_closed() or _lost(exc)) and attempt <= link.pool.size:
+                    continue  # a connection that died idle (a restart, a killed backend)
+                self._unreserve(link.source_id)
+                return Err(Case("unexpected", f"cannot begin a transaction: {_text(exc)}"))
         token = f"tx_{self.replica}_{secrets.token_hex(18)}"  # 144 random bits
         now = time.monotonic()
         transaction = Transaction(token, link.source_id, pool, connection, now,
@@ -359,8 +362,13 @@ class Transactions:
 
 
 def _lost(exc: BaseException) -> bool:
-    return isinstance(exc, OSError | asyncpg.exceptions.ConnectionDoesNotExistError |
-                      asyncpg.exceptions.InterfaceError)  # fmt: skip
+    """The session is gone: a socket error, or the server ending it (57P01 administrator
+    command, 57P02 crash, 57P03 cannot connect now, class 08 connection exceptions)."""
+    sqlstate = getattr(exc, "sqlstate", "") or ""
+    return sqlstate.startswith(("57P", "08")) or isinstance(
+        exc, OSError | asyncpg.exceptions.ConnectionDoesNotExistError |
+        asyncpg.exceptions.InterfaceError
+    )  # fmt: skip
 
 
 def _text(exc: BaseException) -> str:
