@@ -63,6 +63,7 @@ bench: $(STAMP) component
 	$(PY) -m bench.codec_bench
 	$(PY) -m bench.transport_bench
 	$(PY) -m bench.shim_bench
+	$(PY) -m bench.transactions_bench
 	$(PY) -m bench.isolation_bench
 
 # The long chaos run (tests/test_statements_chaos.py runs a short one in `make test`).
