@@ -29,11 +29,11 @@ ROLLBACK = PACKAGE.function("transactions", "rollback")
 
 
 class RunningProvider:
-    def __init__(self, nats_url: str) -> None:
+    def __init__(self, nats_url: str, **host_data: Any) -> None:
         self.host = LatticeHost(nats_url)
         self.log_path = Path(tempfile.mkstemp(prefix="provider-", suffix=".log")[1])
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = ProviderProcess(self.host, log_file=self._log)
+        self.process = ProviderProcess(self.host, log_file=self._log, **host_data)
 
     def start(self) -> None:
         """For synchronous fixtures."""
