@@ -20,7 +20,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.lean_nats import LeanConnection, Message, header_block, publish
+from bench.lean_nats import LeanConnection
+from provider.wrpc.nats_wire import Msg, pub_command
 
 try:
     import uvloop
@@ -36,38 +37,38 @@ class _Call:
 
 class LeanWrpcCaller:
     def __init__(self) -> None:
-        self._inbox = f"_INBOX.{uuid.uuid4().hex}".encode()
-        self._calls: dict[bytes, _Call] = {}
+        self._inbox = f"_INBOX.{uuid.uuid4().hex}"
+        self._calls: dict[str, _Call] = {}
         self._next = 0
         self.connection: LeanConnection | None = None
 
     async def start(self, url: str) -> None:
         self.connection = await LeanConnection.open(url, self._on_message, "bench-lean-caller")
-        await self.connection.ping(b"SUB " + self._inbox + b".> 1\r\nPING\r\n")
+        await self.connection.ping(f"SUB {self._inbox}.> 1\r\nPING\r\n".encode())
 
-    def _on_message(self, message: Message) -> None:
+    def _on_message(self, message: Msg) -> None:
         subject = message.subject
-        if subject.endswith(b".results"):
+        if subject.endswith(".results"):
             call = self._calls.get(subject[:-8])
             if call is None:
                 return
-            if message.payload:
-                call.results.append(message.payload)
+            if message.data:
+                call.results.append(message.data)
             else:
                 del self._calls[subject[:-8]]
                 call.done.set_result(b"".join(call.results))
         elif message.reply:  # the handshake: end our (already complete) params stream
             assert self.connection is not None
-            self.connection.write(b"PUB " + message.reply + b".params 0\r\n\r\n")
+            self.connection.write(pub_command(f"{message.reply}.params", b""))
 
-    def call(self, subject: bytes, headers: bytes, payload: bytes) -> asyncio.Future[bytes]:
+    def call(self, subject: str, headers: dict[str, str], payload: bytes) -> asyncio.Future[bytes]:
         """Send one invocation; the future has the results (no coroutine, no task per call)."""
         assert self.connection is not None
         self._next += 1
-        rx = self._inbox + b".%d" % self._next
+        rx = f"{self._inbox}.{self._next}"
         done: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._calls[rx] = _Call(done)
-        self.connection.write(publish(subject, payload, rx, headers))
+        self.connection.write(pub_command(subject, payload, rx, headers))
         return done
 
     def fail_pending(self, reason: str) -> int:
@@ -93,8 +94,8 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
 
 
 async def run(caller: LeanWrpcCaller, command: dict[str, Any]) -> dict[str, Any]:
-    subject = command["subject"].encode()
-    headers = header_block(command["headers"])
+    subject = command["subject"]
+    headers = command["headers"]
     payloads = [bytes.fromhex(p) for p in command["payloads"]]
     rows = command.get("rows")
     seconds = float(command["seconds"])

@@ -150,3 +150,17 @@ def new_source_id() -> str:
 def values_of(rows: Any) -> list[list[Case]]:
     """Rows of a query result as lists of pg-values."""
     return [[entry["value"] for entry in row] for row in rows]
+
+
+async def wait_until_both_replicas_serve(caller: Caller) -> None:
+    """Health was answered by either replica: begin (and roll back) transactions until both
+    replicas' ids have appeared in tokens, so both are subscribed."""
+    owners: set[str] = set()
+    for _ in range(200):
+        tx = (await caller.begin()).value
+        owners.add(tx.split("_")[1])
+        assert await caller.rollback(tx) == Ok(None)
+        if len(owners) == 2:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("the second replica never took a call")

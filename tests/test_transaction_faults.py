@@ -19,7 +19,13 @@ from host_shim.local_nats import free_port
 from host_shim.provider_process import ProviderProcess
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case, Err, Ok
-from tests.provider_harness import Caller, RunningProvider, values_of, wait_linked
+from tests.provider_harness import (
+    Caller,
+    RunningProvider,
+    values_of,
+    wait_linked,
+    wait_until_both_replicas_serve,
+)
 
 LOOPS, ACCOUNTS, INITIAL, SECONDS = 32, 10, 1_000, 15.0
 CALL_BOUND = 10.0  # no call may take longer than this to answer
@@ -145,24 +151,12 @@ async def test_transfers_keep_the_total_while_backends_are_killed(
         await second.wait_healthy(nc)
         caller = Caller(client, "app-bank")
         await wait_linked(caller)
-        await both_serving(caller)
+        await wait_until_both_replicas_serve(caller)
         await invariant_run(caller, postgres_server, database, ports)
     finally:
         second.kill()
         await client.close()
         provider.stop()
-
-
-async def both_serving(caller: Caller) -> None:
-    owners: set[str] = set()
-    for _ in range(200):
-        tx = (await caller.begin()).value
-        owners.add(tx.split("_")[1])
-        assert await caller.rollback(tx) == Ok(None)
-        if len(owners) == 2:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("the second replica never took a call")
 
 
 async def invariant_run(

@@ -14,7 +14,13 @@ import nats
 from host_shim.provider_process import ProviderProcess
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case, Err, Ok
-from tests.provider_harness import Caller, RunningProvider, values_of, wait_linked
+from tests.provider_harness import (
+    Caller,
+    RunningProvider,
+    values_of,
+    wait_linked,
+    wait_until_both_replicas_serve,
+)
 
 
 async def test_transactions_across_two_replicas_and_one_killed(
@@ -37,16 +43,7 @@ async def test_transactions_across_two_replicas_and_one_killed(
         await second.wait_healthy(nc)
         caller = Caller(client, "app-tx-replicas")
         await wait_linked(caller)
-        # Health was answered by either replica: wait until both take calls.
-        seen: set[str] = set()
-        for _ in range(200):
-            tx = (await caller.begin()).value
-            seen.add(tx.split("_")[1])
-            assert await caller.rollback(tx) == Ok(None)
-            if len(seen) == 2:
-                break
-            await asyncio.sleep(0.02)
-        assert len(seen) == 2
+        await wait_until_both_replicas_serve(caller)
         table = f"replicated_{uuid.uuid4().hex[:8]}"
         assert await caller.batch(f"CREATE TABLE {table} (tx int, n int, pid int)") == Ok(None)
 

@@ -173,22 +173,30 @@ async def fetch_in_transaction(
     closes its portal and raises `ResultTooLarge`; the transaction stays open (a statement
     that wrote did so in full, as PostgreSQL runs it whole at its first batch)."""
     portal = connection._get_unique_id("portal")
-    rows, status, completed = await portal_fetch(statement, args, portal, FIRST_BATCH_ROWS)
     try:
-        total = await _add_in_slices(sink, rows, 0, bound)
-        row_count, seen_rows, seen_bytes = len(rows), len(rows), total
-        while not completed:
-            batch = _next_batch(seen_rows, seen_bytes)
-            rows, status, completed = await portal_fetch(statement, None, portal, batch)
-            before = total
-            total = await _add_in_slices(sink, rows, total, bound)
-            row_count, seen_rows, seen_bytes = row_count + len(rows), len(rows), total - before
+        return await _portal_batches(statement, args, portal, sink, bound)
     except ResultTooLarge:
         with contextlib.suppress(Exception):
             await connection.execute(f'CLOSE "{portal}"')
         raise
+
+
+async def _portal_batches(
+    statement: Any, args: Sequence[Any], portal: str, sink: RowSink, bound: int
+) -> str:
+    """Bind `portal` and fetch it batch by batch into `sink` (inside a transaction, which
+    the caller holds); returns the command tag, with a SELECT's count of every batch."""
+    rows, status, completed = await portal_fetch(statement, args, portal, FIRST_BATCH_ROWS)
+    total = await _add_in_slices(sink, rows, 0, bound)
+    row_count, seen_rows, seen_bytes = len(rows), len(rows), total
+    while not completed:
+        batch = _next_batch(seen_rows, seen_bytes)
+        rows, status, completed = await portal_fetch(statement, None, portal, batch)
+        before = total
+        total = await _add_in_slices(sink, rows, total, bound)
+        row_count, seen_rows, seen_bytes = row_count + len(rows), len(rows), total - before
     if status.startswith("SELECT "):
-        status = f"SELECT {row_count}"
+        status = f"SELECT {row_count}"  # a portal's SELECT tag counts its last batch only
     return status
 
 
@@ -249,15 +257,7 @@ async def fetch_bounded(
     portal = connection._get_unique_id("portal")
     await connection.execute("BEGIN")
     try:
-        rows, status, completed = await portal_fetch(statement, args, portal, FIRST_BATCH_ROWS)
-        total = await _add_in_slices(sink, rows, 0, bound)
-        row_count, seen_rows, seen_bytes = len(rows), len(rows), total
-        while not completed:
-            batch = _next_batch(seen_rows, seen_bytes)
-            rows, status, completed = await portal_fetch(statement, None, portal, batch)
-            before = total
-            total = await _add_in_slices(sink, rows, total, bound)
-            row_count, seen_rows, seen_bytes = row_count + len(rows), len(rows), total - before
+        status = await _portal_batches(statement, args, portal, sink, bound)
         await connection.execute("COMMIT")
     except Exception:
         if not connection.is_closed() and connection.is_in_transaction():
@@ -267,6 +267,4 @@ async def fetch_bounded(
     except BaseException:
         connection.terminate()  # cancelled mid-protocol: the session's state is unknown
         raise
-    if status.startswith("SELECT "):
-        status = f"SELECT {row_count}"  # a portal's SELECT tag counts its last batch only
     return status
