@@ -7,6 +7,8 @@ import asyncio
 import uuid
 from typing import Any
 
+import asyncpg
+
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case, Err, Ok
 from tests.provider_harness import Caller, RunningProvider, linked_caller, values_of
@@ -220,3 +222,66 @@ async def test_deleting_the_link_rolls_back(
         await asyncio.sleep(0.05)
     assert await count(caller, name) == 0
     assert error_tag(await caller.tx_query(tx, "SELECT 1")) == "unknown-transaction"
+
+
+async def test_a_link_moved_to_another_database_rolls_back_but_a_retuned_one_does_not(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any,
+    database: str, make_database: Any,
+) -> None:  # fmt: skip
+    caller, name = await setup(provider, nc, client, postgres_server, database)
+    kept = (await caller.begin()).value
+    assert await caller.tx_query(kept, f"INSERT INTO {name} VALUES (1, 1)") == Ok([])
+    # Same database, a new statement bound: the pool stays, and so does the transaction.
+    retuned = {**postgres_server.link_config(database), "POSTGRES_MAX_STATEMENTS": "500"}
+    await provider.host.put_link(nc, provider.host.link_definition(caller.source_id, retuned))
+    await asyncio.sleep(0.3)
+    assert await caller.tx_query(kept, f"INSERT INTO {name} VALUES (2, 2)") == Ok([])
+    assert await caller.commit(kept) == Ok(None)
+    assert await count(caller, name) == 2
+
+    moved = (await caller.begin()).value
+    assert await caller.tx_query(moved, f"INSERT INTO {name} VALUES (3, 3)") == Ok([])
+    other = postgres_server.link_config(make_database())
+    await provider.host.put_link(nc, provider.host.link_definition(caller.source_id, other))
+    for _ in range(50):
+        if error_tag_or_none(await caller.tx_query(moved, "SELECT 1")) == "unknown-transaction":
+            break
+        await asyncio.sleep(0.05)
+    assert error_tag(await caller.tx_query(moved, "SELECT 1")) == "unknown-transaction"
+    await provider.host.put_link(
+        nc, provider.host.link_definition(caller.source_id, postgres_server.link_config(database))
+    )
+    for _ in range(50):
+        if isinstance(await caller.query(f"SELECT 1 FROM {name} LIMIT 1"), Ok):
+            break
+        await asyncio.sleep(0.05)
+    assert await count(caller, name) == 2  # the moved transaction's row was rolled back
+
+
+def error_tag_or_none(result: Any) -> str | None:
+    return str(result.value.tag) if isinstance(result, Err) else None
+
+
+async def test_shutdown_rolls_back_inside_the_hosts_budget(
+    nats_url: str, nc: Any, postgres_server: Any, database: str
+) -> None:
+    own = RunningProvider(nats_url)  # its own: this test stops it
+    await own.astart()
+    own_client = WrpcClient(nc, own.host.prefix, result_timeout=30)
+    await own_client.start()
+    try:
+        caller, name = await setup(own, nc, own_client, postgres_server, database)
+        open_ones = [(await caller.begin()).value for _ in range(2)]
+        for i, tx in enumerate(open_ones):
+            assert await caller.tx_query(tx, f"INSERT INTO {name} VALUES ($1, 1)",
+                                         [Case("int4", i)]) == Ok([])  # fmt: skip
+        stop = await own.process.stop_like_host(nc)
+        assert stop.reply == b"shutting down" and stop.seconds_to_reply < 0.3
+    finally:
+        await own_client.close()
+        own.stop()
+    connection = await asyncpg.connect(postgres_server.dsn(database), ssl=False)
+    try:
+        assert await connection.fetchval(f"SELECT count(*) FROM {name}") == 0
+    finally:
+        await connection.close()
