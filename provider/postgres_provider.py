@@ -12,10 +12,11 @@ from provider.lattice.forwarding import TransactionForwarder
 from provider.lattice.host_data import HostData
 from provider.lattice.links import LinkDefinition
 from provider.lattice.statement_store import JetStreamStatements, StoreUnavailable
+from provider.observability.tracing import CallTracer, StatementTracer, Tracing
 from provider.postgres.service import PostgresService
 from provider.redaction import secret_redactor
 from provider.row_wire import RowWire
-from provider.wrpc.nats_server import CallContext, Export, FailureResult, Handler
+from provider.wrpc.nats_server import CallContext, CallObserver, Export, FailureResult, Handler
 from provider.wrpc.values import Case, Err
 from provider.wrpc.wit_model import Function, postgres_package
 
@@ -61,6 +62,12 @@ class PostgresProvider:
         self.config: dict[str, str] = {}
         self.unshared_reason: str | None = None  # why tokens are not shared with replicas
         self.forwarder: TransactionForwarder | None = None  # to other replicas' transactions
+        self.call_observer: CallObserver | None = None  # a SERVER span per call (tracing on)
+
+    def observe(self, tracing: Tracing) -> None:
+        """Trace every call and statement with `tracing` (traces are on)."""
+        self.call_observer = CallTracer(tracing)
+        self.service.statement_tracer = StatementTracer(tracing)
 
     def serve_metrics(self, port: int, address: str = "127.0.0.1") -> None:
         """Expose the Prometheus text format on http://{address}:{port}/metrics."""

@@ -95,6 +95,7 @@ class ProviderRuntime:
             await self._put_link_document(definition)
         data_path = await self._lattice.open_data_path()
         self._server = WrpcServer(data_path, self.prefix)
+        self._server.observer = getattr(self.hooks, "call_observer", None)
         for export in self.hooks.exports():
             self._server.add(export)
         await self._server.start()
@@ -103,6 +104,7 @@ class ProviderRuntime:
         if replica_exports is not None:
             own = replica_prefix(self.prefix, self.hooks.replica_id)  # type: ignore[attr-defined]
             self._replica_server = WrpcServer(data_path, own)
+            self._replica_server.observer = self._server.observer
             for export in replica_exports():
                 self._replica_server.add(export)
             await self._replica_server.start()

@@ -14,10 +14,11 @@ exist` or any other error that only exists because of how connections are pooled
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -51,6 +52,14 @@ STALE_RETRIES = 2  # a statement PostgreSQL forgot is prepared again at most thi
 
 # (column name, converter) pairs and column type names → that statement's rows encoder.
 RowsEncoderFactory = Callable[[Sequence[Any], Sequence[str]], RowsEncoder]
+
+
+class StatementTracer(Protocol):
+    def statement(
+        self, sql: str, database: str, host: str, port: int
+    ) -> contextlib.AbstractContextManager[Any]: ...
+
+    def event(self, name: str, attributes: Mapping[str, Any]) -> None: ...
 
 
 class OutcomeUnknown(Exception):
@@ -91,6 +100,9 @@ class PostgresService:
         self._retiring: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.transactions = Transactions(self)
+        # A CLIENT span per statement and events for retries and prepares (tracing on);
+        # None costs nothing.
+        self.statement_tracer: StatementTracer | None = None
 
     # --- links --------------------------------------------------------------------------------
 
@@ -131,12 +143,17 @@ class PostgresService:
         metrics = self.metrics
         return LinkPool(
             settings,
-            on_prepare=lambda cause: metrics.prepares.labels(label, cause).inc(),
+            on_prepare=lambda cause: self._prepared(label, cause),
             on_evict=lambda: metrics.evictions.labels(label, "connection").inc(),
             on_wait=metrics.acquire_wait.labels(label).observe,
             on_hand_over=metrics.hand_over_reset.labels(label).observe,
             statements_per_connection=settings.statements_per_connection,
         )
+
+    def _prepared(self, label: str, cause: str) -> None:
+        self.metrics.prepares.labels(label, cause).inc()
+        if self.statement_tracer is not None and cause != "first_use":
+            self.statement_tracer.event("re-prepare", {"cause": cause})
 
     async def delete_link(self, source_id: str) -> None:
         await self.transactions.end_link(source_id, "link_removed")
@@ -342,14 +359,12 @@ class PostgresService:
             pool, connection = await self._acquire(link, prefer)
             try:
                 try:
-                    cached = await connection.cached_statement(sql)  # no side effects
-                    if params is None:
-                        result = None
-                    else:
-                        args = param_values(params, cached.parameter_types)
-                        result = await self._execute(
-                            link, connection, cached, sql, args, rows_wanted
+                    if self.statement_tracer is None:  # the untraced path: one call less
+                        result = await self._prepare_and_execute(
+                            link, connection, sql, params, rows_wanted
                         )
+                    else:
+                        result = await self._attempt(link, connection, sql, params, rows_wanted)
                 except Exception as exc:
                     kind = retry.classify(exc)
                     if kind in (retry.STALE, retry.PLAN_CHANGED) and stale_retries < STALE_RETRIES:
@@ -376,6 +391,8 @@ class PostgresService:
                     if attempt == attempts:
                         raise
                     self.metrics.retries.labels(link.source_id, kind).inc()
+                    if self.statement_tracer is not None:
+                        self.statement_tracer.event("retry", {"reason": kind, "attempt": attempt})
                     continue
             finally:
                 await pool.release(connection)
@@ -383,6 +400,36 @@ class PostgresService:
                 record.pin_if_unpinned(connection)
             return result
         raise AssertionError("unreachable")
+
+    async def _attempt(
+        self,
+        link: Link,
+        connection: StatementConnection,
+        sql: str,
+        params: Sequence[Any] | None,
+        rows_wanted: bool,
+    ) -> Any:
+        """One traced try on one connection: a CLIENT span around the prepare (if needed)
+        and the run."""
+        tracer = self.statement_tracer
+        assert tracer is not None
+        settings = link.settings
+        with tracer.statement(sql, settings.database, settings.host, settings.port):
+            return await self._prepare_and_execute(link, connection, sql, params, rows_wanted)
+
+    async def _prepare_and_execute(
+        self,
+        link: Link,
+        connection: StatementConnection,
+        sql: str,
+        params: Sequence[Any] | None,
+        rows_wanted: bool,
+    ) -> Any:
+        cached = await connection.cached_statement(sql)  # no side effects
+        if params is None:
+            return None
+        args = param_values(params, cached.parameter_types)
+        return await self._execute(link, connection, cached, sql, args, rows_wanted)
 
     async def _execute(
         self,

@@ -217,6 +217,18 @@ class Transactions:
         connection = transaction.connection
         link = service.links.get(transaction.link_key)
         bound = link.settings.max_result_bytes if link is not None else 64 * 1024 * 1024
+        tracer = service.statement_tracer
+        if tracer is None or link is None:
+            return await self._run_statement(connection, sql, params, rows_wanted, bound)
+        settings = link.settings
+        with tracer.statement(sql, settings.database, settings.host, settings.port):
+            return await self._run_statement(connection, sql, params, rows_wanted, bound)
+
+    async def _run_statement(
+        self, connection: StatementConnection, sql: str, params: Sequence[Any],
+        rows_wanted: bool, bound: int,
+    ) -> Any:  # fmt: skip
+        service = self._service
         cached = await connection.cached_statement(sql)
         args = param_values(params, cached.parameter_types)
         if not cached.converters:

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from provider.slots import Slots
 from provider.wrpc.codec import Codec, CodecError, Incomplete
@@ -59,6 +59,19 @@ class CallContext:
 
 
 Handler = Callable[[CallContext, tuple[Any, ...]], Awaitable[tuple[Any, ...]]]
+
+
+class CallObserver(Protocol):
+    """Sees each call's handler run: `start` before it, `end` after, with its results or
+    the exception it raised (a tracer's SERVER span)."""
+
+    def start(self, instance: str, function: str, headers: Mapping[str, str]) -> Any: ...
+
+    def end(
+        self, handle: Any, results: tuple[Any, ...] | None, error: BaseException | None
+    ) -> None: ...
+
+
 FailureResult = Callable[[str], tuple[Any, ...]]
 
 
@@ -119,6 +132,8 @@ class WrpcServer:
         # Calls past this many wait (handshaken, answered in turn) rather than all running.
         self._handler_slots = Slots(max_concurrent_calls)
         self.accepting = False
+        # Sees each call's handler run (tracing); None costs nothing.
+        self.observer: CallObserver | None = None
 
     def export(
         self,
@@ -275,10 +290,14 @@ class WrpcServer:
                 slots = self._handler_slots
                 if not slots.try_take():
                     await slots.take()
-                try:
-                    results = await export.handler(context, params)
-                finally:
-                    slots.give()
+                observer = self.observer
+                if observer is None:
+                    try:
+                        results = await export.handler(context, params)
+                    finally:
+                        slots.give()
+                else:
+                    results = await self._observed(observer, export, context, params)
                 # Parts: rows encoded batch by batch (an EncodedList) go out without a join.
                 payload = self._codec.encode_values_parts(function.results, results)
             except CodecError as exc:
@@ -305,6 +324,21 @@ class WrpcServer:
             if started:
                 elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
                 log.debug("call served", extra={"function": function.name, "ms": elapsed_ms})
+
+    async def _observed(
+        self, observer: CallObserver, export: Export, context: CallContext, params: Any
+    ) -> tuple[Any, ...]:
+        """The handler inside the observer's start/end (a slot is held, given back here)."""
+        handle = observer.start(context.instance, context.function, context.headers)
+        try:
+            results = await export.handler(context, params)
+        except BaseException as exc:
+            observer.end(handle, None, exc)
+            raise
+        finally:
+            self._handler_slots.give()
+        observer.end(handle, results, None)
+        return results
 
     async def _receive_params(
         self, export: Export, msg: Any, call: _Call
