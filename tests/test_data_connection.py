@@ -93,8 +93,9 @@ async def test_delivery_queue_groups_and_publish(restartable_nats: RestartableNa
         await data.publish("answers.x", b"result", reply="back.here")
         big = bytes(range(256)) * 1000
         await data.publish("answers.big", big)
-        one = await replies.next_msg(timeout=2)
-        two = await replies.next_msg(timeout=2)
+        await data.flush()  # both have reached the server (a PING answered after them)
+        one = await replies.next_msg(timeout=10)
+        two = await replies.next_msg(timeout=10)
         assert (one.subject, one.data, one.reply) == ("answers.x", b"result", "back.here")
         assert two.data == big
         with pytest.raises(ValueError):
