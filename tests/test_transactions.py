@@ -285,3 +285,15 @@ async def test_shutdown_rolls_back_inside_the_hosts_budget(
         assert await connection.fetchval(f"SELECT count(*) FROM {name}") == 0
     finally:
         await connection.close()
+
+
+async def test_a_setting_changed_inside_a_transaction_does_not_outlive_it(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    caller, _ = await setup(provider, nc, client, postgres_server, database,
+                            POSTGRES_POOL_SIZE="1", POSTGRES_MAX_TRANSACTIONS="1")  # fmt: skip
+    tx = (await caller.begin()).value
+    assert isinstance(await caller.tx_query(tx, "SET application_name = 'leaked'"), Ok)
+    assert await caller.commit(tx) == Ok(None)  # a plain SET outlives COMMIT in PostgreSQL
+    shown = await caller.query("SELECT current_setting('application_name')")  # the one connection
+    assert values_of(shown.value) != [[Case("text", "leaked")]]

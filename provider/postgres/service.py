@@ -31,6 +31,7 @@ from provider.postgres.bounded_fetch import (
     RowsEncoder,
     RowSink,
     fetch_bounded,
+    fetch_in_transaction,
     run_without_rows,
 )
 from provider.postgres.config import ConfigError, ConnectionSettings, settings_from_config
@@ -359,12 +360,7 @@ class PostgresService:
             pool, connection = await self._acquire(link, prefer)
             try:
                 try:
-                    if self.statement_tracer is None:  # the untraced path: one call less
-                        result = await self._prepare_and_execute(
-                            link, connection, sql, params, rows_wanted
-                        )
-                    else:
-                        result = await self._attempt(link, connection, sql, params, rows_wanted)
+                    result = await self.run_on(link, connection, sql, params, rows_wanted)
                 except Exception as exc:
                     kind = retry.classify(exc)
                     if kind in (retry.STALE, retry.PLAN_CHANGED) and stale_retries < STALE_RETRIES:
@@ -401,59 +397,56 @@ class PostgresService:
             return result
         raise AssertionError("unreachable")
 
-    async def _attempt(
+    async def run_on(
         self,
         link: Link,
         connection: StatementConnection,
         sql: str,
         params: Sequence[Any] | None,
         rows_wanted: bool,
+        *,
+        guest_transaction: bool = False,
     ) -> Any:
-        """One traced try on one connection: a CLIENT span around the prepare (if needed)
-        and the run."""
+        """One try of `sql` on `connection`: prepare (if needed), then run unless `params` is
+        None; inside a CLIENT span when tracing is on. `guest_transaction`: the connection
+        holds a component's open transaction (`transactions`), so none of ours is begun."""
         tracer = self.statement_tracer
-        assert tracer is not None
+        if tracer is None:
+            return await self._execute(link, connection, sql, params, rows_wanted,
+                                       guest_transaction)  # fmt: skip
         settings = link.settings
         with tracer.statement(sql, settings.database, settings.host, settings.port):
-            return await self._prepare_and_execute(link, connection, sql, params, rows_wanted)
-
-    async def _prepare_and_execute(
-        self,
-        link: Link,
-        connection: StatementConnection,
-        sql: str,
-        params: Sequence[Any] | None,
-        rows_wanted: bool,
-    ) -> Any:
-        cached = await connection.cached_statement(sql)  # no side effects
-        if params is None:
-            return None
-        args = param_values(params, cached.parameter_types)
-        return await self._execute(link, connection, cached, sql, args, rows_wanted)
+            return await self._execute(link, connection, sql, params, rows_wanted,
+                                       guest_transaction)  # fmt: skip
 
     async def _execute(
         self,
         link: Link,
         connection: StatementConnection,
-        cached: CachedStatement,
         sql: str,
-        args: list[Any],
+        params: Sequence[Any] | None,
         rows_wanted: bool,
+        guest_transaction: bool,
     ) -> Any:
         """Rows (for `query`) or the rows affected (for `exec`); results within the bound."""
+        cached = await connection.cached_statement(sql)  # no side effects
+        if params is None:
+            return None
+        args = param_values(params, cached.parameter_types)
         if not cached.converters:  # no rows: the command tag is the whole answer
             status, rows = await run_without_rows(cached.statement, args), []
         else:
             sink = self._row_sink(cached, rows_wanted)
-            status = await fetch_bounded(
-                connection,
-                cached.statement,
-                args,
-                sink,
-                bound=link.settings.max_result_bytes,
-                in_transaction=cached.in_transaction,
-                single_trip=cached.single_trip,
-            )
+            bound = link.settings.max_result_bytes
+            if guest_transaction:
+                status = await fetch_in_transaction(
+                    connection, cached.statement, args, sink, bound=bound
+                )
+            else:
+                status = await fetch_bounded(
+                    connection, cached.statement, args, sink, bound=bound,
+                    in_transaction=cached.in_transaction, single_trip=cached.single_trip,
+                )  # fmt: skip
             rows = sink.result()
         if cached.touches_session or _changes_session(status):
             connection.session_dirty = True

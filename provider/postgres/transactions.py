@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from provider.postgres.bounded_fetch import ResultTooLarge, fetch_in_transaction, run_without_rows
+from provider.postgres.bounded_fetch import ResultTooLarge
 from provider.postgres.connections import StatementConnection
 from provider.postgres.errors import describe_postgres_error, query_error, unexpected_text
-from provider.postgres.pg_values import ParamError, param_values
+from provider.postgres.pg_values import ParamError
 from provider.postgres.pool import AcquireTimeout, LinkPool
 from provider.wrpc.values import Case, Err, Ok
 
 if TYPE_CHECKING:
-    from provider.postgres.service import PostgresService
+    from provider.postgres.service import Link, PostgresService
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ UNKNOWN = Case("unknown-transaction")
 class Transaction:
     token: str
     link_key: str
+    link: Link
     pool: LinkPool
     connection: StatementConnection
     started: float
@@ -126,7 +127,7 @@ class Transactions:
                 return Err(Case("unexpected", f"cannot begin a transaction: {_text(exc)}"))
         token = f"tx_{self.replica}_{secrets.token_hex(18)}"  # 144 random bits
         now = time.monotonic()
-        transaction = Transaction(token, link.source_id, pool, connection, now,
+        transaction = Transaction(token, link.source_id, link, pool, connection, now,
                                   settings.transaction_idle_timeout,
                                   settings.transaction_max_duration, last_call=now)  # fmt: skip
         self._open[token] = transaction
@@ -213,34 +214,10 @@ class Transactions:
     async def _run(
         self, transaction: Transaction, sql: str, params: Sequence[Any], rows_wanted: bool
     ) -> Any:
-        service = self._service
-        connection = transaction.connection
-        link = service.links.get(transaction.link_key)
-        bound = link.settings.max_result_bytes if link is not None else 64 * 1024 * 1024
-        tracer = service.statement_tracer
-        if tracer is None or link is None:
-            return await self._run_statement(connection, sql, params, rows_wanted, bound)
-        settings = link.settings
-        with tracer.statement(sql, settings.database, settings.host, settings.port):
-            return await self._run_statement(connection, sql, params, rows_wanted, bound)
-
-    async def _run_statement(
-        self, connection: StatementConnection, sql: str, params: Sequence[Any],
-        rows_wanted: bool, bound: int,
-    ) -> Any:  # fmt: skip
-        service = self._service
-        cached = await connection.cached_statement(sql)
-        args = param_values(params, cached.parameter_types)
-        if not cached.converters:
-            status, rows = await run_without_rows(cached.statement, args), []
-        else:
-            sink = service._row_sink(cached, rows_wanted)
-            status = await fetch_in_transaction(connection, cached.statement, args, sink,
-                                                bound=bound)  # fmt: skip
-            rows = sink.result()
-        from provider.postgres.service import rows_affected
-
-        return rows if rows_wanted else rows_affected(status, 0)
+        # The autocommit path's own statement runner (session tracking, tracing, the result
+        # bound), told that the connection holds the guest's transaction.
+        return await self._service.run_on(transaction.link, transaction.connection, sql,
+                                          params, rows_wanted, guest_transaction=True)  # fmt: skip
 
     async def _failed_statement(self, transaction: Transaction, exc: Exception) -> Err:
         sqlstate = getattr(exc, "sqlstate", "") or ""
