@@ -57,10 +57,6 @@ class Workload:
     rows: int | None  # expected row count of a query's answer
 
 
-def process_cpu_seconds(pid: int) -> float:
-    return sum(process_user_system_seconds(pid))
-
-
 def process_user_system_seconds(pid: int) -> tuple[float, float]:
     """(user, system) CPU seconds of process `pid`, from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat") as stat:

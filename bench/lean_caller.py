@@ -20,13 +20,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import uvloop
+
 from bench.lean_nats import LeanConnection
 from provider.wrpc.nats_wire import Msg, pub_command
-
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
-    uvloop = None  # type: ignore[assignment]
 
 
 @dataclass(slots=True)
@@ -156,10 +153,7 @@ async def serve(url: str) -> None:
 
 def main() -> int:
     url = os.environ["NATS_URL"]
-    if uvloop is not None:
-        uvloop.run(serve(url))
-    else:
-        asyncio.run(serve(url))
+    uvloop.run(serve(url))
     return 0
 
 

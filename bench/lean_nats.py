@@ -14,7 +14,7 @@ import asyncio
 from typing import Any
 
 from provider.wrpc import nats_wire
-from provider.wrpc.nats_wire import Info, Msg, NatsReader, Ping, Pong, ServerError
+from provider.wrpc.nats_wire import Msg, NatsReader, Ping, Pong, ServerError
 
 
 def connect_line(name: str) -> bytes:
@@ -31,7 +31,6 @@ class LeanConnection(asyncio.Protocol):
         self._on_message = on_message
         self._transport: asyncio.Transport | None = None
         self._pong: asyncio.Future[None] | None = None
-        self.info: dict[str, Any] = {}
         self.error: str | None = None
 
     @classmethod
@@ -57,8 +56,6 @@ class LeanConnection(asyncio.Protocol):
             elif type(event) is Pong:
                 if self._pong is not None and not self._pong.done():
                     self._pong.set_result(None)
-            elif type(event) is Info:
-                self.info = event.fields
             elif type(event) is ServerError:
                 self.error = event.text
 

@@ -4,6 +4,7 @@ provider as a child process, real NATS and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -231,10 +232,16 @@ async def test_a_link_moved_to_another_database_rolls_back_but_a_retuned_one_doe
     caller, name = await setup(provider, nc, client, postgres_server, database)
     kept = (await caller.begin()).value
     assert await caller.tx_query(kept, f"INSERT INTO {name} VALUES (1, 1)") == Ok([])
-    # Same database, a new statement bound: the pool stays, and so does the transaction.
-    retuned = {**postgres_server.link_config(database), "POSTGRES_MAX_STATEMENTS": "500"}
+    # Same database, a new limit: the pool stays, and so does the transaction.
+    retuned = {**postgres_server.link_config(database), "POSTGRES_MAX_TRANSACTIONS": "1"}
     await provider.host.put_link(nc, provider.host.link_definition(caller.source_id, retuned))
-    await asyncio.sleep(0.3)
+    for _ in range(100):  # applied once one open transaction is the limit
+        probe = await caller.begin()
+        if probe == Err(Case("too-many-transactions", 1)):
+            break
+        assert await caller.rollback(probe.value) == Ok(None)
+        await asyncio.sleep(0.02)
+    assert probe == Err(Case("too-many-transactions", 1))
     assert await caller.tx_query(kept, f"INSERT INTO {name} VALUES (2, 2)") == Ok([])
     assert await caller.commit(kept) == Ok(None)
     assert await count(caller, name) == 2
@@ -297,3 +304,17 @@ async def test_a_setting_changed_inside_a_transaction_does_not_outlive_it(
     assert await caller.commit(tx) == Ok(None)  # a plain SET outlives COMMIT in PostgreSQL
     shown = await caller.query("SELECT current_setting('application_name')")  # the one connection
     assert values_of(shown.value) != [[Case("text", "leaked")]]
+
+
+async def test_made_up_tokens_are_unknown_promptly(
+    provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
+) -> None:
+    """Tokens a component makes up: wildcards and dots never reach a NATS subject, and a
+    well-formed one naming a replica that does not exist is answered within the bound."""
+    caller, _ = await setup(provider, nc, client, postgres_server, database)
+    for forged in ("tx_a.>*_x", "tx__", "tx_0123456789ab_nope", "x" * 5000, ""):
+        started = time.perf_counter()
+        results = await asyncio.gather(*(caller.tx_query(forged, "SELECT 1") for _ in range(20)),
+                                       caller.commit(forged))  # fmt: skip
+        assert all(error_tag(r) == "unknown-transaction" for r in results), (forged, results)
+        assert time.perf_counter() - started < 3.0

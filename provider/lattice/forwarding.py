@@ -10,8 +10,8 @@ the transaction is gone with it: None, which the caller answers `unknown-transac
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 1.0  # an owner alive answers the handshake at once, before any SQL runs
 RESULT_TIMEOUT = 600.0  # then its statement may take as long as the host lets a call take
-MAX_OWNERS = 64
 
 
 def replica_prefix(prefix: str, replica: str) -> str:
@@ -31,38 +30,30 @@ def replica_prefix(prefix: str, replica: str) -> str:
 
 
 class TransactionForwarder:
+    """One wRPC client for every owner: each call names its owner's subjects (no client,
+    subscription or cache per owner, so tokens naming made-up replicas cost nothing)."""
+
     def __init__(self, nc: Any, prefix: str) -> None:
-        self._nc = nc
         self._prefix = prefix
-        self._clients: OrderedDict[str, WrpcClient] = OrderedDict()
+        self._client = WrpcClient(nc, prefix, handshake_timeout=HANDSHAKE_TIMEOUT,
+                                  result_timeout=RESULT_TIMEOUT)  # fmt: skip
+        self._started: asyncio.Task[None] | None = None
 
     async def call(
         self, owner: str, function: Function, params: Sequence[Any], headers: Mapping[str, str]
     ) -> tuple[Any, ...] | None:
         """The owner's answer to this call, or None when the owner is gone."""
-        client = await self._client(owner)
+        if self._started is None:  # one subscription, made by the first forwarded call
+            self._started = asyncio.ensure_future(self._client.start())
         try:
-            return await client.call(function, list(params), headers)
+            await asyncio.shield(self._started)
+            return await self._client.call(
+                function, params, headers, prefix=replica_prefix(self._prefix, owner)
+            )
         except (WrpcError, TimeoutError, ConnectionError) as exc:
             log.info("transaction owner unreachable", extra={"owner": owner, "error": str(exc)})
             return None
 
-    async def _client(self, owner: str) -> WrpcClient:
-        client = self._clients.get(owner)
-        if client is not None:
-            self._clients.move_to_end(owner)
-            return client
-        client = WrpcClient(self._nc, replica_prefix(self._prefix, owner),
-                            handshake_timeout=HANDSHAKE_TIMEOUT,
-                            result_timeout=RESULT_TIMEOUT)  # fmt: skip
-        await client.start()
-        self._clients[owner] = client
-        if len(self._clients) > MAX_OWNERS:
-            _, oldest = self._clients.popitem(last=False)
-            await oldest.close()
-        return client
-
     async def close(self) -> None:
-        for client in self._clients.values():
-            await client.close()
-        self._clients.clear()
+        if self._started is not None:
+            await self._client.close()

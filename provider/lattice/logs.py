@@ -50,6 +50,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update(_context(record))
+        if record.exc_info and not record.exc_text:  # a handler without RedactSecrets
+            record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             entry["exception"] = record.exc_text
         return json.dumps(entry, default=str)
@@ -63,6 +65,8 @@ class TextFormatter(logging.Formatter):
         context = _context(record)
         if context:
             line += " " + " ".join(f"{k}={v}" for k, v in context.items())
+        if record.exc_info and not record.exc_text:  # a handler without RedactSecrets
+            record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
             line += "\n" + record.exc_text
         return line

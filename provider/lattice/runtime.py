@@ -132,12 +132,14 @@ class ProviderRuntime:
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(signum, lambda: asyncio.ensure_future(self.stop()))
-        await self.start()
-        await self._stopped.wait()
-        if self._fatal is not None:
-            await self.shutdown()
-        with contextlib.suppress(Exception):
-            await self._lattice.close()
+        try:
+            await self.start()
+            await self._stopped.wait()
+            if self._fatal is not None:
+                await self.shutdown()
+        finally:  # also when start() fails: no connection or ping task left behind
+            with contextlib.suppress(Exception):
+                await self._lattice.close()
         if self._fatal is not None:
             raise LatticeUnavailable(self._fatal)
 

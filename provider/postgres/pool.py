@@ -166,7 +166,10 @@ class LinkPool:
             with contextlib.suppress(ValueError):
                 self._idle.remove(prefer)  # idle: it serves this call
                 return prefer
-        # The link's own last connection first: no hand-over reset needed.
+        # The link's own last connection first: no hand-over reset needed (the most recent
+        # one is the usual answer, taken without a scan).
+        if self._idle and self._idle[-1].last_user in ("", user) and not self._idle[-1].is_closed():
+            return self._idle.pop()
         for connection in reversed(self._idle):
             if connection.last_user == user and not connection.is_closed():
                 self._idle.remove(connection)

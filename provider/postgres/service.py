@@ -456,14 +456,14 @@ class PostgresService:
         converters = cached.converters
         if not rows_wanted:
             return CountedRows([name for name, _ in converters])  # `exec`: counted by the tag
-
-        def convert(rows: Sequence[Any]) -> list[Any]:
-            return convert_rows(rows, converters)
-
         if self.compile_rows is not None:
             if cached.rows_encoder is None:
                 cached.rows_encoder = self.compile_rows(converters, cached.column_types)
             return EncodedRows(cached.rows_encoder)
+
+        def convert(rows: Sequence[Any]) -> list[Any]:
+            return convert_rows(rows, converters)
+
         return PlainRows(convert, [name for name, _ in converters])
 
     async def _acquire(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -43,6 +44,7 @@ BACKSTOP_MARGIN = 5.0  # idle_in_transaction_session_timeout: the idle timeout p
 ROLLBACK_TIMEOUT = 5.0
 SERIALIZATION_FAILURES = ("40001", "40P01")
 UNKNOWN = Case("unknown-transaction")
+_REPLICA_ID = re.compile(r"[0-9a-f]{12}")  # secrets.token_hex(6), as `replica` is made
 
 
 @dataclass(eq=False)
@@ -90,7 +92,9 @@ class Transactions:
     def owner_of(self, token: str) -> str | None:
         """The replica a token names (`tx_<replica>_<secret>`), None for a malformed one."""
         parts = token.split("_", 2)
-        return parts[1] if len(parts) == 3 and parts[0] == "tx" and parts[1] else None
+        if len(parts) != 3 or parts[0] != "tx" or _REPLICA_ID.fullmatch(parts[1]) is None:
+            return None  # a token a component made up: never a subject to forward to
+        return parts[1]
 
     # --- the five functions -------------------------------------------------------------------
 
@@ -109,22 +113,15 @@ class Transactions:
         mode = " READ ONLY" if options.get("read-only") else ""
         start = (f"BEGIN ISOLATION LEVEL {isolation}{mode}; "
                  f"SET LOCAL idle_in_transaction_session_timeout = {backstop}")  # fmt: skip
-        for attempt in range(link.pool.size + 2):  # past every dead idle connection
-            try:
-                pool, connection = await service._acquire(link)
-            except Exception as exc:
-                self._unreserve(link.source_id)
-                text = str(exc) if isinstance(exc, AcquireTimeout) else unexpected_text(exc)
-                return Err(Case("unexpected", text))
-            try:
-                await connection.execute(start)
-                break
-            except Exception as exc:
-                await pool.release(connection)
-                if (connection.is_closed() or _lost(exc)) and attempt <= link.pool.size:
-                    continue  # a connection that died idle (a restart, a killed backend)
-                self._unreserve(link.source_id)
-                return Err(Case("unexpected", f"cannot begin a transaction: {_text(exc)}"))
+        try:
+            begun = await self._begun_connection(link, start)
+        except BaseException:  # cancelled: the reservation goes (the connection went back)
+            self._unreserve(link.source_id)
+            raise
+        if isinstance(begun, Err):
+            self._unreserve(link.source_id)
+            return begun
+        pool, connection = begun
         token = f"tx_{self.replica}_{secrets.token_hex(18)}"  # 144 random bits
         now = time.monotonic()
         transaction = Transaction(token, link.source_id, link, pool, connection, now,
@@ -134,6 +131,31 @@ class Transactions:
         self._arm(transaction)
         service.metrics.transactions.labels(link.source_id, "begun").inc()
         return Ok(token)
+
+    async def _begun_connection(
+        self, link: Link, start: str
+    ) -> tuple[LinkPool, StatementConnection] | Err:
+        """A pool connection with `start` (BEGIN ...) run on it, past connections that died
+        idle (a restart, a killed backend); given back on any failure or cancellation."""
+        for attempt in range(link.pool.size + 2):
+            try:
+                pool, connection = await self._service._acquire(link)
+            except Exception as exc:
+                text = str(exc) if isinstance(exc, AcquireTimeout) else unexpected_text(exc)
+                return Err(Case("unexpected", text))
+            try:
+                await connection.execute(start)
+                return pool, connection
+            except Exception as exc:
+                await pool.release(connection)
+                if (connection.is_closed() or _lost(exc)) and attempt <= link.pool.size:
+                    continue
+                return Err(Case("unexpected", f"cannot begin a transaction: {_text(exc)}"))
+            except BaseException:  # cancelled mid-BEGIN: the session's state is unknown
+                connection.terminate()
+                await pool.release(connection)
+                raise
+        return Err(Case("unexpected", "cannot begin a transaction: no live connection"))
 
     async def query(
         self, link_key: str | None, token: str, sql: str, params: Sequence[Any]
@@ -290,8 +312,11 @@ class Transactions:
         else:
             self._arm(transaction)
             return
-        task = asyncio.create_task(self._end_locked(transaction, "timed_out",
-                                                    Case("timed-out", reason)))  # fmt: skip
+        # Ended now, not when the rollback task runs: a call arriving meanwhile is answered
+        # `timed-out` instead of running on a transaction about to be rolled back.
+        if not self._forget(transaction, "timed_out", Case("timed-out", reason)):
+            return
+        task = asyncio.create_task(self._close(transaction, rollback=True))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -304,19 +329,32 @@ class Transactions:
         self, transaction: Transaction, outcome: str, answer: Case, *, rollback: bool = True
     ) -> None:
         """Forget the transaction (remembering its token), roll back, give the connection back."""
+        if self._forget(transaction, outcome, answer):
+            await self._close(transaction, rollback=rollback)
+
+    def _forget(self, transaction: Transaction, outcome: str, answer: Case) -> bool:
+        """Take the transaction out of the open ones; False if it already was."""
         self._disarm(transaction)
         if self._open.pop(transaction.token, None) is None:
-            return
+            return False
         self._unreserve(transaction.link_key)
         self._remember(transaction, answer)
         self._service.metrics.transactions.labels(transaction.link_key, outcome).inc()
+        return True
+
+    async def _close(self, transaction: Transaction, *, rollback: bool) -> None:
+        """Roll back (if asked) and give the connection back, whatever happens meanwhile."""
         connection = transaction.connection
-        if rollback and not connection.is_closed():
-            try:
+        try:
+            if rollback and not connection.is_closed():
                 await asyncio.wait_for(connection.execute("ROLLBACK"), ROLLBACK_TIMEOUT)
-            except Exception:
-                connection.terminate()  # PostgreSQL rolls back when the session ends
-        await transaction.pool.release(connection)
+        except Exception:
+            connection.terminate()  # PostgreSQL rolls back when the session ends
+        except BaseException:
+            connection.terminate()
+            raise
+        finally:
+            await transaction.pool.release(connection)
 
     def _unreserve(self, link_key: str) -> None:
         count = self._per_link.get(link_key, 0) - 1

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import secrets
 import ssl
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,7 +97,9 @@ class DataConnection(asyncio.Protocol):
         self._next_sid = 0
         self._pending = bytearray()
         self._flush_scheduled = False
-        self._pongs: list[asyncio.Future[None]] = []
+        # One entry per PING in flight, in order: a future to complete (connect, flush) or
+        # None (a keep-alive PING), so a PONG always answers the PING it belongs to.
+        self._pongs: deque[asyncio.Future[None] | None] = deque()
         self._info: asyncio.Future[dict[str, Any]] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._connected = False
@@ -225,8 +228,8 @@ class DataConnection(asyncio.Protocol):
             elif type(event) is Pong:
                 self._outstanding_pings = 0
                 if self._pongs:
-                    pong = self._pongs.pop(0)
-                    if not pong.done():
+                    pong = self._pongs.popleft()
+                    if pong is not None and not pong.done():
                         pong.set_result(None)
             elif type(event) is Info:
                 if self._info is not None and not self._info.done():
@@ -241,7 +244,7 @@ class DataConnection(asyncio.Protocol):
             self._settings.on_error(text)
         if not self._connected:
             for pong in self._pongs:  # the CONNECT was refused: fail the attempt with why
-                if not pong.done():
+                if pong is not None and not pong.done():
                     pong.set_exception(ConnectionRefusedError(text))
             self._pongs.clear()
 
@@ -293,6 +296,7 @@ class DataConnection(asyncio.Protocol):
                 self._transport.abort()  # connection_lost reconnects
                 continue
             self._outstanding_pings += 1
+            self._pongs.append(None)
             self._write(nats_wire.PING_COMMAND)
 
     # --- what WrpcServer uses (nats-py's names) -----------------------------------------------

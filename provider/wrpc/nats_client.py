@@ -100,10 +100,14 @@ class WrpcClient:
         headers: Mapping[str, str] | None = None,
         *,
         timeout: float | None = None,
+        prefix: str | None = None,
     ) -> tuple[Any, ...]:
-        """Call `function` with `args`; returns its decoded results."""
+        """Call `function` with `args`; returns its decoded results. `prefix` sends this one
+        call to another server than the client's own (a replica's own subjects)."""
         params = self._codec.encode_values(function.param_types, args)
-        data = await self.invoke(function.instance, function.name, params, headers, timeout=timeout)
+        data = await self.invoke(
+            function.instance, function.name, params, headers, timeout=timeout, prefix=prefix
+        )
         if not data and function.results:
             raise EmptyResult(f"{function.instance}.{function.name}: no result (server failure)")
         return self._codec.decode_values(function.results, data)
@@ -116,17 +120,21 @@ class WrpcClient:
         headers: Mapping[str, str] | None = None,
         *,
         timeout: float | None = None,
+        prefix: str | None = None,
     ) -> bytes:
         """Send encoded params, return the encoded results (raw bytes)."""
+        subject = invocation_subject(prefix or self.prefix, instance, function)
         for delay in self._no_responders_retries:
             try:
-                return await self._invoke_once(instance, function, params, headers, timeout)
+                return await self._invoke_once(subject, instance, function, params, headers,
+                                               timeout)  # fmt: skip
             except NoResponders:
                 await asyncio.sleep(delay)
-        return await self._invoke_once(instance, function, params, headers, timeout)
+        return await self._invoke_once(subject, instance, function, params, headers, timeout)
 
     async def _invoke_once(
         self,
+        subject: str,
         instance: str,
         function: str,
         params: bytes,
@@ -141,7 +149,7 @@ class WrpcClient:
         try:
             room = first_chunk_room(self._nc.max_payload, reply_inbox, headers)
             await self._nc.publish(
-                invocation_subject(self.prefix, instance, function),
+                subject,
                 params[:room],
                 reply=reply_inbox,
                 headers=dict(headers) if headers else None,

@@ -329,14 +329,15 @@ class WrpcServer:
         self, observer: CallObserver, export: Export, context: CallContext, params: Any
     ) -> tuple[Any, ...]:
         """The handler inside the observer's start/end (a slot is held, given back here)."""
-        handle = observer.start(context.instance, context.function, context.headers)
         try:
-            results = await export.handler(context, params)
-        except BaseException as exc:
-            observer.end(handle, None, exc)
-            raise
+            handle = observer.start(context.instance, context.function, context.headers)
+            try:
+                results = await export.handler(context, params)
+            except BaseException as exc:
+                observer.end(handle, None, exc)
+                raise
         finally:
-            self._handler_slots.give()
+            self._handler_slots.give()  # whatever the observer or the handler raised
         observer.end(handle, results, None)
         return results
 
@@ -463,8 +464,10 @@ def _complete_first_payload(codec: Codec, export: Export, payload: bytes) -> tup
     if len(payload) > PEEK_BEFORE_DECODING:
         return None
     try:
-        params = codec.decode_values(export.function.param_types, payload, final=False)
-    except (Incomplete, CodecError):
+        params = decode_first_payload(codec, export.function.param_types, payload)
+    except CodecError:
+        return None  # malformed: the general path answers it
+    if params is None:
         return None
     if export.max_list_items is not None and _over_bound(export, params) is not None:
         return None
