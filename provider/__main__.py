@@ -13,15 +13,17 @@ import os
 import sys
 from collections.abc import Coroutine
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provider.lattice.host_data import HostData, HostDataError, parse_host_data
 from provider.lattice.lattice_connection import LatticeUnavailable
 from provider.lattice.logs import setup_logging
 from provider.lattice.runtime import ProviderRuntime
 from provider.observability.otel_settings import otel_settings
-from provider.observability.tracing import TraceIds, Tracing
 from provider.postgres_provider import PostgresProvider
+
+if TYPE_CHECKING:
+    from provider.observability.telemetry import Telemetry
 
 
 def program_name() -> str:
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             provider.serve_metrics(int(metrics_port), address or "127.0.0.1")
         except (ValueError, OSError) as exc:
             logging.getLogger("provider").error("metrics not served", extra={"error": str(exc)})
-    tracing = start_tracing(host_data, provider)
+    telemetry = start_telemetry(host_data, provider)
     runtime = ProviderRuntime(host_data, provider)
     try:
         run_event_loop(runtime.run())
@@ -109,25 +111,26 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("provider").error(f"cannot serve, exiting: {exc}")
         return 1
     finally:
-        if tracing is not None:
-            tracing.shutdown()  # what is queued goes out before the process ends
+        if telemetry is not None:
+            telemetry.flush(2.0)  # what is still queued (a signal, not the host's shutdown)
     return 0
 
 
-def start_tracing(host_data: HostData, provider: PostgresProvider) -> Tracing | None:
-    """Traces as the host's `otel_config` (and the provider config) ask; None when off."""
+def start_telemetry(host_data: HostData, provider: PostgresProvider) -> Telemetry | None:
+    """OTLP export as the host's `otel_config` (and the provider config) ask; None when off,
+    and then nothing of OpenTelemetry is even imported."""
     settings = otel_settings(host_data.otel_config, host_data.config)
-    if not settings.traces:
+    if not (settings.traces or settings.metrics):
         return None
-    try:
-        tracing = Tracing(settings)
-    except Exception as exc:  # a bad endpoint or CA must not keep the provider from serving
-        logging.getLogger("provider").error("traces not exported", extra={"error": str(exc)})
-        return None
-    provider.observe(tracing)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(TraceIds())
-    return tracing
+    from provider.observability.telemetry import Telemetry
+    from provider.observability.tracing import TraceIds
+
+    telemetry = Telemetry(settings, provider.service.metrics.registry)
+    provider.observe(telemetry)
+    if telemetry.tracing is not None:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(TraceIds())
+    return telemetry
 
 
 if __name__ == "__main__":

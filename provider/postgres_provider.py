@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -12,7 +13,8 @@ from provider.lattice.forwarding import TransactionForwarder
 from provider.lattice.host_data import HostData
 from provider.lattice.links import LinkDefinition
 from provider.lattice.statement_store import JetStreamStatements, StoreUnavailable
-from provider.observability.tracing import CallTracer, StatementTracer, Tracing
+from provider.observability.telemetry import Telemetry
+from provider.observability.tracing import CallTracer, StatementTracer
 from provider.postgres.service import PostgresService
 from provider.redaction import secret_redactor
 from provider.row_wire import RowWire
@@ -63,11 +65,15 @@ class PostgresProvider:
         self.unshared_reason: str | None = None  # why tokens are not shared with replicas
         self.forwarder: TransactionForwarder | None = None  # to other replicas' transactions
         self.call_observer: CallObserver | None = None  # a SERVER span per call (tracing on)
+        self.telemetry: Telemetry | None = None  # OTLP export, when the host turned it on
 
-    def observe(self, tracing: Tracing) -> None:
-        """Trace every call and statement with `tracing` (traces are on)."""
-        self.call_observer = CallTracer(tracing)
-        self.service.statement_tracer = StatementTracer(tracing)
+    def observe(self, telemetry: Telemetry) -> None:
+        """Export over OTLP as `telemetry` says: trace every call and statement when traces
+        are on (metrics are read from the registry on their own thread)."""
+        self.telemetry = telemetry
+        if telemetry.tracing is not None:
+            self.call_observer = CallTracer(telemetry.tracing)
+            self.service.statement_tracer = StatementTracer(telemetry.tracing)
 
     def serve_metrics(self, port: int, address: str = "127.0.0.1") -> None:
         """Expose the Prometheus text format on http://{address}:{port}/metrics."""
@@ -113,6 +119,11 @@ class PostgresProvider:
         await self.service.close(timeout=0.05)
         if self.forwarder is not None:
             await self.forwarder.close()
+
+    async def flush(self, timeout: float) -> None:
+        """Spans and metrics still buffered go out (the last step before answering the host)."""
+        if self.telemetry is not None:
+            await asyncio.to_thread(self.telemetry.flush, timeout)
 
     @property
     def replica_id(self) -> str:

@@ -1,30 +1,57 @@
-"""A real OTLP/HTTP receiver on loopback for the tests: decodes what exporters POST with the
-protobuf definitions from opentelemetry-proto and keeps it for assertions."""
+"""Real OTLP receivers on loopback for the tests, over HTTP (protobuf bodies) and over gRPC:
+what exporters send is decoded with the definitions from opentelemetry-proto and kept for
+assertions."""
 
 from __future__ import annotations
 
 import gzip
 import threading
 from collections.abc import Iterator
+from concurrent import futures
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 
 class Received:
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.spans: list[Any] = []  # opentelemetry.proto.trace.v1.Span, with its resource
-        self.resources: list[Any] = []
-        self.metrics: list[Any] = []
+        self.spans: list[Any] = []  # opentelemetry.proto.trace.v1.Span
+        self.resources: list[Any] = []  # the spans' resources
+        self.metric_requests: list[Any] = []  # ExportMetricsServiceRequest, in arrival order
         self.requests = 0
+
+    def add_traces(self, request: Any) -> None:
+        with self.lock:
+            self.requests += 1
+            for resource_spans in request.resource_spans:
+                self.resources.append(resource_spans.resource)
+                for scope in resource_spans.scope_spans:
+                    self.spans.extend(scope.spans)
+
+    def add_metrics(self, request: Any) -> None:
+        with self.lock:
+            self.requests += 1
+            self.metric_requests.append(request)
 
     def span_list(self) -> list[Any]:
         with self.lock:
             return list(self.spans)
+
+    def latest_metrics(self) -> dict[str, Any]:
+        """Metric name → the last export's `Metric` (cumulative: the last one holds all)."""
+        with self.lock:
+            requests = list(self.metric_requests)
+        found: dict[str, Any] = {}
+        for request in requests:
+            for resource_metrics in request.resource_metrics:
+                for scope in resource_metrics.scope_metrics:
+                    for metric in scope.metrics:
+                        found[metric.name] = metric
+        return found
 
 
 def attributes(item: Any) -> dict[str, Any]:
@@ -47,19 +74,14 @@ def running_otlp_receiver() -> Iterator[tuple[str, Received]]:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             if self.headers.get("Content-Encoding") == "gzip":
                 body = gzip.decompress(body)
-            with received.lock:
-                received.requests += 1
-                if self.path == "/v1/traces":
-                    request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
-                    for resource_spans in request.resource_spans:
-                        received.resources.append(resource_spans.resource)
-                        for scope in resource_spans.scope_spans:
-                            received.spans.extend(scope.spans)
-                elif self.path == "/v1/metrics":
-                    metrics = metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)
-                    received.metrics.append(metrics)
-            self.send_response(200)
+            if self.path == "/v1/traces":
+                received.add_traces(trace_service_pb2.ExportTraceServiceRequest.FromString(body))
+            elif self.path == "/v1/metrics":
+                request = metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)
+                received.add_metrics(request)
+            self.send_response(200 if self.path in ("/v1/traces", "/v1/metrics") else 404)
             self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
             self.end_headers()
 
         def log_message(self, *args: Any) -> None:
@@ -73,3 +95,31 @@ def running_otlp_receiver() -> Iterator[tuple[str, Received]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def running_otlp_grpc_receiver() -> Iterator[tuple[str, Received]]:
+    """(endpoint URL, what arrived): the OTLP trace and metrics services over gRPC."""
+    import grpc  # type: ignore[import-untyped]
+
+    received = Received()
+
+    class Traces(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+        def Export(self, request: Any, context: Any) -> Any:
+            received.add_traces(request)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore[misc]
+        def Export(self, request: Any, context: Any) -> Any:
+            received.add_metrics(request)
+            return metrics_service_pb2.ExportMetricsServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}", received
+    finally:
+        server.stop(0)

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 # The host waits 300 ms for the reply: 50 ms to drain queued calls, 120 ms for in-flight calls
 # to finish, 50 ms to answer the rest, 60 ms to close the pools.
 SHUTDOWN_GRACE = 0.12
+# Whatever of the 300 ms is left after that goes to flushing telemetry; 20 ms stay for the reply.
+SHUTDOWN_BUDGET = 0.28
 
 
 class ProviderHooks(Protocol):
@@ -47,6 +49,10 @@ class ProviderHooks(Protocol):
     async def config_update(self, config: dict[str, str]) -> None: ...
 
     async def shutdown(self) -> None: ...
+
+    async def flush(self, timeout: float) -> None:
+        """Send what is buffered for export (telemetry) within `timeout` seconds: the last
+        step of shutdown, after the calls are answered and before the host is."""
 
 
 def subject(host_data: HostData, key: str, suffix: str) -> str:
@@ -260,6 +266,7 @@ class ProviderRuntime:
         if self._shutting_down:
             return
         self._shutting_down = True
+        started = time.perf_counter()
         servers = [s for s in (self._server, self._replica_server) if s is not None]
         if servers:
             await asyncio.gather(*(server.stop(grace=SHUTDOWN_GRACE) for server in servers))
@@ -267,6 +274,11 @@ class ProviderRuntime:
             await asyncio.wait_for(self.hooks.shutdown(), 0.06)
         except (TimeoutError, Exception) as exc:
             log.warning("cleanup did not finish", extra={"error": type(exc).__name__})
+        remaining = SHUTDOWN_BUDGET - (time.perf_counter() - started)
+        try:
+            await asyncio.wait_for(self.hooks.flush(max(remaining, 0.01)), max(remaining, 0.01))
+        except (TimeoutError, Exception) as exc:
+            log.warning("telemetry not flushed", extra={"error": type(exc).__name__})
 
     async def stop(self) -> None:
         """Shut down and let `run()` return (signals, tests)."""

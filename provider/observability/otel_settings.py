@@ -22,6 +22,7 @@ from urllib.parse import urlsplit, urlunsplit
 SIGNALS = ("traces", "metrics", "logs")
 SERVICE_NAME = "sqldb-postgres-provider"
 DEFAULT_SAMPLER = "parentbased_always_on"
+QUIET_TRACE_LEVELS = ("warn", "warning", "error")
 
 
 @dataclass(frozen=True)
@@ -91,14 +92,16 @@ def otel_settings(otel_config: Mapping[str, Any] | None, config: Mapping[str, st
         endpoints[signal] = str(own) if own else signal_endpoint(protocol, shared, signal)
     sampler = overrides.get("OTEL_TRACES_SAMPLER") or host.get("traces_sampler") or DEFAULT_SAMPLER
     sampler_arg = overrides.get("OTEL_TRACES_SAMPLER_ARG") or host.get("traces_sampler_arg")
+    trace_level = str(host.get("trace_level") or "info").strip().lower()
     return OtelSettings(
-        traces=enabled["traces"],
+        # Our spans are INFO spans: a host tracing at WARN or ERROR level wants none of them.
+        traces=enabled["traces"] and trace_level not in QUIET_TRACE_LEVELS,
         metrics=enabled["metrics"],
         logs=enabled["logs"],
         protocol=protocol,
         endpoints=endpoints,
         additional_ca_paths=tuple(str(p) for p in host.get("additional_ca_paths") or ()),
-        trace_level=str(host.get("trace_level") or "info").lower(),
+        trace_level=trace_level,
         sampler=str(sampler).strip().lower(),
         sampler_arg=None if sampler_arg is None else str(sampler_arg),
         max_batch_queue_size=_positive(host.get("max_batch_queue_size")),

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
+from provider.observability.exporters import otlp_exporter
 from provider.observability.otel_settings import SERVICE_NAME, OtelSettings
 
 log = logging.getLogger(__name__)
@@ -36,43 +35,6 @@ def _sampler(settings: OtelSettings) -> Any:
     }.get(settings.sampler, sampling.ParentBased(sampling.ALWAYS_ON))
 
 
-def _ca_bundle(paths: Sequence[str]) -> str | None:
-    """The host's `additional_ca_paths` as one PEM file (the HTTP exporter takes one)."""
-    if not paths:
-        return None
-    if len(paths) == 1:
-        return paths[0]
-    bundle = tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False)  # noqa: SIM115
-    with bundle:
-        for path in paths:
-            with contextlib.suppress(OSError):
-                bundle.write(Path(path).read_text() + "\n")
-    return bundle.name
-
-
-def _span_exporter(settings: OtelSettings, endpoint: str) -> Any:
-    """OTLP over http/protobuf or grpc, trusting the host's additional CAs too."""
-    ca = _ca_bundle(settings.additional_ca_paths)
-    if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-            OTLPSpanExporter as GrpcSpanExporter,
-        )
-
-        if ca is None:
-            return GrpcSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
-        import grpc  # type: ignore[import-untyped]
-
-        credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
-        return GrpcSpanExporter(endpoint=endpoint, credentials=credentials)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-    return (
-        OTLPSpanExporter(endpoint=endpoint, certificate_file=ca)
-        if ca
-        else OTLPSpanExporter(endpoint=endpoint)
-    )
-
-
 class Tracing:
     """The tracer, or None when traces are off; `shutdown` flushes what is queued."""
 
@@ -88,7 +50,7 @@ class Tracing:
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         endpoint = settings.endpoints["traces"]
-        exporter = _span_exporter(settings, endpoint)
+        exporter = otlp_exporter(settings, "traces")
         # Resource.create adds OTEL_RESOURCE_ATTRIBUTES (the host passes OTEL_* through).
         self._provider = TracerProvider(
             resource=Resource.create({"service.name": SERVICE_NAME}), sampler=_sampler(settings)
@@ -107,11 +69,13 @@ class Tracing:
     def parent_context(self, headers: Mapping[str, str]) -> Any:
         return self._propagator.extract(headers, getter=self._getter)
 
-    def shutdown(self) -> None:
-        if self._provider is not None:
+    def shutdown(self, timeout: float = 2.0) -> None:
+        """Export what is queued (within `timeout` s), then stop (idempotent)."""
+        provider, self._provider = self._provider, None
+        if provider is not None:
             with contextlib.suppress(Exception):
-                self._provider.force_flush(2000)
-                self._provider.shutdown()
+                provider.force_flush(int(timeout * 1000))
+                provider.shutdown()
 
 
 class CallTracer:
@@ -168,10 +132,9 @@ class StatementTracer:
         self._client = trace.SpanKind.CLIENT
 
     @contextlib.contextmanager
-    def statement(self, sql: str, database: str, host: str, port: int) -> Iterator[Any]:
-        from provider.postgres.retry import first_keyword
-
-        operation = first_keyword(sql).upper()
+    def statement(
+        self, sql: str, operation: str, database: str, host: str, port: int
+    ) -> Iterator[Any]:
         attributes = {
             "db.system.name": "postgresql",
             "db.namespace": database,

@@ -27,6 +27,10 @@ REPREPARE_CAUSES = (
 )
 
 
+OPERATION_LABELS = ("link", "db_namespace", "db_operation_name", "db_response_status_code",
+                    "error_type")  # fmt: skip
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -34,10 +38,21 @@ class Metrics:
             "sqldb_postgres_pool_acquire_wait_seconds",
             "Time a call waited for a connection of its link's pool (calls that found one "
             "free at once are not counted)",
-            "link",
+            ("link",),
             buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5),
             registry=self.registry,
         )
+        # OpenTelemetry's db.client.operation.duration (exported over OTLP under that name):
+        # one observation per statement sent, a failed one with its SQLSTATE and error type.
+        self.operation_duration = LeanHistogram(
+            "sqldb_postgres_operation_duration_seconds",
+            "Time a database statement took, prepare included, by link, database, operation "
+            "and (on failure) SQLSTATE and error type",
+            OPERATION_LABELS,
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10),
+            registry=self.registry,
+        )
+        self.durations = OperationDurations(self.operation_duration)
         self.hand_over_reset = Histogram(
             "sqldb_postgres_pool_hand_over_reset_seconds",
             "Full session resets when a shared pool's connection passes to another link",
@@ -106,38 +121,76 @@ class Metrics:
         }
 
 
+class OperationDurations:
+    """Feeds `operation_duration`: one observation per statement, its operation named by the
+    statement's first keyword (remembered per SQL text, so a hot statement pays a dict lookup)."""
+
+    MAX_REMEMBERED = 4096  # distinct SQL texts; `query` may send any number of them
+
+    def __init__(self, histogram: LeanHistogram) -> None:
+        self._histogram = histogram
+        self._operations: dict[str, str] = {}
+
+    def operation(self, sql: str) -> str:
+        """`SELECT`, `INSERT`, … as `db.operation.name` wants it."""
+        name = self._operations.get(sql)
+        if name is None:
+            from provider.postgres.retry import first_keyword
+
+            if len(self._operations) >= self.MAX_REMEMBERED:
+                self._operations.clear()
+            name = self._operations[sql] = first_keyword(sql).upper()
+        return name
+
+    def succeeded(self, link: str, database: str, sql: str, seconds: float) -> None:
+        self._histogram.child((link, database, self.operation(sql), "", "")).observe(seconds)
+
+    def failed(
+        self, link: str, database: str, sql: str, seconds: float, error: BaseException
+    ) -> None:
+        status = getattr(error, "sqlstate", None) or ""
+        series = (link, database, self.operation(sql), status, status or type(error).__name__)
+        self._histogram.child(series).observe(seconds)
+
+
 class LeanHistogram(Collector):
-    """A labelled histogram observed on every busy call: `observe` is a bisect and two
-    additions (prometheus-client's takes a lock and updates three value objects). Observed on
-    the event loop's thread only; scrapes read the numbers as they are."""
+    """A labelled histogram observed on every busy call or statement: `observe` is a bisect
+    and two additions (prometheus-client's takes a lock and updates three value objects).
+    Observed on the event loop's thread only; scrapes read the numbers as they are."""
 
     def __init__(
         self,
         name: str,
         documentation: str,
-        label: str,
+        labels: tuple[str, ...],
         buckets: tuple[float, ...],
         registry: CollectorRegistry,
     ) -> None:
-        self._name, self._documentation, self._label = name, documentation, label
+        self._name, self._documentation, self._labels = name, documentation, labels
         self._bounds = tuple(sorted(buckets))
-        self._children: dict[str, LeanHistogramChild] = {}
+        self._children: dict[tuple[str, ...], LeanHistogramChild] = {}
         registry.register(self)
 
-    def labels(self, value: str) -> LeanHistogramChild:
-        child = self._children.get(value)
+    def labels(self, *values: str) -> LeanHistogramChild:
+        return self.child(values)
+
+    def child(self, values: tuple[str, ...]) -> LeanHistogramChild:
+        """The series of these label values (a tuple the caller may keep and reuse)."""
+        child = self._children.get(values)
         if child is None:
-            child = self._children[value] = LeanHistogramChild(self._bounds)
+            if len(values) != len(self._labels):
+                raise ValueError(f"{self._name} takes labels {self._labels}, got {values}")
+            child = self._children[values] = LeanHistogramChild(self._bounds)
         return child
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
-        family = HistogramMetricFamily(self._name, self._documentation, labels=[self._label])
-        for value, child in sorted(self._children.items()):
+        family = HistogramMetricFamily(self._name, self._documentation, labels=self._labels)
+        for values, child in sorted(self._children.items()):
             cumulative, buckets = 0, []
             for bound, count in zip((*self._bounds, math.inf), child.counts, strict=True):
                 cumulative += count
                 buckets.append((floatToGoString(bound), cumulative))  # type: ignore[no-untyped-call]
-            family.add_metric([value], buckets, child.total)
+            family.add_metric(list(values), buckets, child.total)
         yield family
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -57,7 +58,7 @@ RowsEncoderFactory = Callable[[Sequence[Any], Sequence[str]], RowsEncoder]
 
 class StatementTracer(Protocol):
     def statement(
-        self, sql: str, database: str, host: str, port: int
+        self, sql: str, operation: str, database: str, host: str, port: int
     ) -> contextlib.AbstractContextManager[Any]: ...
 
     def event(self, name: str, attributes: Mapping[str, Any]) -> None: ...
@@ -410,14 +411,25 @@ class PostgresService:
         """One try of `sql` on `connection`: prepare (if needed), then run unless `params` is
         None; inside a CLIENT span when tracing is on. `guest_transaction`: the connection
         holds a component's open transaction (`transactions`), so none of ours is begun."""
-        tracer = self.statement_tracer
-        if tracer is None:
-            return await self._execute(link, connection, sql, params, rows_wanted,
-                                       guest_transaction)  # fmt: skip
-        settings = link.settings
-        with tracer.statement(sql, settings.database, settings.host, settings.port):
-            return await self._execute(link, connection, sql, params, rows_wanted,
-                                       guest_transaction)  # fmt: skip
+        tracer, settings = self.statement_tracer, link.settings
+        durations = self.metrics.durations
+        started = time.perf_counter()
+        try:
+            if tracer is None:
+                result = await self._execute(link, connection, sql, params, rows_wanted,
+                                             guest_transaction)  # fmt: skip
+            else:
+                operation = durations.operation(sql)
+                with tracer.statement(sql, operation, settings.database, settings.host,
+                                      settings.port):  # fmt: skip
+                    result = await self._execute(link, connection, sql, params, rows_wanted,
+                                                 guest_transaction)  # fmt: skip
+        except BaseException as exc:
+            elapsed = time.perf_counter() - started
+            durations.failed(link.source_id, settings.database, sql, elapsed, exc)
+            raise
+        durations.succeeded(link.source_id, settings.database, sql, time.perf_counter() - started)
+        return result
 
     async def _execute(
         self,

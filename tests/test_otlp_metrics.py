@@ -1,0 +1,230 @@
+"""Metrics over OTLP: the Prometheus instruments translated (sans-IO, against the Prometheus
+text of the same registry), then exported to real receivers over HTTP and gRPC, and flushed
+with the spans inside the host's 300 ms shutdown window."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from provider.observability.metric_translation import translate
+from provider.postgres.metrics import Metrics
+from provider.wrpc.values import Case, Err, Ok
+from tests.otlp_receiver import (
+    Received,
+    attributes,
+    running_otlp_grpc_receiver,
+    running_otlp_receiver,
+)
+from tests.provider_harness import RunningProvider
+from tests.test_tracing import PARENT_ID, TRACE_ID, spans_of, traced_caller
+
+DURATION = "db.client.operation.duration"
+
+
+def translated(metrics: Metrics) -> dict[str, Any]:
+    return {m.name: m for m in translate(metrics.registry.collect(), 1, 2)}
+
+
+def test_durations_translate_to_the_database_convention() -> None:
+    metrics = Metrics()
+    for seconds in (0.0004, 0.003, 0.003, 2.0):
+        metrics.durations.succeeded("comp-a", "app", "SELECT 1", seconds)
+    metrics.durations.failed("comp-a#other", "app", "insert into t values (1)", 0.02,
+                             _sqlstate_error("23505"))  # fmt: skip
+    metrics.durations.failed("comp-a", "app", "SELECT 1", 0.5, TimeoutError())
+    histogram = translated(metrics)[DURATION]
+    assert histogram.unit == "s" and histogram.data.aggregation_temporality == 2  # cumulative
+    points = {(p.attributes.get("db.operation.name"), p.attributes.get("error.type")): p
+              for p in histogram.data.data_points}  # fmt: skip
+    ok = points[("SELECT", None)]
+    assert ok.attributes == {
+        "db.system.name": "postgresql", "db.namespace": "app", "db.operation.name": "SELECT",
+        "wasmcloud.component.id": "comp-a", "wasmcloud.link.name": "default",
+    }  # fmt: skip
+    assert ok.count == 4 and ok.sum == pytest.approx(2.0064)
+    assert list(ok.explicit_bounds) == [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10]
+    assert list(ok.bucket_counts) == [1, 2, 0, 0, 0, 0, 0, 1, 0, 0]  # one more: above 10 s
+    failed = points[("INSERT", "23505")]
+    assert failed.attributes["db.response.status_code"] == "23505"
+    assert failed.attributes["wasmcloud.link.name"] == "other"
+    timeout = points[("SELECT", "TimeoutError")]
+    assert "db.response.status_code" not in timeout.attributes  # no SQLSTATE: left out
+
+
+def test_translation_agrees_with_the_prometheus_text() -> None:
+    """Same instruments, same numbers: every counter and histogram count in the text format
+    equals the OTLP point built from it."""
+    metrics = Metrics()
+    metrics.retries.labels("comp-a", "not_sent").inc(3)
+    metrics.errors.labels("comp-a", "invalid-query").inc()
+    metrics.prepares.labels("comp-b", "evicted").inc(2)
+    metrics.acquire_wait.labels("comp-a").observe(0.002)
+    metrics.durations.succeeded("comp-b", "app", "UPDATE t SET x = 1", 0.01)
+    metrics.watch(lambda: {"comp-a": {"pool_size": 8, "pool_in_use": 3, "pool_idle": 5,
+                                      "pool_waiting": 1, "statements": 4}})  # fmt: skip
+    otlp = translated(metrics)
+    text = metrics.text().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+
+    def total(name: str, **labels: str) -> float:
+        return next(s.value for s in families[name].samples
+                    if s.name.endswith("_total") and s.labels == labels)  # fmt: skip
+
+    retries = otlp["sqldb_postgres.retries"].data
+    assert retries.is_monotonic and retries.data_points[0].value == total(
+        "sqldb_postgres_retries", link="comp-a", reason="not_sent"
+    )
+    assert retries.data_points[0].attributes["reason"] == "not_sent"
+    errors = otlp["sqldb_postgres.errors"].data.data_points[0]
+    assert errors.attributes["variant"] == "invalid-query" and errors.value == 1
+    assert otlp["sqldb_postgres.statement_prepares"].data.data_points[0].value == 2
+    wait = otlp["db.client.connection.wait_time"].data.data_points[0]
+    assert wait.count == 1 and wait.attributes["db.client.connection.pool.name"] == "comp-a"
+    connections = otlp["db.client.connection.count"].data
+    assert not connections.is_monotonic
+    by_state = {p.attributes["db.client.connection.state"]: p.value
+                for p in connections.data_points}  # fmt: skip
+    assert by_state == {"used": 3, "idle": 5}
+    assert otlp["db.client.connection.max"].data.data_points[0].value == 8
+    assert otlp["db.client.connection.pending_requests"].data.data_points[0].value == 1
+    assert otlp["sqldb_postgres.statements"].data.data_points[0].value == 4
+    duration = otlp[DURATION].data.data_points[0]
+    duration_count = next(s.value for s in families["sqldb_postgres_operation_duration_seconds"]
+                          .samples if s.name.endswith("_count"))  # fmt: skip
+    assert duration.count == duration_count == 1
+
+
+def _sqlstate_error(sqlstate: str) -> Exception:
+    error = Exception("duplicate key")
+    error.sqlstate = sqlstate  # type: ignore[attr-defined]
+    return error
+
+
+async def metrics_named(received: Received, name: str, ready: Any) -> Any:
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        metric = received.latest_metrics().get(name)
+        if metric is not None and ready(metric):
+            return metric
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"metric {name} did not arrive as expected: {received.latest_metrics()}")
+
+
+def duration_points(metric: Any) -> dict[tuple[str, str], Any]:
+    return {
+        (attributes(p).get("db.operation.name", ""), attributes(p).get("error.type", "")): p
+        for p in metric.histogram.data_points
+    }
+
+
+async def exercise(provider: RunningProvider, nats_url: str, postgres_server: Any,
+                   database: str) -> tuple[Any, Any, Any]:  # fmt: skip
+    nc, client, caller = await traced_caller(provider, nats_url, postgres_server, database)
+    caller.headers = {**caller.headers, "traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}
+    for n in range(3):
+        assert isinstance(await caller.query("SELECT $1::int4", [Case("int4", n)]), Ok)
+    assert isinstance(await caller.query("SELECT * FROM no_such_table"), Err)
+    return nc, client, caller
+
+
+async def test_the_duration_histogram_and_pool_metrics_arrive_over_http(
+    nats_url: str, postgres_server: Any, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+    with running_otlp_receiver() as (url, received):
+        otel = {"enable_observability": True, "enable_traces": False,
+                "observability_endpoint": url}  # fmt: skip
+        provider = RunningProvider(nats_url, otel_config=otel)
+        await provider.astart()
+        try:
+            nc, client, caller = await exercise(provider, nats_url, postgres_server, database)
+
+            def complete(metric: Any) -> bool:
+                points = duration_points(metric)
+                return (
+                    points.get(("SELECT", ""), None) is not None
+                    and points[("SELECT", "")].count >= 3
+                    and ("SELECT", "42P01") in points
+                )
+
+            duration = await metrics_named(received, DURATION, complete)
+            points = duration_points(duration)
+            ok = attributes(points[("SELECT", "")])
+            assert ok["db.system.name"] == "postgresql" and ok["db.namespace"] == database
+            assert ok["wasmcloud.component.id"] == caller.source_id
+            failed = attributes(points[("SELECT", "42P01")])
+            assert failed["db.response.status_code"] == "42P01"
+            assert duration.unit == "s"
+            latest = received.latest_metrics()
+            states = {attributes(p)["db.client.connection.state"]
+                      for p in latest["db.client.connection.count"].sum.data_points}  # fmt: skip
+            assert states == {"used", "idle"}
+            errors = latest["sqldb_postgres.errors"].sum.data_points
+            assert [attributes(p)["variant"] for p in errors] == ["invalid-query"]
+            assert received.span_list() == []  # traces were turned off on their own
+            await client.close()
+            await nc.close()
+        finally:
+            provider.stop()
+
+
+async def test_shutdown_flushes_spans_and_metrics_inside_the_hosts_window(
+    nats_url: str, postgres_server: Any, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing would go out on its own for a minute; the host's shutdown sends it all before
+    the provider answers, and the answer still comes within 300 ms."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "60000")
+    with running_otlp_receiver() as (url, received):
+        otel = {"enable_observability": True, "observability_endpoint": url}
+        provider = RunningProvider(nats_url, otel_config=otel)
+        await provider.astart()
+        try:
+            nc, client, _ = await exercise(provider, nats_url, postgres_server, database)
+            await asyncio.sleep(0.3)
+            assert received.requests == 0  # all of it still buffered
+            stop = await provider.process.stop_like_host(nc)
+            assert stop.reply == b"shutting down" and stop.seconds_to_reply < 0.3
+            assert len([s for s in received.span_list() if s.trace_id.hex() == TRACE_ID]) == 8
+            points = duration_points(received.latest_metrics()[DURATION])
+            assert points[("SELECT", "")].count >= 3  # the harness checks its link with one too
+            await client.close()
+            await nc.close()
+        finally:
+            provider.stop()
+
+
+async def test_traces_and_metrics_over_grpc(
+    nats_url: str, postgres_server: Any, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+    with running_otlp_grpc_receiver() as (url, received):
+        otel = {"enable_observability": True, "protocol": "Grpc",
+                "observability_endpoint": url + "/ignored/path"}  # fmt: skip
+        provider = RunningProvider(nats_url, otel_config=otel)
+        await provider.astart()
+        try:
+            nc, client, caller = await exercise(provider, nats_url, postgres_server, database)
+            spans = await spans_of(received, TRACE_ID, 8)
+            server = next(s for s in spans if s.kind == 2)
+            assert server.parent_span_id.hex() == PARENT_ID
+            assert attributes(server)["wasmcloud.component.id"] == caller.source_id
+            duration = await metrics_named(
+                received, DURATION, lambda m: ("SELECT", "42P01") in duration_points(m)
+            )
+            assert (
+                attributes(duration_points(duration)[("SELECT", "42P01")])[
+                    "db.response.status_code"
+                ]
+                == "42P01"
+            )
+            await client.close()
+            await nc.close()
+        finally:
+            provider.stop()
