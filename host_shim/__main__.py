@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import nats
 
@@ -33,6 +34,7 @@ from host_shim.component_host import ComponentError, ComponentHost
 from host_shim.local_nats import running_nats
 from host_shim.local_postgres import PostgresServer, running_postgres
 from host_shim.manifest import Link, Manifest, ManifestComponent, ManifestError, load_manifest
+from host_shim.observability import InvocationTracer, add_arguments, otel_config
 from host_shim.provider_image import install_provider
 from host_shim.provider_process import SOURCE_COMMAND, LatticeHost, ProviderProcess
 from provider.wrpc.nats_client import WrpcClient
@@ -109,7 +111,11 @@ def provider_command(
 
 
 async def run_application(
-    manifest: Manifest, nats_url: str, server: PostgresServer, from_source: bool = False
+    manifest: Manifest,
+    nats_url: str,
+    server: PostgresServer,
+    from_source: bool = False,
+    observability: dict[str, Any] | None = None,
 ) -> int:
     providers = [c for c in manifest.components.values() if c.type == "capability"]
     links = postgres_links(manifest)
@@ -131,7 +137,9 @@ async def run_application(
             command=command,
             link_definitions=[definition],
             config=provider_component.config,
+            otel_config=observability or {"enable_observability": False},
         )
+        tracer = InvocationTracer(observability or {})
         step(f"starting provider {provider_component.id} (HostData on stdin; log {log_path})")
         provider.start()
         nc = await nats.connect(nats_url)
@@ -155,7 +163,11 @@ async def run_application(
             step(f"component {component.id} loaded {how} in "
                  f"{time.perf_counter() - started:.2f} s; imports match wit/")  # fmt: skip
             started = time.perf_counter()
-            output = await asyncio.to_thread(component_host.call_export, "run")
+            traces: list[str] = []  # one trace per invocation (when traces are on)
+            with tracer.invocation(component.id, "run") as trace_headers:
+                component_host.headers = {**headers, **trace_headers}
+                output = await asyncio.to_thread(component_host.call_export, "run")
+                traces.append(trace_headers.get("traceparent", ""))
             elapsed = time.perf_counter() - started
             calls = component_host.import_calls
             per_call = component_host.import_seconds / max(calls, 1) * 1000
@@ -165,9 +177,12 @@ async def run_application(
             # Two transfers in serializable transactions: one fits the balance and commits,
             # one does not and is rolled back (the component reads, decides, then writes).
             for source, target, amount in ((1, 2, 30), (1, 2, 1000)):
-                outcome = json.loads(await asyncio.to_thread(
-                    component_host.call_export, "transfer", source, target, amount
-                ))  # fmt: skip
+                with tracer.invocation(component.id, "transfer") as trace_headers:
+                    component_host.headers = {**headers, **trace_headers}
+                    outcome = json.loads(await asyncio.to_thread(
+                        component_host.call_export, "transfer", source, target, amount
+                    ))  # fmt: skip
+                    traces.append(trace_headers.get("traceparent", ""))
                 verdict = "committed" if outcome.get("committed") else "rolled back"
                 step(f"transfer {amount} from account {source} to {target}: {verdict} "
                      f"(attempt {outcome.get('attempts')}"
@@ -177,6 +192,11 @@ async def run_application(
             answer = repr(stop.reply.decode()) if stop.reply is not None else "no reply"
             step(f"provider stopped as a host stops it: {answer} after "
                  f"{stop.seconds_to_reply * 1000:.0f} ms, then SIGKILL")  # fmt: skip
+            if tracer.endpoint is not None:
+                tracer.shutdown()
+                ids = ", ".join(t.split("-")[1] for t in traces if t)
+                step(f"traces exported to {tracer.endpoint} (the provider's spans join them): "
+                     f"{ids}")  # fmt: skip
         finally:
             provider.kill()
             await nc.close()
@@ -192,14 +212,18 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("PROVIDER_FROM_SOURCE", "").lower() in ("1", "true", "yes"),
         help="run `python -m provider` instead of the archive's executable [PROVIDER_FROM_SOURCE]",
     )
+    add_arguments(parser.add_argument_group("observability (as a wasmCloud host's)"))
     args = parser.parse_args(argv)
+    observability = otel_config(vars(args), os.environ)
     try:
         manifest = load_manifest(args.manifest)
         step(f"application {manifest.name} {manifest.version}: "
              f"{', '.join(manifest.components)}")  # fmt: skip
         with running_nats() as nats_url, running_postgres() as server:
             step(f"NATS at {nats_url}; PostgreSQL ({server.kind}) at {server.host}:{server.port}")
-            return asyncio.run(run_application(manifest, nats_url, server, args.from_source))
+            return asyncio.run(
+                run_application(manifest, nats_url, server, args.from_source, observability)
+            )
     except (ManifestError, ComponentError, ArchiveError, OciError, OSError) as exc:
         print(f"host_shim: {exc}", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from host_shim.component_host import ComponentError, ComponentHost
 from host_shim.wasm_values import is_tagged
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case
+from tests.otlp_receiver import attributes, running_otlp_receiver
 from tests.provider_harness import QUERY, RunningProvider
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -214,3 +216,33 @@ def test_the_reflection_cache_is_pinned_to_the_wasmtime_it_was_written_for(
     from wasmtime.component import VariantType
 
     assert hasattr(VariantType.cases.fget, "cache")  # type: ignore[attr-defined]
+
+
+def test_host_shim_traces_the_invocations_and_the_provider_joins_them(
+    example_wasm: Path,
+) -> None:
+    """An endpoint given as a host takes it: the shim's invocation spans and the provider's
+    call and statement spans arrive in one trace per invocation, the provider's calls as
+    children of the invocation."""
+    with running_otlp_receiver() as (url, received):
+        output = run_host_shim("--from-source", "--override-observability-endpoint", url)
+        line = next(x for x in output.splitlines() if "traces exported to" in x)
+        trace_ids = line.rsplit(": ", 1)[1].split(", ")
+        assert len(trace_ids) == 3  # run and two transfers
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            spans = received.span_list()
+            if {s.trace_id.hex() for s in spans if s.kind == 2} >= set(trace_ids):
+                break
+            time.sleep(0.1)
+        run_trace = [s for s in received.span_list() if s.trace_id.hex() == trace_ids[0]]
+        invocation = next(s for s in run_trace if s.name.endswith("/run"))
+        calls = [s for s in run_trace if s.kind == 2]  # the provider's SERVER spans
+        statements = [s for s in run_trace if s.kind == 3]
+        assert len(calls) > 10 and statements
+        assert {c.parent_span_id for c in calls} == {invocation.span_id}
+        services = {attributes(r)["service.name"] for r in received.resources}
+        assert services == {"host-shim", "sqldb-postgres-provider"}
+        transfer = [s for s in received.span_list() if s.trace_id.hex() == trace_ids[1]]
+        methods = {attributes(s).get("rpc.method") for s in transfer if s.kind == 2}
+        assert {"begin", "commit"} <= methods

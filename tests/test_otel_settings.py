@@ -55,3 +55,9 @@ def test_other_fields() -> None:
     assert settings.protocol == "http" and settings.additional_ca_paths == ("/ca.pem",)
     assert settings.trace_level == "debug" and settings.max_batch_queue_size is None
     assert settings.concurrent_exports == 4 and settings.sampler == "parentbased_always_on"
+
+
+def test_a_host_tracing_at_warn_or_error_gets_none_of_our_info_spans() -> None:
+    for level, traced in (("trace", True), ("info", True), ("WARN", False), ("error", False)):
+        settings = otel_settings({"enable_observability": True, "trace_level": level}, {})
+        assert settings.traces is traced and settings.metrics  # metrics are not levelled
