@@ -24,6 +24,8 @@ LAYERS = (  # first match along a sample's stack from its leaf wins
     ("nats-py", "/nats/"),
     ("asyncpg", "/asyncpg/"),
     ("prometheus-client", "/prometheus_client/"),
+    ("opentelemetry", "/opentelemetry/"),
+    ("observability", "provider/observability/"),
     ("wRPC codec", "provider/wrpc/codec.py"),
     ("wRPC framing", "provider/wrpc/framing.py"),
     ("wRPC server", "provider/wrpc/nats_server.py"),

@@ -117,16 +117,18 @@ PROFILE = RESULTS / "profile.json"
 
 async def start_provider(
     nats_url: str, server: PostgresServer, database: str, profiled: bool,
-    provider_config: dict[str, str] | None = None,
+    provider_config: dict[str, str] | None = None, otel_config: dict[str, Any] | None = None,
 ) -> tuple[ProviderProcess, LatticeHost, str]:  # fmt: skip
     host = LatticeHost(nats_url, lattice=f"bench-{uuid.uuid4().hex[:6]}")
     config = provider_config or {}
+    observability = otel_config or {"enable_observability": False}
     if profiled:  # the same provider, with a CPU-time sampler that SIGUSR1/SIGUSR2 switch
         RESULTS.mkdir(parents=True, exist_ok=True)
         command = (sys.executable, "-m", "bench.cpu_profile", str(PROFILE))
-        provider = ProviderProcess(host, command=command, config=config)
+        provider = ProviderProcess(host, command=command, config=config,
+                                   otel_config=observability)  # fmt: skip
     else:
-        provider = ProviderProcess(host, config=config)
+        provider = ProviderProcess(host, config=config, otel_config=observability)
     provider.start()
     nc = await nats.connect(nats_url)
     try:

@@ -19,6 +19,7 @@ from host_shim.provider_image import InstalledProvider, cache_file_name, install
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case, Err, Ok
+from tests.otlp_receiver import running_otlp_grpc_receiver, running_otlp_receiver
 from tests.provider_harness import Caller, new_source_id, values_of, wait_linked
 
 
@@ -210,3 +211,39 @@ def test_the_executable_refuses_bad_host_data(provider_par: Path, tmp_path: Path
     )  # fmt: skip
     assert completed.returncode == 2
     assert b"sqldb-postgres:" in completed.stderr
+
+
+@pytest.mark.parametrize("protocol", ["Http", "Grpc"])
+async def test_the_executable_exports_traces_and_metrics(
+    protocol: str, provider_par: Path, nats_url: str, tmp_path: Path, nc: Any,
+    postgres_server: Any, make_database: Any, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """OpenTelemetry and both OTLP exporters are in the executable, and work there."""
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
+    receiver = running_otlp_grpc_receiver if protocol == "Grpc" else running_otlp_receiver
+    with receiver() as (url, received):
+        otel = {"enable_observability": True, "protocol": protocol, "observability_endpoint": url}
+        started = await start_from_archive(provider_par, nats_url, tmp_path, otel_config=otel)
+        host = started.host
+        source = new_source_id()
+        await host.put_link(nc, host.link_definition(source, postgres_server.link_config(
+            make_database())))  # fmt: skip
+        client = WrpcClient(nc, host.prefix, result_timeout=30)
+        await client.start()
+        try:
+            caller = Caller(client, source)
+            await wait_linked(caller)
+            caller.headers["traceparent"] = f"00-{'ab' * 16}-{'cd' * 8}-01"
+            assert isinstance(await caller.query("SELECT 1"), Ok)
+            assert wait_until(lambda: any(s.trace_id.hex() == "ab" * 16 and s.kind == 3
+                                          for s in received.span_list()), 15)  # fmt: skip
+            assert wait_until(
+                lambda: "db.client.operation.duration" in received.latest_metrics(), 15
+            )
+            stop = await started.process.stop_like_host(nc)
+            assert stop.reply == b"shutting down" and stop.seconds_to_reply < 0.3
+        finally:
+            await client.close()
+            started.process.kill()
+        assert "Traceback" not in started.log_text()

@@ -115,3 +115,43 @@ async def test_nothing_is_sent_when_observability_is_off(
             await nc.close()
         finally:
             provider.stop()
+
+
+async def test_unsampled_calls_export_nothing_and_reprepares_are_events(
+    nats_url: str, postgres_server: Any, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    with running_otlp_receiver() as (url, received):
+        otel = {"enable_traces": True, "observability_endpoint": url}
+        provider = RunningProvider(nats_url, otel_config=otel)
+        await provider.astart()
+        try:
+            nc = await nats.connect(nats_url)
+            client = WrpcClient(nc, provider.host.prefix, result_timeout=30)
+            await client.start()
+            config = {**postgres_server.link_config(database), "POSTGRES_POOL_SIZE": "1"}
+            caller = await linked_caller(provider, nc, client, config)
+            unsampled = "11111111111111111111111111111111"
+            caller.headers = {**caller.headers,
+                              "traceparent": f"00-{unsampled}-{PARENT_ID}-00"}  # fmt: skip
+            assert isinstance(await caller.batch("CREATE TABLE ev (a int4)"), Ok)
+            token = (await caller.prepare("SELECT * FROM ev")).value
+            assert await caller.exec(token) == Ok(0)
+            assert isinstance(await caller.batch("ALTER TABLE ev ADD COLUMN b int4"), Ok)
+
+            caller.headers["traceparent"] = f"00-{TRACE_ID}-{PARENT_ID}-01"
+            assert await caller.exec(token) == Ok(0)  # its plan changed: prepared again
+            spans = await spans_of(received, TRACE_ID, 3)
+            server = next(s for s in spans if s.kind == SERVER)
+            events = {e.name: attributes(e) for e in server.events}
+            assert events["re-prepare"] == {"cause": "plan_changed"}
+            assert events["retry"]["attempt"] == 1
+            statements = [s for s in spans if s.kind == CLIENT]
+            assert len(statements) == 2 and statements[0].status.code == STATUS_ERROR
+            assert all(s.parent_span_id == server.span_id for s in statements)
+            # Exported in order: had the unsampled calls made spans, they would be here.
+            assert not [s for s in received.span_list() if s.trace_id.hex() == unsampled]
+            await client.close()
+            await nc.close()
+        finally:
+            provider.stop()

@@ -11,13 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from provider.observability.exporters import otlp_exporter
 from provider.observability.otel_settings import SERVICE_NAME, OtelSettings
 
 log = logging.getLogger(__name__)
+
+
+PARENT_BLIND_SAMPLERS = ("always_on", "always_off", "traceidratio")
 
 
 def _sampler(settings: OtelSettings) -> Any:
@@ -40,6 +45,7 @@ class Tracing:
 
     def __init__(self, settings: OtelSettings) -> None:
         self.tracer: Any = None
+        self.follows_parent = False
         self._provider: Any = None
         if not settings.traces:
             return
@@ -62,6 +68,9 @@ class Tracing:
             )
         )
         self.tracer = self._provider.get_tracer("sqldb-postgres-provider")
+        # Every parent-based sampler (an unknown name means the default, parent-based too)
+        # drops what a remote parent did not sample.
+        self.follows_parent = settings.sampler not in PARENT_BLIND_SAMPLERS
         self._propagator = TraceContextTextMapPropagator()
         self._getter = DefaultGetter()
         log.info("traces exported", extra={"endpoint": endpoint, "protocol": settings.protocol})
@@ -78,8 +87,27 @@ class Tracing:
                 provider.shutdown()
 
 
+# W3C trace context, version 00: what the host sends on every wRPC call.
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_NOT_SAMPLED_CALL: ContextVar[bool] = ContextVar("sqldb_postgres_not_sampled", default=False)
+_NOT_TRACED = contextlib.nullcontext()
+
+
+def parent_not_sampled(traceparent: str | None) -> bool:
+    """True when `traceparent` names a valid remote parent whose sampled flag is off: a
+    parent-based sampler records nothing under it, so the call need not touch the SDK."""
+    if traceparent is None:
+        return False
+    match = _TRACEPARENT.fullmatch(traceparent)
+    if match is None:
+        return False
+    trace_id, span_id, flags = match.groups()
+    return trace_id != "0" * 32 and span_id != "0" * 16 and not int(flags, 16) & 1
+
+
 class CallTracer:
-    """The wRPC server's observer: a SERVER span around each call's handler."""
+    """The wRPC server's observer: a SERVER span around each call's handler (nothing at all
+    for a call whose parent was not sampled, when the sampler follows the parent)."""
 
     def __init__(self, tracing: Tracing) -> None:
         from opentelemetry import context, trace
@@ -89,8 +117,11 @@ class CallTracer:
         self._context = context
         self._trace = trace
         self._server = trace.SpanKind.SERVER
+        self._follows_parent = tracing.follows_parent
 
     def start(self, instance: str, function: str, headers: Mapping[str, str]) -> Any:
+        if self._follows_parent and parent_not_sampled(headers.get("traceparent")):
+            return None, _NOT_SAMPLED_CALL.set(True)
         span = self._tracer.start_span(
             f"{instance}/{function}",
             context=self._tracing.parent_context(headers),
@@ -108,6 +139,9 @@ class CallTracer:
 
     def end(self, handle: Any, results: Sequence[Any] | None, error: BaseException | None) -> None:
         span, token = handle
+        if span is None:
+            _NOT_SAMPLED_CALL.reset(token)
+            return
         from provider.wrpc.values import Err
 
         if error is not None:
@@ -122,7 +156,8 @@ class CallTracer:
 
 
 class StatementTracer:
-    """The service's observer: a CLIENT span per database statement, events on the call."""
+    """The service's observer: a CLIENT span per database statement (child of the call's
+    span, never made current: nothing runs under it), events on the call's span."""
 
     def __init__(self, tracing: Tracing) -> None:
         from opentelemetry import trace
@@ -131,10 +166,11 @@ class StatementTracer:
         self._trace = trace
         self._client = trace.SpanKind.CLIENT
 
-    @contextlib.contextmanager
     def statement(
         self, sql: str, operation: str, database: str, host: str, port: int
-    ) -> Iterator[Any]:
+    ) -> contextlib.AbstractContextManager[Any]:
+        if _NOT_SAMPLED_CALL.get():
+            return _NOT_TRACED
         attributes = {
             "db.system.name": "postgresql",
             "db.namespace": database,
@@ -143,23 +179,36 @@ class StatementTracer:
             "server.address": host,
             "server.port": port,
         }
-        with self._tracer.start_as_current_span(
-            f"{operation} {database}", kind=self._client, attributes=attributes,
-            record_exception=False, set_status_on_exception=False,
-        ) as span:  # fmt: skip
-            try:
-                yield span
-            except BaseException as exc:
-                sqlstate = getattr(exc, "sqlstate", None)
-                if sqlstate:
-                    span.set_attribute("db.response.status_code", sqlstate)
-                span.set_attribute("error.type", sqlstate or type(exc).__name__)
-                span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(exc)[:200]))
-                raise
+        span = self._tracer.start_span(
+            f"{operation} {database}", kind=self._client, attributes=attributes
+        )
+        return _StatementSpan(span, self._trace)
 
     def event(self, name: str, attributes: Mapping[str, Any]) -> None:
         """An event on the current span (the call's): a retry, a re-prepare."""
         self._trace.get_current_span().add_event(name, dict(attributes))
+
+
+class _StatementSpan:
+    """Ends a statement's span; a failure marks it ERROR with its SQLSTATE."""
+
+    __slots__ = ("_span", "_trace")
+
+    def __init__(self, span: Any, trace: Any) -> None:
+        self._span, self._trace = span, trace
+
+    def __enter__(self) -> Any:
+        return self._span
+
+    def __exit__(self, kind: Any, exc: BaseException | None, traceback: Any) -> None:
+        span = self._span
+        if exc is not None:
+            sqlstate = getattr(exc, "sqlstate", None)
+            if sqlstate:
+                span.set_attribute("db.response.status_code", sqlstate)
+            span.set_attribute("error.type", sqlstate or type(exc).__name__)
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(exc)[:200]))
+        span.end()
 
 
 class TraceIds(logging.Filter):
