@@ -172,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one round of short windows")
     parser.add_argument("--callers", nargs="+", type=int, default=[1, 16, 64])
-    parser.add_argument("--profile", metavar="MODE:CALL:CALLERS",
-                        help="sample a provider's CPU in that row (e.g. sampled:exec:16)")  # fmt: skip
+    parser.add_argument(
+        "--profile", metavar="MODE:CALL:CALLERS", help="sample a provider's CPU in that row"
+    )
     args = parser.parse_args(argv)
     args.seconds = 0.7 if args.quick else 2.0
     args.rounds = 1 if args.quick else 3
