@@ -36,10 +36,19 @@ class RestartableNats:
             config.write_text(f"max_payload: {max_payload}\n")
             self._config = ["-c", str(config)]
         self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = Path(workdir, "nats-server.log")
+
+    def log_tail(self) -> str:
+        """The server's own account (slow consumers, parse errors), for failure messages."""
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+        except OSError:
+            return "(no server log)"
 
     def start(self) -> None:
         command = [nats_server_executable(), "-a", "127.0.0.1", "-p", str(self.port),
-                   "-js", "-sd", self._workdir, *self._config]  # fmt: skip
+                   "-js", "-sd", self._workdir, "-l", str(self.log_path),
+                   *self._config]  # fmt: skip
         self.process = subprocess.Popen(
             command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -101,9 +110,13 @@ async def test_delivery_queue_groups_and_publish(restartable_nats: RestartableNa
                 one = await replies.next_msg(timeout=5)
                 two = await replies.next_msg(timeout=5)
                 break
-            except nats.errors.TimeoutError:
+            except nats.errors.TimeoutError as exc:
                 if attempt == 1:
-                    raise
+                    raise AssertionError(
+                        f"the peer got nothing more; peer stats {peer.stats}, data connection "
+                        f"reconnects {data.reconnects}; server log:\n"
+                        f"{restartable_nats.log_tail()}"
+                    ) from exc
         assert (one.subject, one.data, one.reply) == (f"answers{attempt}.x", b"result", "back.here")
         assert two.data == big
         with pytest.raises(ValueError):

@@ -9,8 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import TraceState
 
-from provider.observability.tracing import parent_not_sampled
+from provider.observability.tracing import CallTracer, parent_not_sampled, parse_traceparent
 
 HEX = "0123456789abcdef"
 
@@ -57,3 +58,31 @@ def test_examples() -> None:
     assert parent_not_sampled(parent + "-00") and parent_not_sampled(parent + "-02")
     assert not parent_not_sampled(parent + "-01") and not parent_not_sampled(None)
     assert not parent_not_sampled("00-" + "0" * 32 + "-00f067aa0ba902b7-00")  # invalid: root
+
+
+tracestates = st.one_of(st.none(), st.just(""), st.just("vendor=1,other=x"), st.text(max_size=30))
+
+
+@given(well_formed, tracestates)
+def test_the_parsed_parent_is_the_context_the_propagator_extracts(
+    traceparent: str, tracestate: str | None
+) -> None:
+    headers = {"traceparent": traceparent}
+    if tracestate is not None:
+        headers["tracestate"] = tracestate
+    expected = trace.get_current_span(TraceContextTextMapPropagator().extract(headers))
+    parsed = parse_traceparent(traceparent)
+    if parsed is None:  # not a valid parent: the general path handles it
+        assert not expected.get_span_context().is_valid
+        return
+    tracer = CallTracer.__new__(CallTracer)
+    tracer._trace, tracer._trace_state = trace, TraceState
+    ours = trace.get_current_span(tracer.remote_parent(parsed, tracestate)).get_span_context()
+    theirs = expected.get_span_context()
+    assert (ours.trace_id, ours.span_id, ours.is_remote, ours.trace_flags) == (
+        theirs.trace_id,
+        theirs.span_id,
+        theirs.is_remote,
+        theirs.trace_flags,
+    )
+    assert dict(ours.trace_state or {}) == dict(theirs.trace_state or {})

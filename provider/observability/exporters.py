@@ -26,22 +26,63 @@ def ca_bundle(paths: Sequence[str]) -> str | None:
     return bundle.name
 
 
+def _grpc_span_exporter() -> Any:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+    )
+
+    from provider.observability.otlp_spans import Unencodable, export_request
+
+    class CompactGrpcSpanExporter(OTLPSpanExporter):
+        """The request parsed (in C) from `otlp_spans`' bytes, not built object by object."""
+
+        def _translate_data(self, data: Sequence[Any]) -> Any:
+            try:
+                return ExportTraceServiceRequest.FromString(export_request(data))
+            except Unencodable:
+                return super()._translate_data(data)
+
+    return CompactGrpcSpanExporter
+
+
+def _http_span_exporter() -> Any:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from provider.observability.otlp_spans import Unencodable, export_request
+
+    class CompactHttpSpanExporter(OTLPSpanExporter):
+        """The library's exporter, posting `otlp_spans`' bytes; whatever that cannot encode,
+        or an exporter without the client this relies on, takes the library's own path."""
+
+        def export(self, spans: Sequence[Any]) -> Any:
+            client = getattr(self, "_client", None)
+            if self._shutdown or not hasattr(client, "export"):
+                return super().export(spans)
+            try:
+                data = export_request(spans)
+            except Unencodable:
+                return super().export(spans)
+            limit = getattr(self, "_max_request_size", 0)
+            if limit and len(data) > limit:
+                return super().export(spans)  # the library drops it, and says so
+            result = client.export(data)  # type: ignore[union-attr]
+            return SpanExportResult.SUCCESS if result.success else SpanExportResult.FAILURE
+
+    return CompactHttpSpanExporter
+
+
 def _exporter_class(protocol: str, signal: str) -> Any:
     # Plain imports, not importlib: PyInstaller finds what the executable needs by reading them.
     if protocol == "grpc" and signal == "traces":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        return OTLPSpanExporter
+        return _grpc_span_exporter()
     if protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 
         return OTLPMetricExporter
     if signal == "traces":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter as HttpSpanExporter,
-        )
-
-        return HttpSpanExporter
+        return _http_span_exporter()
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
         OTLPMetricExporter as HttpMetricExporter,
     )

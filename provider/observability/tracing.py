@@ -93,16 +93,23 @@ _NOT_SAMPLED_CALL: ContextVar[bool] = ContextVar("sqldb_postgres_not_sampled", d
 _NOT_TRACED = contextlib.nullcontext()
 
 
+def parse_traceparent(traceparent: str | None) -> tuple[int, int, int] | None:
+    """(trace id, parent span id, flags) of a valid version-00 `traceparent` (what hosts
+    send); None for anything else, which the propagator then reads (the general path)."""
+    if traceparent is None:
+        return None
+    match = _TRACEPARENT.fullmatch(traceparent)
+    if match is None:
+        return None
+    trace_id, span_id, flags = (int(part, 16) for part in match.groups())
+    return (trace_id, span_id, flags) if trace_id and span_id else None
+
+
 def parent_not_sampled(traceparent: str | None) -> bool:
     """True when `traceparent` names a valid remote parent whose sampled flag is off: a
     parent-based sampler records nothing under it, so the call need not touch the SDK."""
-    if traceparent is None:
-        return False
-    match = _TRACEPARENT.fullmatch(traceparent)
-    if match is None:
-        return False
-    trace_id, span_id, flags = match.groups()
-    return trace_id != "0" * 32 and span_id != "0" * 16 and not int(flags, 16) & 1
+    parsed = parse_traceparent(traceparent)
+    return parsed is not None and not parsed[2] & 1
 
 
 class CallTracer:
@@ -118,13 +125,21 @@ class CallTracer:
         self._trace = trace
         self._server = trace.SpanKind.SERVER
         self._follows_parent = tracing.follows_parent
+        from opentelemetry.trace.span import TraceState
+
+        self._trace_state = TraceState
 
     def start(self, instance: str, function: str, headers: Mapping[str, str]) -> Any:
-        if self._follows_parent and parent_not_sampled(headers.get("traceparent")):
+        parsed = parse_traceparent(headers.get("traceparent"))
+        if parsed is None:
+            parent = self._tracing.parent_context(headers)  # none, or not the usual form
+        elif self._follows_parent and not parsed[2] & 1:
             return None, _NOT_SAMPLED_CALL.set(True)
+        else:
+            parent = self.remote_parent(parsed, headers.get("tracestate"))
         span = self._tracer.start_span(
             f"{instance}/{function}",
-            context=self._tracing.parent_context(headers),
+            context=parent,
             kind=self._server,
             attributes={
                 "rpc.system": "wrpc",
@@ -136,6 +151,15 @@ class CallTracer:
         )
         token = self._context.attach(self._trace.set_span_in_context(span))
         return span, token
+
+    def remote_parent(self, parsed: tuple[int, int, int], tracestate: str | None) -> Any:
+        """The context the propagator's `extract` makes of a parsed `traceparent` (a test pins
+        the two together), without its second parse of the header."""
+        trace = self._trace
+        trace_id, span_id, flags = parsed
+        state = None if tracestate is None else self._trace_state.from_header([tracestate])
+        context = trace.SpanContext(trace_id, span_id, True, trace.TraceFlags(flags), state)
+        return trace.set_span_in_context(trace.NonRecordingSpan(context))
 
     def end(self, handle: Any, results: Sequence[Any] | None, error: BaseException | None) -> None:
         span, token = handle
