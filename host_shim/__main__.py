@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -35,8 +36,10 @@ from host_shim.local_nats import running_nats
 from host_shim.local_postgres import PostgresServer, running_postgres
 from host_shim.manifest import Link, Manifest, ManifestComponent, ManifestError, load_manifest
 from host_shim.observability import InvocationTracer, add_arguments, otel_config
+from host_shim.otlp_receiver import Received, running_otlp_receiver
 from host_shim.provider_image import install_provider
 from host_shim.provider_process import SOURCE_COMMAND, LatticeHost, ProviderProcess
+from host_shim.trace_tree import render as render_trace
 from provider.wrpc.nats_client import WrpcClient
 from provider_archive.archive import ArchiveError
 from provider_archive.oci import OciError
@@ -116,6 +119,7 @@ async def run_application(
     server: PostgresServer,
     from_source: bool = False,
     observability: dict[str, Any] | None = None,
+    shown: Received | None = None,
 ) -> int:
     providers = [c for c in manifest.components.values() if c.type == "capability"]
     links = postgres_links(manifest)
@@ -194,9 +198,12 @@ async def run_application(
                  f"{stop.seconds_to_reply * 1000:.0f} ms, then SIGKILL")  # fmt: skip
             if tracer.endpoint is not None:
                 tracer.shutdown()
-                ids = ", ".join(t.split("-")[1] for t in traces if t)
+                ids = [t.split("-")[1] for t in traces if t]
                 step(f"traces exported to {tracer.endpoint} (the provider's spans join them): "
-                     f"{ids}")  # fmt: skip
+                     f"{', '.join(ids)}")  # fmt: skip
+                if shown is not None:
+                    for trace_id in ids:
+                        print(render_trace(trace_id, shown.span_list(), shown.services))
         finally:
             provider.kill()
             await nc.close()
@@ -212,18 +219,29 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("PROVIDER_FROM_SOURCE", "").lower() in ("1", "true", "yes"),
         help="run `python -m provider` instead of the archive's executable [PROVIDER_FROM_SOURCE]",
     )
-    add_arguments(parser.add_argument_group("observability (as a wasmCloud host's)"))
+    group = parser.add_argument_group("observability (as a wasmCloud host's)")
+    add_arguments(group)
+    group.add_argument(
+        "--show-traces", action="store_true", help="export to a receiver here; print the traces"
+    )
     args = parser.parse_args(argv)
-    observability = otel_config(vars(args), os.environ)
     try:
         manifest = load_manifest(args.manifest)
         step(f"application {manifest.name} {manifest.version}: "
              f"{', '.join(manifest.components)}")  # fmt: skip
-        with running_nats() as nats_url, running_postgres() as server:
+        with contextlib.ExitStack() as stack:
+            shown = None
+            if args.show_traces:
+                url, shown = stack.enter_context(running_otlp_receiver())
+                args.observability_endpoint = url
+                step(f"OTLP receiver at {url}")
+            observability = otel_config(vars(args), os.environ)
+            nats_url = stack.enter_context(running_nats())
+            server = stack.enter_context(running_postgres())
             step(f"NATS at {nats_url}; PostgreSQL ({server.kind}) at {server.host}:{server.port}")
-            return asyncio.run(
-                run_application(manifest, nats_url, server, args.from_source, observability)
-            )
+            return asyncio.run(run_application(
+                manifest, nats_url, server, args.from_source, observability, shown
+            ))  # fmt: skip
     except (ManifestError, ComponentError, ArchiveError, OciError, OSError) as exc:
         print(f"host_shim: {exc}", file=sys.stderr)
         return 1

@@ -19,7 +19,7 @@ from host_shim.component_host import ComponentError, ComponentHost
 from host_shim.wasm_values import is_tagged
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case
-from tests.otlp_receiver import attributes, running_otlp_receiver
+from host_shim.otlp_receiver import attributes, running_otlp_receiver
 from tests.provider_harness import QUERY, RunningProvider
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,3 +246,7 @@ def test_host_shim_traces_the_invocations_and_the_provider_joins_them(
         transfer = [s for s in received.span_list() if s.trace_id.hex() == trace_ids[1]]
         methods = {attributes(s).get("rpc.method") for s in transfer if s.kind == 2}
         assert {"begin", "commit"} <= methods
+        operations = {attributes(s).get("db.operation.name") for s in transfer if s.kind == 3}
+        assert {"BEGIN", "SELECT", "UPDATE", "COMMIT"} <= operations  # every statement sent
+        batch = next(s for s in calls if attributes(s)["rpc.method"] == "query-batch")
+        assert [s for s in statements if s.parent_span_id == batch.span_id]

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from provider.observability.metric_translation import translate
 from provider.postgres.metrics import Metrics
 from provider.wrpc.values import Case, Err, Ok
-from tests.otlp_receiver import (
+from host_shim.otlp_receiver import (
     Received,
     attributes,
     running_otlp_grpc_receiver,

@@ -13,7 +13,7 @@ import pytest
 
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case, Err, Ok
-from tests.otlp_receiver import Received, attributes, running_otlp_receiver
+from host_shim.otlp_receiver import Received, attributes, running_otlp_receiver
 from tests.provider_harness import Caller, RunningProvider, linked_caller
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -17,9 +17,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
@@ -54,6 +54,9 @@ STALE_RETRIES = 2  # a statement PostgreSQL forgot is prepared again at most thi
 
 # (column name, converter) pairs and column type names → that statement's rows encoder.
 RowsEncoderFactory = Callable[[Sequence[Any], Sequence[str]], RowsEncoder]
+
+
+T = TypeVar("T")
 
 
 class StatementTracer(Protocol):
@@ -282,7 +285,7 @@ class PostgresService:
                 pool, connection = await self._acquire(link)
                 try:
                     try:
-                        await connection.execute(sql)
+                        await self.observed(link, sql, connection.execute(sql))
                     except Exception as exc:
                         if retry.classify(exc) != retry.NOT_SENT or attempt == pool.size + 2:
                             raise
@@ -411,19 +414,23 @@ class PostgresService:
         """One try of `sql` on `connection`: prepare (if needed), then run unless `params` is
         None; inside a CLIENT span when tracing is on. `guest_transaction`: the connection
         holds a component's open transaction (`transactions`), so none of ours is begun."""
+        return await self.observed(
+            link, sql, self._execute(link, connection, sql, params, rows_wanted, guest_transaction)
+        )
+
+    async def observed(self, link: Link, sql: str, operation: Awaitable[T]) -> T:
+        """`operation`, the running of `sql`, as one database operation: its duration in the
+        metrics (db.client.operation.duration), a CLIENT span around it when tracing is on."""
         tracer, settings = self.statement_tracer, link.settings
         durations = self.metrics.durations
         started = time.perf_counter()
         try:
             if tracer is None:
-                result = await self._execute(link, connection, sql, params, rows_wanted,
-                                             guest_transaction)  # fmt: skip
+                result = await operation
             else:
-                operation = durations.operation(sql)
-                with tracer.statement(sql, operation, settings.database, settings.host,
-                                      settings.port):  # fmt: skip
-                    result = await self._execute(link, connection, sql, params, rows_wanted,
-                                                 guest_transaction)  # fmt: skip
+                name = durations.operation(sql)
+                with tracer.statement(sql, name, settings.database, settings.host, settings.port):
+                    result = await operation
         except BaseException as exc:
             elapsed = time.perf_counter() - started
             durations.failed(link.source_id, settings.database, sql, elapsed, exc)

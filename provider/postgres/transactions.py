@@ -144,7 +144,7 @@ class Transactions:
                 text = str(exc) if isinstance(exc, AcquireTimeout) else unexpected_text(exc)
                 return Err(Case("unexpected", text))
             try:
-                await connection.execute(start)
+                await self._service.observed(link, start, connection.execute(start))
                 return pool, connection
             except Exception as exc:
                 await pool.release(connection)
@@ -193,7 +193,8 @@ class Transactions:
                 await self._end(found, "rolled_back_after_error", UNKNOWN)
                 return Err(Case("query-error", found.aborted))
             try:
-                await found.connection.execute("COMMIT")
+                commit = found.connection.execute("COMMIT")
+                await self._service.observed(found.link, "COMMIT", commit)
             except Exception as exc:
                 return await self._failed_commit(found, exc)
             await self._end(found, "committed", UNKNOWN, rollback=False)
@@ -347,7 +348,10 @@ class Transactions:
         connection = transaction.connection
         try:
             if rollback and not connection.is_closed():
-                await asyncio.wait_for(connection.execute("ROLLBACK"), ROLLBACK_TIMEOUT)
+                undo = self._service.observed(
+                    transaction.link, "ROLLBACK", connection.execute("ROLLBACK")
+                )
+                await asyncio.wait_for(undo, ROLLBACK_TIMEOUT)
         except Exception:
             connection.terminate()  # PostgreSQL rolls back when the session ends
         except BaseException:

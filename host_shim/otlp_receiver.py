@@ -1,6 +1,6 @@
-"""Real OTLP receivers on loopback for the tests, over HTTP (protobuf bodies) and over gRPC:
-what exporters send is decoded with the definitions from opentelemetry-proto and kept for
-assertions."""
+"""Real OTLP receivers on loopback, over HTTP (protobuf bodies) and over gRPC: what exporters
+send is decoded with the definitions from opentelemetry-proto and kept (for the tests,
+`bench/tracing_bench` and the shim's `--show-traces`)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class Received:
         self.lock = threading.Lock()
         self.spans: list[Any] = []  # opentelemetry.proto.trace.v1.Span
         self.resources: list[Any] = []  # the spans' resources
+        self.services: dict[bytes, str] = {}  # span id → its resource's service.name
         self.metric_requests: list[Any] = []  # ExportMetricsServiceRequest, in arrival order
         self.requests = 0
 
@@ -29,8 +30,10 @@ class Received:
             self.requests += 1
             for resource_spans in request.resource_spans:
                 self.resources.append(resource_spans.resource)
+                service = str(attributes(resource_spans.resource).get("service.name", ""))
                 for scope in resource_spans.scope_spans:
                     self.spans.extend(scope.spans)
+                    self.services.update((span.span_id, service) for span in scope.spans)
 
     def add_metrics(self, request: Any) -> None:
         with self.lock:
@@ -104,19 +107,19 @@ def running_otlp_grpc_receiver() -> Iterator[tuple[str, Received]]:
 
     received = Received()
 
-    class Traces(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+    class Traces(trace_service_pb2_grpc.TraceServiceServicer):
         def Export(self, request: Any, context: Any) -> Any:
             received.add_traces(request)
             return trace_service_pb2.ExportTraceServiceResponse()
 
-    class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore[misc]
+    class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
         def Export(self, request: Any, context: Any) -> Any:
             received.add_metrics(request)
             return metrics_service_pb2.ExportMetricsServiceResponse()
 
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)  # type: ignore[no-untyped-call]
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
