@@ -42,8 +42,8 @@ from bench.fair_bench import (
 )
 from host_shim.local_nats import running_nats
 from host_shim.local_postgres import PostgresServer, running_postgres
-from host_shim.provider_process import LatticeHost, ProviderProcess
 from host_shim.otlp_receiver import Received, running_otlp_receiver
+from host_shim.provider_process import LatticeHost, ProviderProcess
 
 MODES = ("off", "unsampled", "sampled")
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

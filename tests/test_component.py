@@ -16,10 +16,10 @@ import pytest
 from wasmtime.component import FuncType, OptionType, ResultType, ValType, VariantType
 
 from host_shim.component_host import ComponentError, ComponentHost
+from host_shim.otlp_receiver import attributes, running_otlp_receiver
 from host_shim.wasm_values import is_tagged
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case
-from host_shim.otlp_receiver import attributes, running_otlp_receiver
 from tests.provider_harness import QUERY, RunningProvider
 
 ROOT = Path(__file__).resolve().parents[1]

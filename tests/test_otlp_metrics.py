@@ -11,15 +11,15 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from provider.observability.metric_translation import translate
-from provider.postgres.metrics import Metrics
-from provider.wrpc.values import Case, Err, Ok
 from host_shim.otlp_receiver import (
     Received,
     attributes,
     running_otlp_grpc_receiver,
     running_otlp_receiver,
 )
+from provider.observability.metric_translation import translate
+from provider.postgres.metrics import Metrics
+from provider.wrpc.values import Case, Err, Ok
 from tests.provider_harness import RunningProvider
 from tests.test_tracing import PARENT_ID, TRACE_ID, spans_of, traced_caller
 

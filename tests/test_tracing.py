@@ -11,9 +11,9 @@ from typing import Any
 import nats
 import pytest
 
+from host_shim.otlp_receiver import Received, attributes, running_otlp_receiver
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case, Err, Ok
-from host_shim.otlp_receiver import Received, attributes, running_otlp_receiver
 from tests.provider_harness import Caller, RunningProvider, linked_caller
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
