@@ -35,8 +35,10 @@ $(PAR): $(EXECUTABLE) build/world.wasm
 
 par: $(PAR)
 
+# DEMO_FLAGS=--show-traces: the shim starts an OTLP receiver and prints each invocation's trace.
+DEMO_FLAGS ?=
 demo: component par
-	$(PY) -m host_shim wadm.yaml
+	$(PY) -m host_shim wadm.yaml $(DEMO_FLAGS)
 
 provider-demo: $(STAMP)
 	$(PY) -m host_shim.provider_demo
@@ -65,6 +67,7 @@ bench: $(STAMP) component
 	$(PY) -m bench.shim_bench
 	$(PY) -m bench.transactions_bench
 	$(PY) -m bench.isolation_bench
+	$(PY) -m bench.tracing_bench
 
 # The long chaos run (tests/test_statements_chaos.py runs a short one in `make test`).
 chaos: $(STAMP)

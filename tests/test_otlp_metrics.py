@@ -11,17 +11,12 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from host_shim.otlp_receiver import (
-    Received,
-    attributes,
-    running_otlp_grpc_receiver,
-    running_otlp_receiver,
-)
+from host_shim.otlp_receiver import Received, attributes, running_otlp_grpc_receiver
 from provider.observability.metric_translation import translate
 from provider.postgres.metrics import Metrics
 from provider.wrpc.values import Case, Err, Ok
-from tests.provider_harness import RunningProvider
-from tests.test_tracing import PARENT_ID, TRACE_ID, spans_of, traced_caller
+from tests.otlp_harness import PARENT_ID, SERVER, TRACE_ID, exporting_provider, linked, spans_of
+from tests.provider_harness import Caller
 
 DURATION = "db.client.operation.duration"
 
@@ -122,55 +117,43 @@ def duration_points(metric: Any) -> dict[tuple[str, str], Any]:
     }
 
 
-async def exercise(provider: RunningProvider, nats_url: str, postgres_server: Any,
-                   database: str) -> tuple[Any, Any, Any]:  # fmt: skip
-    nc, client, caller = await traced_caller(provider, nats_url, postgres_server, database)
-    caller.headers = {**caller.headers, "traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}
+async def exercise(caller: Caller) -> None:
     for n in range(3):
         assert isinstance(await caller.query("SELECT $1::int4", [Case("int4", n)]), Ok)
     assert isinstance(await caller.query("SELECT * FROM no_such_table"), Err)
-    return nc, client, caller
 
 
 async def test_the_duration_histogram_and_pool_metrics_arrive_over_http(
     nats_url: str, postgres_server: Any, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
-    with running_otlp_receiver() as (url, received):
-        otel = {"enable_observability": True, "enable_traces": False,
-                "observability_endpoint": url}  # fmt: skip
-        provider = RunningProvider(nats_url, otel_config=otel)
-        await provider.astart()
-        try:
-            nc, client, caller = await exercise(provider, nats_url, postgres_server, database)
+    otel = {"enable_observability": True, "enable_traces": False}
+    async with (
+        exporting_provider(nats_url, otel) as (provider, received),
+        linked(provider, nats_url, postgres_server.link_config(database)) as (_, caller),
+    ):
+        await exercise(caller)
 
-            def complete(metric: Any) -> bool:
-                points = duration_points(metric)
-                return (
-                    points.get(("SELECT", ""), None) is not None
-                    and points[("SELECT", "")].count >= 3
-                    and ("SELECT", "42P01") in points
-                )
+        def complete(metric: Any) -> bool:
+            points = duration_points(metric)
+            ok = points.get(("SELECT", ""))
+            return ok is not None and ok.count >= 3 and ("SELECT", "42P01") in points
 
-            duration = await metrics_named(received, DURATION, complete)
-            points = duration_points(duration)
-            ok = attributes(points[("SELECT", "")])
-            assert ok["db.system.name"] == "postgresql" and ok["db.namespace"] == database
-            assert ok["wasmcloud.component.id"] == caller.source_id
-            failed = attributes(points[("SELECT", "42P01")])
-            assert failed["db.response.status_code"] == "42P01"
-            assert duration.unit == "s"
-            latest = received.latest_metrics()
-            states = {attributes(p)["db.client.connection.state"]
-                      for p in latest["db.client.connection.count"].sum.data_points}  # fmt: skip
-            assert states == {"used", "idle"}
-            errors = latest["sqldb_postgres.errors"].sum.data_points
-            assert [attributes(p)["variant"] for p in errors] == ["invalid-query"]
-            assert received.span_list() == []  # traces were turned off on their own
-            await client.close()
-            await nc.close()
-        finally:
-            provider.stop()
+        duration = await metrics_named(received, DURATION, complete)
+        points = duration_points(duration)
+        ok = attributes(points[("SELECT", "")])
+        assert ok["db.system.name"] == "postgresql" and ok["db.namespace"] == database
+        assert ok["wasmcloud.component.id"] == caller.source_id
+        failed = attributes(points[("SELECT", "42P01")])
+        assert failed["db.response.status_code"] == "42P01"
+        assert duration.unit == "s"
+        latest = received.latest_metrics()
+        states = {attributes(p)["db.client.connection.state"]
+                  for p in latest["db.client.connection.count"].sum.data_points}  # fmt: skip
+        assert states == {"used", "idle"}
+        errors = latest["sqldb_postgres.errors"].sum.data_points
+        assert [attributes(p)["variant"] for p in errors] == ["invalid-query"]
+        assert received.span_list() == []  # traces were turned off on their own
 
 
 async def test_shutdown_flushes_spans_and_metrics_inside_the_hosts_window(
@@ -180,23 +163,18 @@ async def test_shutdown_flushes_spans_and_metrics_inside_the_hosts_window(
     the provider answers, and the answer still comes within 300 ms."""
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "60000")
-    with running_otlp_receiver() as (url, received):
-        otel = {"enable_observability": True, "observability_endpoint": url}
-        provider = RunningProvider(nats_url, otel_config=otel)
-        await provider.astart()
-        try:
-            nc, client, _ = await exercise(provider, nats_url, postgres_server, database)
-            await asyncio.sleep(0.3)
-            assert received.requests == 0  # all of it still buffered
-            stop = await provider.process.stop_like_host(nc)
-            assert stop.reply == b"shutting down" and stop.seconds_to_reply < 0.3
-            assert len([s for s in received.span_list() if s.trace_id.hex() == TRACE_ID]) == 8
-            points = duration_points(received.latest_metrics()[DURATION])
-            assert points[("SELECT", "")].count >= 3  # the harness checks its link with one too
-            await client.close()
-            await nc.close()
-        finally:
-            provider.stop()
+    async with (
+        exporting_provider(nats_url, {"enable_observability": True}) as (provider, received),
+        linked(provider, nats_url, postgres_server.link_config(database)) as (nc, caller),
+    ):
+        await exercise(caller)
+        await asyncio.sleep(0.3)
+        assert received.requests == 0  # all of it still buffered
+        stop = await provider.process.stop_like_host(nc)
+        assert stop.reply == b"shutting down" and stop.seconds_to_reply < 0.3
+        assert len([s for s in received.span_list() if s.trace_id.hex() == TRACE_ID]) == 8
+        points = duration_points(received.latest_metrics()[DURATION])
+        assert points[("SELECT", "")].count >= 3  # the harness checks its link with one too
 
 
 async def test_traces_and_metrics_over_grpc(
@@ -204,27 +182,21 @@ async def test_traces_and_metrics_over_grpc(
 ) -> None:
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
-    with running_otlp_grpc_receiver() as (url, received):
-        otel = {"enable_observability": True, "protocol": "Grpc",
-                "observability_endpoint": url + "/ignored/path"}  # fmt: skip
-        provider = RunningProvider(nats_url, otel_config=otel)
-        await provider.astart()
-        try:
-            nc, client, caller = await exercise(provider, nats_url, postgres_server, database)
-            spans = await spans_of(received, TRACE_ID, 8)
-            server = next(s for s in spans if s.kind == 2)
-            assert server.parent_span_id.hex() == PARENT_ID
-            assert attributes(server)["wasmcloud.component.id"] == caller.source_id
-            duration = await metrics_named(
-                received, DURATION, lambda m: ("SELECT", "42P01") in duration_points(m)
-            )
-            assert (
-                attributes(duration_points(duration)[("SELECT", "42P01")])[
-                    "db.response.status_code"
-                ]
-                == "42P01"
-            )
-            await client.close()
-            await nc.close()
-        finally:
-            provider.stop()
+    otel = {"enable_observability": True, "protocol": "Grpc"}
+    async with (
+        exporting_provider(nats_url, otel, running_otlp_grpc_receiver, "/ignored/path") as (
+            provider,
+            received,
+        ),
+        linked(provider, nats_url, postgres_server.link_config(database)) as (_, caller),
+    ):
+        await exercise(caller)
+        spans = await spans_of(received, TRACE_ID, 8)
+        server = next(s for s in spans if s.kind == SERVER)
+        assert server.parent_span_id.hex() == PARENT_ID
+        assert attributes(server)["wasmcloud.component.id"] == caller.source_id
+        duration = await metrics_named(
+            received, DURATION, lambda m: ("SELECT", "42P01") in duration_points(m)
+        )
+        failed = attributes(duration_points(duration)[("SELECT", "42P01")])
+        assert failed["db.response.status_code"] == "42P01"
