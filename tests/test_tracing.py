@@ -111,3 +111,25 @@ async def test_unsampled_calls_export_nothing_and_reprepares_are_events(
         assert all(s.parent_span_id == server.span_id for s in statements)
         # Exported in order: had the unsampled calls made spans, they would be here.
         assert not [s for s in received.span_list() if s.trace_id.hex() == unsampled]
+
+
+async def test_a_secret_written_into_the_sql_is_redacted_in_spans(
+    nats_url: str, postgres_server: Any, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    config = postgres_server.link_config(database)
+    password = config["POSTGRES_PASSWORD"]
+    assert len(password) >= 8
+    async with (
+        exporting_provider(nats_url, {"enable_traces": True}) as (provider, received),
+        linked(provider, nats_url, config) as (_, caller),
+    ):
+        assert isinstance(await caller.query(f"SELECT '{password}' AS p"), Ok)
+        failing = "22222222222222222222222222222222"
+        caller.headers["traceparent"] = traceparent(failing)
+        assert isinstance(await caller.query(f'SELECT "{password}"'), Err)  # no such column
+        spans = await spans_of(received, TRACE_ID, 2) + await spans_of(received, failing, 2)
+        statements = [s for s in spans if s.kind == CLIENT]
+        assert all("[redacted]" in attributes(s)["db.query.text"] for s in statements)
+        assert "[redacted]" in next(s for s in statements if s.status.code).status.message
+        assert not [s for s in spans if password in str(s)]

@@ -18,6 +18,7 @@ from typing import Any
 
 from provider.observability.exporters import otlp_exporter
 from provider.observability.otel_settings import SERVICE_NAME, OtelSettings
+from provider.redaction import secret_redactor
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,9 @@ class StatementTracer:
         attributes = {
             "db.system.name": "postgresql",
             "db.namespace": database,
-            "db.query.text": sql,  # never the parameters' values
+            # Never the parameters' values; and a secret written into the SQL (a batch's
+            # ALTER ROLE ... PASSWORD) is redacted like everywhere else.
+            "db.query.text": secret_redactor.redact(sql),
             "db.operation.name": operation,
             "server.address": host,
             "server.port": port,
@@ -231,7 +234,8 @@ class _StatementSpan:
             if sqlstate:
                 span.set_attribute("db.response.status_code", sqlstate)
             span.set_attribute("error.type", sqlstate or type(exc).__name__)
-            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, str(exc)[:200]))
+            text = secret_redactor.redact(str(exc))[:200]
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, text))
         span.end()
 
 
