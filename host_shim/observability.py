@@ -3,13 +3,14 @@ HostData from the host's flags and environment, and a span around each component
 whose W3C `traceparent` rides on every wRPC call the invocation makes, so the provider's spans
 join the component's trace.
 
-The settings follow the host's: `--enable-observability` [WASMCLOUD_OBSV_ENABLED],
-`--enable-traces` [WASMCLOUD_TRACING_ENABLED], `--enable-metrics` [WASMCLOUD_METRICS_ENABLED],
-`--override-observability-endpoint` [OTEL_EXPORTER_OTLP_ENDPOINT], `--override-traces-endpoint`
-[OTEL_EXPORTER_OTLP_TRACES_ENDPOINT], `--override-metrics-endpoint`
-[OTEL_EXPORTER_OTLP_METRICS_ENDPOINT], `--observability-protocol` [WASMCLOUD_OBSV_PROTOCOL]
-and `--trace-level` [WASMCLOUD_TRACE_LEVEL]. As a convenience an endpoint given without
-`--enable-observability` turns it on.
+The flags and variables are the `wasmcloud` host's own: `--enable-observability`
+[WASMCLOUD_OBSERVABILITY_ENABLED], `--enable-traces` / `--enable-metrics` / `--enable-logs`
+[WASMCLOUD_TRACES_ENABLED, WASMCLOUD_METRICS_ENABLED, WASMCLOUD_LOGS_ENABLED],
+`--override-observability-endpoint` [OTEL_EXPORTER_OTLP_ENDPOINT], `--override-traces-endpoint`,
+`--override-metrics-endpoint`, `--override-logs-endpoint` [OTEL_EXPORTER_OTLP_<SIGNAL>_ENDPOINT],
+`--observability-protocol` [WASMCLOUD_OBSERVABILITY_PROTOCOL], `--tls-ca-path`
+[WASMCLOUD_TLS_CA_PATH, comma-separated] and `--trace-level` [WASMCLOUD_TRACE_LEVEL]. As a
+convenience, an endpoint given without any switch turns observability on.
 """
 
 from __future__ import annotations
@@ -21,59 +22,66 @@ from typing import Any
 
 from provider.observability.otel_settings import otel_settings
 
-# flag dest → (environment variable, otel_config key)
+# flag dest → (flag, environment variable, otel_config key)
 SETTINGS = {
-    "enable_observability": ("WASMCLOUD_OBSV_ENABLED", "enable_observability"),
-    "enable_traces": ("WASMCLOUD_TRACING_ENABLED", "enable_traces"),
-    "enable_metrics": ("WASMCLOUD_METRICS_ENABLED", "enable_metrics"),
-    "observability_endpoint": ("OTEL_EXPORTER_OTLP_ENDPOINT", "observability_endpoint"),
-    "traces_endpoint": ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "traces_endpoint"),
-    "metrics_endpoint": ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "metrics_endpoint"),
-    "observability_protocol": ("WASMCLOUD_OBSV_PROTOCOL", "protocol"),
-    "trace_level": ("WASMCLOUD_TRACE_LEVEL", "trace_level"),
-}
-FLAGS = {
-    "enable_observability": "--enable-observability",
-    "enable_traces": "--enable-traces",
-    "enable_metrics": "--enable-metrics",
-    "observability_endpoint": "--override-observability-endpoint",
-    "traces_endpoint": "--override-traces-endpoint",
-    "metrics_endpoint": "--override-metrics-endpoint",
-    "observability_protocol": "--observability-protocol",
-    "trace_level": "--trace-level",
-}
-SWITCHES = ("enable_observability", "enable_traces", "enable_metrics")
+    "enable_observability": ("--enable-observability", "WASMCLOUD_OBSERVABILITY_ENABLED",
+                             "enable_observability"),
+    "enable_traces": ("--enable-traces", "WASMCLOUD_TRACES_ENABLED", "enable_traces"),
+    "enable_metrics": ("--enable-metrics", "WASMCLOUD_METRICS_ENABLED", "enable_metrics"),
+    "enable_logs": ("--enable-logs", "WASMCLOUD_LOGS_ENABLED", "enable_logs"),
+    "observability_endpoint": ("--override-observability-endpoint",
+                               "OTEL_EXPORTER_OTLP_ENDPOINT", "observability_endpoint"),
+    "traces_endpoint": ("--override-traces-endpoint", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                        "traces_endpoint"),
+    "metrics_endpoint": ("--override-metrics-endpoint", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+                         "metrics_endpoint"),
+    "logs_endpoint": ("--override-logs-endpoint", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+                      "logs_endpoint"),
+    "observability_protocol": ("--observability-protocol", "WASMCLOUD_OBSERVABILITY_PROTOCOL",
+                               "protocol"),
+    "tls_ca_paths": ("--tls-ca-path", "WASMCLOUD_TLS_CA_PATH", "additional_ca_paths"),
+    "trace_level": ("--trace-level", "WASMCLOUD_TRACE_LEVEL", "trace_level"),
+}  # fmt: skip
+SWITCHES = ("enable_observability", "enable_traces", "enable_metrics", "enable_logs")
+ENDPOINTS = ("observability_endpoint", "traces_endpoint", "metrics_endpoint", "logs_endpoint")
 
 
 def add_arguments(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    for dest, flag in FLAGS.items():
-        env = SETTINGS[dest][0]
-        if dest in SWITCHES:
+    for dest, (flag, env, _) in SETTINGS.items():
+        if dest == "enable_observability":
             parser.add_argument(flag, dest=dest, action="store_true", default=None,
                                 help=f"[{env}]")  # fmt: skip
+        elif dest in SWITCHES:  # the host's take an optional value: --enable-traces[=false]
+            parser.add_argument(flag, dest=dest, nargs="?", const="true", default=None,
+                                metavar="BOOL", help=f"[{env}]")  # fmt: skip
         else:
             parser.add_argument(flag, dest=dest, default=None, help=f"[{env}]")
+
+
+def _switch(value: Any) -> bool:
+    return value if isinstance(value, bool) else str(value).strip().lower() in (
+        "1", "true", "yes", "on"
+    )  # fmt: skip
 
 
 def otel_config(flags: Mapping[str, Any], environment: Mapping[str, str]) -> dict[str, Any]:
     """HostData's `otel_config` (sans-IO): a flag wins over its environment variable."""
     config: dict[str, Any] = {}
-    for dest, (env, key) in SETTINGS.items():
+    for dest, (_, env, key) in SETTINGS.items():
         value = flags.get(dest)
         if value is None:
             value = environment.get(env)
         if value is None or value == "":
             continue
         if dest in SWITCHES:
-            value = value if isinstance(value, bool) else value.strip().lower() in (
-                "1", "true", "yes", "on"
-            )  # fmt: skip
+            value = _switch(value)
         elif dest == "observability_protocol":
             value = "Grpc" if str(value).strip().lower() == "grpc" else "Http"
+        elif dest == "tls_ca_paths":
+            value = [path.strip() for path in str(value).split(",") if path.strip()]
         config[key] = value
-    endpoints = ("observability_endpoint", "traces_endpoint", "metrics_endpoint")
-    if "enable_observability" not in config:
-        config["enable_observability"] = any(key in config for key in endpoints)
+    if not any(key in config for key in SWITCHES):
+        config["enable_observability"] = any(key in config for key in ENDPOINTS)
     return config
 
 
