@@ -73,11 +73,13 @@ def thread_seconds(pid: int) -> tuple[float, float]:
 
 
 def headers_of(mode: str) -> dict[str, str]:
-    headers = {"source-id": "bench-component", "link-name": "default"}
-    if mode != "off":
-        flag = "01" if mode == "sampled" else "00"
-        headers["traceparent"] = f"00-{TRACE_ID}-00f067aa0ba902b7-{flag}"
-    return headers
+    """The same headers for every mode but the sampled flag (the off provider ignores it)."""
+    flag = "00" if mode == "unsampled" else "01"
+    return {"source-id": "bench-component", "link-name": "default",
+            "traceparent": f"00-{TRACE_ID}-00f067aa0ba902b7-{flag}"}  # fmt: skip
+
+
+SETTLE = 0.25  # after a window: its last span batch (every 100 ms) is exported and counted
 
 
 def measure(
@@ -93,6 +95,7 @@ def measure(
                 one = providers["off" if mode == "off" else "on"]
                 workload = next(w for w in workloads(one.token) if w.call == name)
                 caller.run(_provider_command(one.host, workload, headers_of(mode), callers, 0.3))
+            time.sleep(SETTLE)
             for _ in range(args.rounds):
                 for mode in MODES:
                     one = providers["off" if mode == "off" else "on"]
@@ -101,6 +104,7 @@ def measure(
                                                 args.seconds)  # fmt: skip
                     user, system = process_user_system_seconds(one.pid)
                     _, others = thread_seconds(one.pid)
+                    spans_before = len(received.spans)
                     profiled = args.profile == f"{mode}:{name}:{callers}" and not samples[mode]
                     if profiled:
                         os.kill(one.pid, signal.SIGUSR1)
@@ -109,9 +113,11 @@ def measure(
                         os.kill(one.pid, signal.SIGUSR2)
                         time.sleep(0.3)
                         print(summarise(PROFILE, answer["calls"]), flush=True)
+                    time.sleep(SETTLE)
                     user_after, system_after = process_user_system_seconds(one.pid)
                     _, others_after = thread_seconds(one.pid)
                     calls = max(answer["calls"], 1)
+                    answer["spans_per_call"] = (len(received.spans) - spans_before) / calls
                     answer["cpu_us"] = (user_after - user + system_after - system) / calls * 1e6
                     answer["threads_us"] = (others_after - others) / calls * 1e6
                     samples[mode].append(answer)
@@ -122,6 +128,13 @@ def measure(
                 row[f"{mode}_errors"] = sum(r["errors"] for r in samples[mode])
                 # CPU off the event loop's thread: the span batch exporter, metric export
                 row[f"{mode}_other_threads_us"] = round(median_of(samples[mode], "threads_us"), 1)
+            # Every sampled call's spans arrived (none dropped from a full queue, which would
+            # make tracing look cheap), and an unsampled call made none.
+            row["sampled_spans_per_call"] = round(
+                median_of(samples["sampled"], "spans_per_call"), 2
+            )
+            if any(r["spans_per_call"] for r in samples["unsampled"] + samples["off"]):
+                raise SystemExit(f"{name} x {callers}: unsampled or off calls made spans")
             row["unsampled_added_us"] = round(row["unsampled_cpu_us"] - row["off_cpu_us"], 1)
             row["sampled_added_us"] = round(row["sampled_cpu_us"] - row["off_cpu_us"], 1)
             rows.append(row)
@@ -130,7 +143,8 @@ def measure(
                   f" {row['unsampled_added_us']:>+9.0f} {row['sampled_added_us']:>+8.0f}",
                   flush=True)  # fmt: skip
             threads = ", ".join(f"{m} {row[f'{m}_other_threads_us']:.0f}" for m in MODES)
-            print(f"    of which off the event loop's thread (µs/call): {threads}", flush=True)
+            print(f"    of which off the event loop's thread (µs/call): {threads}; spans per "
+                  f"sampled call {row['sampled_spans_per_call']}", flush=True)  # fmt: skip
     spans = len(received.span_list())
     print(f"the receiver got {spans} spans and {len(received.metric_requests)} metric exports")
     if spans == 0 or not received.metric_requests:

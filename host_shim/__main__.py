@@ -231,9 +231,10 @@ def main(argv: list[str] | None = None) -> int:
              f"{', '.join(manifest.components)}")  # fmt: skip
         with contextlib.ExitStack() as stack:
             shown = None
-            if args.show_traces:
+            if args.show_traces:  # traces on, over http, to the receiver, whatever else says
                 url, shown = stack.enter_context(running_otlp_receiver())
-                args.observability_endpoint = url
+                args.enable_traces, args.observability_protocol = True, "http"
+                args.traces_endpoint = f"{url}/v1/traces"
                 step(f"OTLP receiver at {url}")
             observability = otel_config(vars(args), os.environ)
             nats_url = stack.enter_context(running_nats())

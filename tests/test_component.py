@@ -249,4 +249,5 @@ def test_host_shim_traces_the_invocations_and_the_provider_joins_them(
         operations = {attributes(s).get("db.operation.name") for s in transfer if s.kind == 3}
         assert {"BEGIN", "SELECT", "UPDATE", "COMMIT"} <= operations  # every statement sent
         batch = next(s for s in calls if attributes(s)["rpc.method"] == "query-batch")
-        assert [s for s in statements if s.parent_span_id == batch.span_id]
+        (batched,) = [s for s in statements if s.parent_span_id == batch.span_id]
+        assert attributes(batched)["db.operation.name"] == "BATCH"

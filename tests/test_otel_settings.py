@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from provider.observability.otel_settings import otel_settings, signal_endpoint
 
 
@@ -61,3 +64,47 @@ def test_a_host_tracing_at_warn_or_error_gets_none_of_our_info_spans() -> None:
     for level, traced in (("trace", True), ("info", True), ("WARN", False), ("error", False)):
         settings = otel_settings({"enable_observability": True, "trace_level": level}, {})
         assert settings.traces is traced and settings.metrics  # metrics are not levelled
+
+
+def test_additional_cas_are_added_to_the_usual_roots(tmp_path: Any, caplog: Any) -> None:
+    import certifi
+
+    from provider.observability.exporters import ca_bundle
+
+    extra = tmp_path / "private-ca.pem"
+    extra.write_text("-----BEGIN CERTIFICATE-----\nprivate\n-----END CERTIFICATE-----\n")
+    bundle = Path(ca_bundle((str(extra), str(tmp_path / "missing.pem"))) or "").read_text()
+    assert bundle.startswith(Path(certifi.where()).read_text())  # public collectors still work
+    assert "private" in bundle
+    said = [r for r in caplog.records if "cannot be read" in r.getMessage()]
+    assert said and said[0].path.endswith("missing.pem")  # said, not silently skipped
+    assert ca_bundle(()) is None
+
+
+def test_endpoints_are_logged_without_credentials() -> None:
+    from provider.observability.otel_settings import loggable
+
+    assert loggable("https://user:key@otlp.example:4318/v1/traces?api-key=s3") == (
+        "https://otlp.example:4318"
+    )
+    assert loggable("not a url") == "(unparsable endpoint)"
+
+
+def test_a_bad_sampler_argument_is_ignored_not_fatal() -> None:
+    from opentelemetry.sdk.trace import sampling
+
+    from provider.observability.tracing import Tracing
+
+    for sampler, argument in (("parentbased_always_on", "5"), ("traceidratio", "-1"),
+                              ("parentbased_traceidratio", "half")):  # fmt: skip
+        config = {"enable_traces": True, "traces_sampler": sampler, "traces_sampler_arg": argument,
+                  "traces_endpoint": "http://127.0.0.1:9/v1/traces"}  # fmt: skip
+        settings = otel_settings(config, {})
+        tracing = Tracing(settings)
+        try:
+            assert tracing.tracer is not None
+            chosen = tracing._provider.sampler
+            root = chosen._root if isinstance(chosen, sampling.ParentBased) else chosen
+            assert getattr(root, "rate", 1.0) == 1.0  # the bad ratio became 1.0
+        finally:
+            tracing.shutdown(0.1)

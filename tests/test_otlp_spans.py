@@ -12,12 +12,12 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import TraceState
 
-from provider.observability.exporters import _http_span_exporter
+from provider.observability.exporters import _grpc_span_exporter, _http_span_exporter
 from provider.observability.otlp_spans import Unencodable, any_value, export_request
 
 texts = st.text(max_size=40)
@@ -67,9 +67,13 @@ class Keep(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def made(plans: list[dict[str, Any]], resource: Resource) -> list[Any]:
+TINY_LIMITS = SpanLimits(max_attributes=2, max_events=1, max_links=1, max_event_attributes=1,
+                         max_link_attributes=1, max_attribute_length=3)  # fmt: skip
+
+
+def made(plans: list[dict[str, Any]], resource: Resource, limits: Any = None) -> list[Any]:
     kept = Keep()
-    provider = TracerProvider(resource=resource)
+    provider = TracerProvider(resource=resource, span_limits=limits)
     provider.add_span_processor(SimpleSpanProcessor(kept))
     tracers = [provider.get_tracer("one"), provider.get_tracer("two", "1.2", "https://s")]
     for number, plan in enumerate(plans):
@@ -96,6 +100,16 @@ def test_our_bytes_parse_to_the_librarys_message(plans: list[dict[str, Any]],
     assert ours == encode_spans(spans)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(span_plans, min_size=1, max_size=4))
+def test_spans_cut_at_their_limits_encode_their_dropped_counts(
+    plans: list[dict[str, Any]],
+) -> None:
+    spans = made(plans, Resource({"service.name": "x"}), TINY_LIMITS)
+    ours = ExportTraceServiceRequest.FromString(export_request(spans))
+    assert ours == encode_spans(spans)
+
+
 def test_spans_of_two_equal_resources_are_grouped_like_the_librarys() -> None:
     plans = [{"name": "a", "kind": SpanKind.SERVER, "attributes": {}, "status": None,
               "parent": None, "events": [], "links": []}]  # fmt: skip
@@ -114,7 +128,15 @@ def test_what_otlp_cannot_hold_is_refused_not_guessed() -> None:
     assert any_value(math.inf) == b"\x21" + b"\x00\x00\x00\x00\x00\x00\xf0\x7f"
 
 
-def test_the_http_exporter_still_has_the_client_it_posts_through() -> None:
-    """A library upgrade that renames it would silently take the slow path: fail here."""
+def test_the_exporters_still_have_what_the_compact_path_uses() -> None:
+    """A library upgrade that renames these would silently take the slow path (or lose the
+    request size bound): fail here instead."""
     exporter = _http_span_exporter()(endpoint="http://127.0.0.1:9/v1/traces")
-    assert callable(exporter._client.export)
+    assert callable(exporter._client.export) and exporter._max_request_size > 0
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    assert callable(OTLPSpanExporter._translate_data)
+    grpc_exporter = _grpc_span_exporter()(endpoint="http://127.0.0.1:9", insecure=True)
+    spans = made([{"name": "a", "kind": SpanKind.SERVER, "attributes": {"k": 1}, "status": None,
+                   "parent": None, "events": [], "links": []}], Resource({}))  # fmt: skip
+    assert grpc_exporter._translate_data(spans) == encode_spans(spans)

@@ -47,7 +47,7 @@ async def test_calls_and_statements_are_traced_into_the_callers_trace(
         assert client_span.parent_span_id == server.span_id
         db = attributes(client_span)
         assert db["db.system.name"] == "postgresql" and db["db.namespace"] == database
-        assert db["db.query.text"] == "SELECT $1::int4 + 1 AS n"  # never the values
+        assert db["db.query.text"] == "SELECT $1::int4 + ? AS n"  # never values nor literals
         assert db["db.operation.name"] == "SELECT"
         assert db["server.port"] == postgres_server.port
         assert "7654321" not in str(attributes(client_span).values())
@@ -73,13 +73,16 @@ async def test_nothing_is_sent_when_observability_is_off(
     nats_url: str, postgres_server: Any, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
     async with (
         exporting_provider(nats_url, {"enable_observability": False}) as (provider, received),
-        linked(provider, nats_url, postgres_server.link_config(database)) as (_, caller),
+        linked(provider, nats_url, postgres_server.link_config(database)) as (nc, caller),
     ):
         for _ in range(5):
             assert isinstance(await caller.query("SELECT 1"), Ok)
         await asyncio.sleep(1.0)
+        stop = await provider.process.stop_like_host(nc)  # a flush would happen here
+        assert stop.reply == b"shutting down"
         assert received.requests == 0
 
 
@@ -92,6 +95,8 @@ async def test_unsampled_calls_export_nothing_and_reprepares_are_events(
         exporting_provider(nats_url, {"enable_traces": True}) as (provider, received),
         linked(provider, nats_url, config) as (_, caller),
     ):
+        await asyncio.sleep(0.5)  # the link check's own trace has gone out
+        before = {s.trace_id for s in received.span_list()}
         unsampled = "11111111111111111111111111111111"
         caller.headers["traceparent"] = traceparent(unsampled, sampled=False)
         assert isinstance(await caller.batch("CREATE TABLE ev (a int4)"), Ok)
@@ -109,11 +114,13 @@ async def test_unsampled_calls_export_nothing_and_reprepares_are_events(
         statements = [s for s in spans if s.kind == CLIENT]
         assert len(statements) == 2 and statements[0].status.code == STATUS_ERROR
         assert all(s.parent_span_id == server.span_id for s in statements)
-        # Exported in order: had the unsampled calls made spans, they would be here.
-        assert not [s for s in received.span_list() if s.trace_id.hex() == unsampled]
+        # Exported in order: had the unsampled calls made spans (under their parent, or as
+        # new roots), they would be here.
+        new_traces = {s.trace_id.hex() for s in received.span_list()} - {t.hex() for t in before}
+        assert new_traces == {TRACE_ID}
 
 
-async def test_a_secret_written_into_the_sql_is_redacted_in_spans(
+async def test_a_secret_written_into_the_sql_never_reaches_a_span(
     nats_url: str, postgres_server: Any, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
@@ -129,7 +136,68 @@ async def test_a_secret_written_into_the_sql_is_redacted_in_spans(
         caller.headers["traceparent"] = traceparent(failing)
         assert isinstance(await caller.query(f'SELECT "{password}"'), Err)  # no such column
         spans = await spans_of(received, TRACE_ID, 2) + await spans_of(received, failing, 2)
-        statements = [s for s in spans if s.kind == CLIENT]
-        assert all("[redacted]" in attributes(s)["db.query.text"] for s in statements)
-        assert "[redacted]" in next(s for s in statements if s.status.code).status.message
+        statements = {attributes(s)["db.query.text"]: s for s in spans if s.kind == CLIENT}
+        assert set(statements) == {"SELECT ? AS p", 'SELECT "[redacted]"'}  # literal; identifier
+        assert "[redacted]" in statements['SELECT "[redacted]"'].status.message
         assert not [s for s in spans if password in str(s)]
+
+
+async def test_garbage_trace_headers_start_a_root_and_log_nothing_of_theirs(
+    nats_url: str, postgres_server: Any, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    async with (
+        exporting_provider(nats_url, {"enable_traces": True}) as (provider, received),
+        linked(provider, nats_url, postgres_server.link_config(database)) as (_, caller),
+    ):
+        marker = "garbage-marker"
+        caller.headers["traceparent"] = f"zz-{marker}-" + "f" * 3000
+        caller.headers["tracestate"] = f"{marker}=" + "a" * 10_000
+        for _ in range(3):
+            assert isinstance(await caller.query("SELECT 42 AS garbage"), Ok)
+        caller.headers["traceparent"] = traceparent()  # valid parent, oversized tracestate
+        assert isinstance(await caller.query("SELECT 43"), Ok)
+        spans = await spans_of(received, TRACE_ID, 2)
+        assert next(s for s in spans if s.kind == SERVER).trace_state == ""  # dropped
+        deadline = asyncio.get_running_loop().time() + 10
+        while asyncio.get_running_loop().time() < deadline:
+            spans = received.span_list()
+            garbage = [s for s in spans if s.kind == CLIENT
+                       and attributes(s)["db.query.text"] == "SELECT ? AS garbage"]  # fmt: skip
+            if len(garbage) == 3:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the calls with garbage headers were not traced")
+        calls = {s.span_id: s for s in spans if s.kind == SERVER}
+        parents = [calls[s.parent_span_id] for s in garbage]
+        assert all(not p.parent_span_id for p in parents)  # each one a root of its own trace
+        assert len({p.trace_id for p in parents}) == 3
+        assert marker not in provider.log_text()
+
+
+def test_samplers_and_whether_they_follow_the_parent() -> None:
+    from opentelemetry.sdk.trace import sampling
+
+    from provider.observability.otel_settings import otel_settings
+    from provider.observability.tracing import Tracing
+
+    expected = {
+        "always_on": (False, sampling.StaticSampler),
+        "always_off": (False, sampling.StaticSampler),
+        "traceidratio": (False, sampling.TraceIdRatioBased),
+        "parentbased_always_on": (True, sampling.ParentBased),
+        "parentbased_always_off": (True, sampling.ParentBased),
+        "parentbased_traceidratio": (True, sampling.ParentBased),
+        "no-such-sampler": (True, sampling.ParentBased),  # the default
+    }
+    for name, (follows, kind) in expected.items():
+        config = {"enable_traces": True, "traces_sampler": name,
+                  "traces_endpoint": "http://127.0.0.1:9/v1/traces"}  # fmt: skip
+        settings = otel_settings(config, {})
+        tracing = Tracing(settings)
+        try:
+            assert tracing.follows_parent is follows, name
+            assert isinstance(tracing._provider.sampler, kind), name
+        finally:
+            tracing.shutdown(0.1)

@@ -30,8 +30,10 @@ log = logging.getLogger(__name__)
 # The host waits 300 ms for the reply: 50 ms to drain queued calls, 120 ms for in-flight calls
 # to finish, 50 ms to answer the rest, 60 ms to close the pools.
 SHUTDOWN_GRACE = 0.12
-# Whatever of the 300 ms is left after that goes to flushing telemetry; 20 ms stay for the reply.
+# Whatever of the 300 ms is left after that goes to flushing telemetry, at most 150 ms (a
+# local collector takes a few; one that is down would take it all); 20 ms stay for the reply.
 SHUTDOWN_BUDGET = 0.28
+FLUSH_BUDGET = 0.15
 
 
 class ProviderHooks(Protocol):
@@ -254,19 +256,20 @@ class ProviderRuntime:
         if host_id != self.host_data.host_id:
             return  # another host's provider instance
         started = time.perf_counter()
-        await self.shutdown()
+        await self.shutdown(received_at=started)
         if msg.reply:
             await self._nc.publish(msg.reply, b"shutting down")
             await self._nc.flush(timeout=1)
         log.info("shut down", extra={"ms": round((time.perf_counter() - started) * 1000, 1)})
         self._stopped.set()
 
-    async def shutdown(self) -> None:
-        """Stop taking calls, finish or fail in-flight ones, release resources (idempotent)."""
+    async def shutdown(self, received_at: float | None = None) -> None:
+        """Stop taking calls, finish or fail in-flight ones, release resources (idempotent).
+        `received_at`: when the host's request arrived (its 300 ms count from then)."""
         if self._shutting_down:
             return
         self._shutting_down = True
-        started = time.perf_counter()
+        started = time.perf_counter() if received_at is None else received_at
         servers = [s for s in (self._server, self._replica_server) if s is not None]
         if servers:
             await asyncio.gather(*(server.stop(grace=SHUTDOWN_GRACE) for server in servers))
@@ -274,7 +277,7 @@ class ProviderRuntime:
             await asyncio.wait_for(self.hooks.shutdown(), 0.06)
         except (TimeoutError, Exception) as exc:
             log.warning("cleanup did not finish", extra={"error": type(exc).__name__})
-        remaining = SHUTDOWN_BUDGET - (time.perf_counter() - started)
+        remaining = min(FLUSH_BUDGET, SHUTDOWN_BUDGET - (time.perf_counter() - started))
         try:
             await asyncio.wait_for(self.hooks.flush(max(remaining, 0.01)), max(remaining, 0.01))
         except (TimeoutError, Exception) as exc:

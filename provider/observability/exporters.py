@@ -1,9 +1,14 @@
 """OTLP exporters for one signal, over http/protobuf or grpc as the host's `otel_config` says,
-trusting its `additional_ca_paths` too (imported only when that signal is on)."""
+trusting its `additional_ca_paths` on top of the usual roots (imported only when that signal is
+on)."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
+import logging
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,19 +16,34 @@ from typing import Any
 
 from provider.observability.otel_settings import OtelSettings
 
+log = logging.getLogger(__name__)
 
-def ca_bundle(paths: Sequence[str]) -> str | None:
-    """The host's `additional_ca_paths` as one PEM file (the exporters take one)."""
+
+@functools.lru_cache(maxsize=4)
+def ca_bundle(paths: tuple[str, ...]) -> str | None:
+    """The host's `additional_ca_paths` added to the usual roots (certifi's, as requests and
+    the Rust host's webpki roots have them), as one PEM file: the exporters take one file, and
+    a file of only the extra CAs would distrust every public collector. Removed at exit."""
     if not paths:
         return None
-    if len(paths) == 1:
-        return paths[0]
+    import certifi
+
+    parts = [Path(certifi.where()).read_text()]
+    for path in paths:
+        try:
+            parts.append(Path(path).read_text())
+        except OSError as exc:
+            log.warning("an additional CA cannot be read", extra={"path": path, "error": str(exc)})
     bundle = tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False)  # noqa: SIM115
     with bundle:
-        for path in paths:
-            with contextlib.suppress(OSError):
-                bundle.write(Path(path).read_text() + "\n")
+        bundle.write("\n".join(parts))
+    atexit.register(_remove, bundle.name)
     return bundle.name
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _grpc_span_exporter() -> Any:
@@ -94,7 +114,7 @@ def otlp_exporter(settings: OtelSettings, signal: str) -> Any:
     """The exporter of `signal` ("traces" or "metrics") to its resolved endpoint."""
     exporter_class = _exporter_class(settings.protocol, signal)
     endpoint = settings.endpoints[signal]
-    ca = ca_bundle(settings.additional_ca_paths)
+    ca = ca_bundle(tuple(settings.additional_ca_paths))
     if settings.protocol == "grpc":
         if ca is None:
             return exporter_class(endpoint=endpoint, insecure=endpoint.startswith("http://"))

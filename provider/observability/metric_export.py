@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from provider.observability.exporters import otlp_exporter
-from provider.observability.otel_settings import SERVICE_NAME, OtelSettings
+from provider.observability.otel_settings import SERVICE_NAME, OtelSettings, loggable
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ class MetricExport:
         self._thread.start()
         log.info(
             "metrics exported",
-            extra={"endpoint": settings.endpoints["metrics"], "protocol": settings.protocol,
+            extra={"endpoint": loggable(settings.endpoints["metrics"]),
+                   "protocol": settings.protocol,
                    "interval_s": self._interval},
         )  # fmt: skip
 
@@ -88,6 +89,11 @@ class MetricExport:
         finally:
             self._exporting.release()
         return bool(result == MetricExportResult.SUCCESS)
+
+    def abandon(self) -> None:
+        """Give up on an export still running: its retries stop waiting."""
+        with contextlib.suppress(Exception):
+            self._exporter.shutdown()
 
     def shutdown(self, timeout_ms: float = 2000) -> None:
         """Send the last numbers (within `timeout_ms`) and stop."""

@@ -74,6 +74,15 @@ def signal_endpoint(protocol: str, shared: str | None, signal: str) -> str:
     return shared
 
 
+def loggable(endpoint: str) -> str:
+    """An endpoint as a log line may show it: scheme, host and port (no user, key or query)."""
+    parts = urlsplit(endpoint)
+    if not parts.hostname:
+        return "(unparsable endpoint)"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname}{port}"
+
+
 def otel_settings(otel_config: Mapping[str, Any] | None, config: Mapping[str, str]) -> OtelSettings:
     """The export settings for this provider process (nothing enabled when absent)."""
     host = dict(otel_config or {})

@@ -72,6 +72,7 @@ def key_value(key: str, value: Any) -> bytes:
 
 _SEEN_TEXT_PAIRS: dict[tuple[bytes, str, str], bytes] = {}  # the same attributes, span after span
 _MAX_SEEN = 4096
+MAX_REMEMBERED_VALUE = 512  # longer texts are encoded each time, never kept
 
 
 def attributes(tag: bytes, items: Mapping[str, Any] | None) -> bytes:
@@ -81,7 +82,7 @@ def attributes(tag: bytes, items: Mapping[str, Any] | None) -> bytes:
     out = []
     seen = _SEEN_TEXT_PAIRS
     for key, value in items.items():
-        if type(value) is str:
+        if type(value) is str and len(value) <= MAX_REMEMBERED_VALUE:
             encoded = seen.get((tag, key, value))
             if encoded is None:
                 if len(seen) >= _MAX_SEEN:

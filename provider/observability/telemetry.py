@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from provider.observability.otel_settings import OtelSettings
@@ -40,8 +41,13 @@ class Telemetry:
             jobs.append(threading.Thread(target=self.tracing.shutdown, args=(timeout,)))
         if self.metrics is not None:
             jobs.append(threading.Thread(target=self.metrics.shutdown, args=(timeout * 1000,)))
+        deadline = time.monotonic() + timeout
         for job in jobs:
             job.daemon = True
             job.start()
-        for job in jobs:
-            job.join(timeout)
+        for job in jobs:  # one deadline for both, not `timeout` each
+            job.join(max(0.0, deadline - time.monotonic()))
+        if any(job.is_alive() for job in jobs):  # a collector that hangs: stop waiting on it
+            for signal in (self.tracing, self.metrics):
+                if signal is not None:
+                    signal.abandon()

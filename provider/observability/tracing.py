@@ -17,28 +17,50 @@ from contextvars import ContextVar
 from typing import Any
 
 from provider.observability.exporters import otlp_exporter
-from provider.observability.otel_settings import SERVICE_NAME, OtelSettings
+from provider.observability.otel_settings import SERVICE_NAME, OtelSettings, loggable
+from provider.observability.query_text import query_text
 from provider.redaction import secret_redactor
 
 log = logging.getLogger(__name__)
 
 
 PARENT_BLIND_SAMPLERS = ("always_on", "always_off", "traceidratio")
+# W3C allows a `tracestate` to be dropped past 512 characters.
+MAX_TRACESTATE = 512
+
+
+def _ratio(argument: str | None) -> float:
+    """The sampler's ratio; a missing, unreadable or out-of-range one is 1.0 (with a warning:
+    OpenTelemetry says bad sampler input is ignored, never fatal)."""
+    if argument is None:
+        return 1.0
+    try:
+        ratio = float(argument)
+    except ValueError:
+        ratio = -1.0
+    if not 0.0 <= ratio <= 1.0:
+        log.warning("traces_sampler_arg must be a ratio in [0, 1]; using 1.0",
+                    extra={"traces_sampler_arg": argument})  # fmt: skip
+        return 1.0
+    return ratio
 
 
 def _sampler(settings: OtelSettings) -> Any:
+    """Only the sampler asked for is built (a bad ratio must not break another sampler)."""
     from opentelemetry.sdk.trace import sampling
 
-    ratio = 1.0
-    with contextlib.suppress(TypeError, ValueError):
-        ratio = float(settings.sampler_arg) if settings.sampler_arg is not None else 1.0
-    return {
-        "always_on": sampling.ALWAYS_ON,
-        "always_off": sampling.ALWAYS_OFF,
-        "traceidratio": sampling.TraceIdRatioBased(ratio),
-        "parentbased_always_off": sampling.ParentBased(sampling.ALWAYS_OFF),
-        "parentbased_traceidratio": sampling.ParentBased(sampling.TraceIdRatioBased(ratio)),
-    }.get(settings.sampler, sampling.ParentBased(sampling.ALWAYS_ON))
+    name = settings.sampler
+    if name == "always_on":
+        return sampling.ALWAYS_ON
+    if name == "always_off":
+        return sampling.ALWAYS_OFF
+    if name == "traceidratio":
+        return sampling.TraceIdRatioBased(_ratio(settings.sampler_arg))
+    if name == "parentbased_always_off":
+        return sampling.ParentBased(sampling.ALWAYS_OFF)
+    if name == "parentbased_traceidratio":
+        return sampling.ParentBased(sampling.TraceIdRatioBased(_ratio(settings.sampler_arg)))
+    return sampling.ParentBased(sampling.ALWAYS_ON)
 
 
 class Tracing:
@@ -57,10 +79,13 @@ class Tracing:
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
         endpoint = settings.endpoints["traces"]
-        exporter = otlp_exporter(settings, "traces")
-        # Resource.create adds OTEL_RESOURCE_ATTRIBUTES (the host passes OTEL_* through).
+        self._exporter = exporter = otlp_exporter(settings, "traces")
+        # Resource.create adds OTEL_RESOURCE_ATTRIBUTES (the host passes OTEL_* through). No
+        # exit hook: a collector that hangs must not hold the process (flush has a deadline).
         self._provider = TracerProvider(
-            resource=Resource.create({"service.name": SERVICE_NAME}), sampler=_sampler(settings)
+            resource=Resource.create({"service.name": SERVICE_NAME}),
+            sampler=_sampler(settings),
+            shutdown_on_exit=False,
         )
         queue = settings.max_batch_queue_size or 2048
         self._provider.add_span_processor(
@@ -74,18 +99,28 @@ class Tracing:
         self.follows_parent = settings.sampler not in PARENT_BLIND_SAMPLERS
         self._propagator = TraceContextTextMapPropagator()
         self._getter = DefaultGetter()
-        log.info("traces exported", extra={"endpoint": endpoint, "protocol": settings.protocol})
+        # The API warns about every malformed traceparent/tracestate a caller sends: one line
+        # per call, the caller's text in it. Export failures (the SDK's loggers) still show.
+        logging.getLogger("opentelemetry.trace").setLevel(logging.ERROR)
+        log.info("traces exported",
+                 extra={"endpoint": loggable(endpoint), "protocol": settings.protocol})  # fmt: skip
 
     def parent_context(self, headers: Mapping[str, str]) -> Any:
         return self._propagator.extract(headers, getter=self._getter)
 
     def shutdown(self, timeout: float = 2.0) -> None:
-        """Export what is queued (within `timeout` s), then stop (idempotent)."""
+        """Export what is queued, then stop (idempotent). The SDK's flush may overrun
+        `timeout` against a collector that hangs: run this on a thread and `abandon` it."""
         provider, self._provider = self._provider, None
         if provider is not None:
             with contextlib.suppress(Exception):
                 provider.force_flush(int(timeout * 1000))
                 provider.shutdown()
+
+    def abandon(self) -> None:
+        """Give up on an export still running: its retries stop waiting."""
+        with contextlib.suppress(Exception):
+            self._exporter.shutdown()
 
 
 # W3C trace context, version 00: what the host sends on every wRPC call.
@@ -158,7 +193,9 @@ class CallTracer:
         the two together), without its second parse of the header."""
         trace = self._trace
         trace_id, span_id, flags = parsed
-        state = None if tracestate is None else self._trace_state.from_header([tracestate])
+        state = None
+        if tracestate is not None and len(tracestate) <= MAX_TRACESTATE:
+            state = self._trace_state.from_header([tracestate])
         context = trace.SpanContext(trace_id, span_id, True, trace.TraceFlags(flags), state)
         return trace.set_span_in_context(trace.NonRecordingSpan(context))
 
@@ -199,15 +236,17 @@ class StatementTracer:
         attributes = {
             "db.system.name": "postgresql",
             "db.namespace": database,
-            # Never the parameters' values; and a secret written into the SQL (a batch's
-            # ALTER ROLE ... PASSWORD) is redacted like everywhere else.
-            "db.query.text": secret_redactor.redact(sql),
+            # Never the parameters' values, nor the SQL's literals (a batch's ALTER ROLE ...
+            # PASSWORD '...'), nor a known secret written into it.
+            "db.query.text": query_text(sql),
             "db.operation.name": operation,
             "server.address": host,
             "server.port": port,
         }
         span = self._tracer.start_span(
-            f"{operation} {database}", kind=self._client, attributes=attributes
+            f"{operation} {database}" if operation else database,
+            kind=self._client,
+            attributes=attributes,
         )
         return _StatementSpan(span, self._trace)
 

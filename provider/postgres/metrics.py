@@ -121,6 +121,27 @@ class Metrics:
         }
 
 
+# PostgreSQL's statement keywords: a metric label and a span name are one of these or OTHER,
+# so no component can grow a series per statement by starting its SQL with a new word.
+OPERATIONS = frozenset(
+    ("ABORT", "ALTER", "ANALYZE", "BATCH", "BEGIN", "CALL", "CHECKPOINT", "CLOSE", "CLUSTER",
+     "COMMENT", "COMMIT", "COPY", "CREATE", "DEALLOCATE", "DECLARE", "DELETE", "DISCARD", "DO",
+     "DROP", "END", "EXECUTE", "EXPLAIN", "FETCH", "GRANT", "IMPORT", "INSERT", "LISTEN", "LOAD",
+     "LOCK", "MERGE", "MOVE", "NOTIFY", "PREPARE", "REASSIGN", "REFRESH", "REINDEX", "RELEASE",
+     "RESET", "REVOKE", "ROLLBACK", "SAVEPOINT", "SECURITY", "SELECT", "SET", "SHOW", "START",
+     "TABLE", "TRUNCATE", "UNLISTEN", "UPDATE", "VACUUM", "VALUES", "WITH")
+)  # fmt: skip
+REMEMBERED_SQL_LENGTH = 4096  # longer texts are named each time, from their start, never kept
+
+
+def operation_name(sql: str) -> str:
+    """`SELECT`, `INSERT`, … as `db.operation.name` wants it; OTHER for anything else."""
+    from provider.postgres.retry import first_keyword
+
+    name = first_keyword(sql[:REMEMBERED_SQL_LENGTH]).upper()
+    return name if name in OPERATIONS else "OTHER"
+
+
 class OperationDurations:
     """Feeds `operation_duration`: one observation per statement, its operation named by the
     statement's first keyword (remembered per SQL text, so a hot statement pays a dict lookup)."""
@@ -132,24 +153,23 @@ class OperationDurations:
         self._operations: dict[str, str] = {}
 
     def operation(self, sql: str) -> str:
-        """`SELECT`, `INSERT`, … as `db.operation.name` wants it."""
         name = self._operations.get(sql)
         if name is None:
-            from provider.postgres.retry import first_keyword
-
-            if len(self._operations) >= self.MAX_REMEMBERED:
-                self._operations.clear()
-            name = self._operations[sql] = first_keyword(sql).upper()
+            name = operation_name(sql)
+            if len(sql) <= REMEMBERED_SQL_LENGTH:
+                if len(self._operations) >= self.MAX_REMEMBERED:
+                    self._operations.clear()
+                self._operations[sql] = name
         return name
 
-    def succeeded(self, link: str, database: str, sql: str, seconds: float) -> None:
-        self._histogram.child((link, database, self.operation(sql), "", "")).observe(seconds)
+    def succeeded(self, link: str, database: str, operation: str, seconds: float) -> None:
+        self._histogram.child((link, database, operation, "", "")).observe(seconds)
 
     def failed(
-        self, link: str, database: str, sql: str, seconds: float, error: BaseException
+        self, link: str, database: str, operation: str, seconds: float, error: BaseException
     ) -> None:
         status = getattr(error, "sqlstate", None) or ""
-        series = (link, database, self.operation(sql), status, status or type(error).__name__)
+        series = (link, database, operation, status, status or type(error).__name__)
         self._histogram.child(series).observe(seconds)
 
 

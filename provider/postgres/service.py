@@ -285,7 +285,7 @@ class PostgresService:
                 pool, connection = await self._acquire(link)
                 try:
                     try:
-                        await self.observed(link, sql, connection.execute(sql))
+                        await self.observed(link, sql, connection.execute(sql), "BATCH")
                     except Exception as exc:
                         if retry.classify(exc) != retry.NOT_SENT or attempt == pool.size + 2:
                             raise
@@ -418,24 +418,27 @@ class PostgresService:
             link, sql, self._execute(link, connection, sql, params, rows_wanted, guest_transaction)
         )
 
-    async def observed(self, link: Link, sql: str, operation: Awaitable[T]) -> T:
+    async def observed(
+        self, link: Link, sql: str, operation: Awaitable[T], name: str | None = None
+    ) -> T:
         """`operation`, the running of `sql`, as one database operation: its duration in the
-        metrics (db.client.operation.duration), a CLIENT span around it when tracing is on."""
+        metrics (db.client.operation.duration), a CLIENT span around it when tracing is on.
+        `name` is its db.operation.name when not the SQL's first keyword (BATCH)."""
         tracer, settings = self.statement_tracer, link.settings
         durations = self.metrics.durations
+        name = name or durations.operation(sql)
         started = time.perf_counter()
         try:
             if tracer is None:
                 result = await operation
             else:
-                name = durations.operation(sql)
                 with tracer.statement(sql, name, settings.database, settings.host, settings.port):
                     result = await operation
         except BaseException as exc:
             elapsed = time.perf_counter() - started
-            durations.failed(link.source_id, settings.database, sql, elapsed, exc)
+            durations.failed(link.source_id, settings.database, name, elapsed, exc)
             raise
-        durations.succeeded(link.source_id, settings.database, sql, time.perf_counter() - started)
+        durations.succeeded(link.source_id, settings.database, name, time.perf_counter() - started)
         return result
 
     async def _execute(
