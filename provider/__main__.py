@@ -112,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         if telemetry is not None:
-            telemetry.flush(2.0)  # what is still queued (a signal, not the host's shutdown)
+            # Runs when `run()` ended without the runtime's shutdown (it failed to start, or
+            # lost the lattice); after a shutdown both signals are done and this returns.
+            telemetry.flush(2.0)
     return 0
 
 

@@ -235,6 +235,8 @@ def test_host_shim_traces_the_invocations_and_the_provider_joins_them(
             if {s.trace_id.hex() for s in spans if s.kind == 2} >= set(trace_ids):
                 break
             time.sleep(0.1)
+        else:
+            raise AssertionError(f"the provider's spans of {trace_ids} did not all arrive")
         run_trace = [s for s in received.span_list() if s.trace_id.hex() == trace_ids[0]]
         invocation = next(s for s in run_trace if s.name.endswith("/run"))
         calls = [s for s in run_trace if s.kind == 2]  # the provider's SERVER spans
