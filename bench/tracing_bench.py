@@ -169,15 +169,17 @@ async def run(args: argparse.Namespace, nats_url: str, server: PostgresServer,
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| call | callers | off µs/call | on, not sampled | on, sampled | added (not sampled) "
-        "| added (sampled) | errors |",
-        "|---|---|---|---|---|---|---|---|",
+        "| added (sampled) | of which off the loop's thread (not sampled / sampled) | errors |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         errors = sum(row[f"{mode}_errors"] for mode in MODES)
         lines.append(
             f"| `{row['call']}` | {row['callers']} | {row['off_cpu_us']:.0f} | "
             f"{row['unsampled_cpu_us']:.0f} | {row['sampled_cpu_us']:.0f} | "
-            f"{row['unsampled_added_us']:+.0f} | {row['sampled_added_us']:+.0f} | {errors} |"
+            f"{row['unsampled_added_us']:+.0f} | {row['sampled_added_us']:+.0f} | "
+            f"{row['unsampled_other_threads_us']:.0f} / {row['sampled_other_threads_us']:.0f} | "
+            f"{errors} |"
         )
     return "\n".join(lines)
 
