@@ -25,6 +25,7 @@ class SecretRedactor:
     def __init__(self) -> None:
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self.longest = 0  # characters of the longest value (what a cut text may split)
 
     def add(self, values: Iterable[str]) -> None:
         new = {
@@ -35,6 +36,7 @@ class SecretRedactor:
         if not new:
             return
         self._values |= new
+        self.longest = max(self.longest, *(len(value) for value in new))
         # Longest first: a secret that contains another is redacted whole.
         alternatives = [
             re.escape(value) if len(value) >= WHOLE_WORD_BELOW else rf"\b{re.escape(value)}\b"

@@ -4,9 +4,8 @@ on)."""
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import functools
+import hashlib
 import logging
 import os
 import tempfile
@@ -20,30 +19,37 @@ log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=4)
-def ca_bundle(paths: tuple[str, ...]) -> str | None:
+def ca_certificates(paths: tuple[str, ...]) -> bytes | None:
     """The host's `additional_ca_paths` added to the usual roots (certifi's, as requests and
-    the Rust host's webpki roots have them), as one PEM file: the exporters take one file, and
-    a file of only the extra CAs would distrust every public collector. Removed at exit."""
+    the Rust host's webpki roots have them): a set of only the extra CAs would distrust every
+    public collector. An unreadable file is logged and left out."""
     if not paths:
         return None
     import certifi
 
-    parts = [Path(certifi.where()).read_text()]
+    parts = [Path(certifi.where()).read_bytes()]
     for path in paths:
         try:
-            parts.append(Path(path).read_text())
+            parts.append(Path(path).read_bytes())
         except OSError as exc:
             log.warning("an additional CA cannot be read", extra={"path": path, "error": str(exc)})
-    bundle = tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False)  # noqa: SIM115
-    with bundle:
-        bundle.write("\n".join(parts))
-    atexit.register(_remove, bundle.name)
-    return bundle.name
+    return b"\n".join(parts)
 
 
-def _remove(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
+def ca_bundle(paths: tuple[str, ...]) -> str | None:
+    """`ca_certificates` as a file (the HTTP exporter takes a path): named by its content in
+    the temporary directory and written once, atomically, so restarts reuse it and a SIGKILL
+    leaves nothing new behind."""
+    certificates = ca_certificates(paths)
+    if certificates is None:
+        return None
+    digest = hashlib.sha256(certificates).hexdigest()[:20]
+    path = Path(tempfile.gettempdir(), f"sqldb-postgres-ca-{digest}.pem")
+    if not path.exists():
+        partial = path.with_suffix(f".{os.getpid()}.partial")
+        partial.write_bytes(certificates)
+        os.replace(partial, path)
+    return str(path)
 
 
 def _grpc_span_exporter() -> Any:
@@ -114,14 +120,16 @@ def otlp_exporter(settings: OtelSettings, signal: str) -> Any:
     """The exporter of `signal` ("traces" or "metrics") to its resolved endpoint."""
     exporter_class = _exporter_class(settings.protocol, signal)
     endpoint = settings.endpoints[signal]
-    ca = ca_bundle(tuple(settings.additional_ca_paths))
+    extra_cas = tuple(settings.additional_ca_paths)
     if settings.protocol == "grpc":
-        if ca is None:
+        roots = ca_certificates(extra_cas)
+        if roots is None:
             return exporter_class(endpoint=endpoint, insecure=endpoint.startswith("http://"))
         import grpc  # type: ignore[import-untyped]
 
-        credentials = grpc.ssl_channel_credentials(root_certificates=Path(ca).read_bytes())
+        credentials = grpc.ssl_channel_credentials(root_certificates=roots)
         return exporter_class(endpoint=endpoint, credentials=credentials)
-    if ca:
-        return exporter_class(endpoint=endpoint, certificate_file=ca)
+    bundle = ca_bundle(extra_cas)
+    if bundle:
+        return exporter_class(endpoint=endpoint, certificate_file=bundle)
     return exporter_class(endpoint=endpoint)

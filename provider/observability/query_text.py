@@ -1,10 +1,13 @@
-"""A statement's SQL as a span may carry it (sans-IO): every literal replaced by `?`, comments
-dropped, secrets redacted, at most `MAX_QUERY_TEXT` characters.
+"""What a span may say of a statement (sans-IO): its SQL with every literal replaced by `?`,
+comments dropped, secrets redacted, at most `MAX_QUERY_TEXT` characters; and an error's text
+with its quoted parts (values, in PostgreSQL's and asyncpg's messages) replaced the same way.
 
 OpenTelemetry's database conventions collect `db.query.text` for SQL that is not
 parameterized only once its literals are sanitized: a `query-batch` of `ALTER ROLE app PASSWORD
 '…'`, or a key passed to `pgp_sym_encrypt`, must not reach a collector. Parameter markers
-(`$1`), identifiers and quoted identifiers stay as they are.
+(`$1`), identifiers and quoted identifiers stay as they are. Where the text could be read two
+ways (a backslash in a plain literal means an escape when `standard_conforming_strings` is off;
+a nested comment), everything from there on becomes `?`: it fails closed.
 """
 
 from __future__ import annotations
@@ -15,44 +18,76 @@ from provider.redaction import secret_redactor
 
 # Collectors refuse requests of a few MiB, and a span batch holds up to 512 spans.
 MAX_QUERY_TEXT = 2048
-_REMEMBERED = 4096  # distinct SQL texts sanitized once and kept (hot statements repeat)
-_REMEMBERED_LENGTH = 4096
+# Only this much of a statement is read: more than the span keeps, so a literal open at the
+# cut is still seen (and replaced) as one.
+READ = 2 * MAX_QUERY_TEXT
+_REMEMBERED = 1024  # sanitized texts kept (hot statements repeat), each at most READ long
 
+_NAME = r"[A-Za-z_\u0080-\U0010ffff]"  # PostgreSQL: any non-ASCII character is a letter
+_NAME_OR_DIGIT = r"[A-Za-z0-9_$\u0080-\U0010ffff]"
 _TOKENS = re.compile(
-    r"""
-      (?P<identifier>"(?:[^"]|"")*")                        # "quoted identifier": kept
-    | (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z))                # comments: dropped
-    | \$(?P<tag>(?:[^\W\d]\w*)?)\$.*?(?:\$(?P=tag)\$|\Z)    # $$…$$, $tag$…$tag$
-    | (?<!\w)[Ee]'(?:[^'\\]|\\.|'')*(?:'|\Z)                # E'…' (backslash escapes)
-    | (?<!\w)(?:[BbXxNn]|[Uu]&)?'(?:[^']|'')*(?:'|\Z)       # '…', B'…', X'…', N'…', U&'…'
-    | (?<![\w$.])(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?       # numbers, not $1 or t1
+    rf"""
+      (?P<identifier>"(?:[^"]|"")*"?)                       # "quoted identifier": kept
+    | (?P<comment>--[^\n\r]*)                               # a line comment: dropped
+    | (?P<block>/\*(?:[^*/]|\*(?!/)|/(?!\*))*(?:\*/|\Z))    # /* … */ without a nested /*
+    | (?P<nested>/\*.*)                                     # a nested one: all the rest
+    | \$(?P<tag>(?:{_NAME}{_NAME_OR_DIGIT}*)?)\$.*?(?:\$(?P=tag)\$|\Z)  # $$…$$, $tag$…$tag$
+    | (?<!{_NAME_OR_DIGIT})[Ee]'(?:[^'\\]|\\(?:.|\Z)|'')*(?:'|\Z)  # E'…', backslash escapes
+    | (?P<plain>(?:(?<!{_NAME_OR_DIGIT})(?:[BbXxNn]|[Uu]&))?'(?:[^']|'')*(?:'|\Z))
+    | (?<![A-Za-z0-9_$.\u0080-\U0010ffff])\.?\d(?:[A-Za-z0-9_.\u0080-\U0010ffff]|(?<=[eE])[+-])*
     """,
     re.VERBOSE | re.DOTALL,
 )
+_QUOTED = re.compile(r"'[^']*(?:'|$)|\"[^\"]*(?:\"|$)")
 _seen: dict[str, str] = {}
 
 
-def _replace(match: re.Match[str]) -> str:
-    if match.group("identifier") is not None:
-        return match.group(0)
-    if match.group("comment") is not None:
-        return " "
-    return "?"
-
-
 def sanitized(sql: str) -> str:
-    """`sql` with its literals as `?` and its comments gone."""
+    """`sql` with its literals as `?` and its comments gone (fails closed: see above)."""
     found = _seen.get(sql)
     if found is None:
-        found = _TOKENS.sub(_replace, sql)
-        if len(sql) <= _REMEMBERED_LENGTH:
+        found = _sanitize(sql)
+        if len(sql) <= READ:
             if len(_seen) >= _REMEMBERED:
                 _seen.clear()
             _seen[sql] = found
     return found
 
 
+def _sanitize(sql: str) -> str:
+    out, position = [], 0
+    for match in _TOKENS.finditer(sql):
+        out.append(sql[position : match.start()])
+        position = match.end()
+        if match.group("identifier") is not None:
+            out.append(match.group(0))
+        elif match.group("comment") is not None or match.group("block") is not None:
+            out.append(" ")
+        elif match.group("nested") is not None:
+            out.append(" ?")
+            return "".join(out)
+        elif (plain := match.group("plain")) is not None and "\\" in plain and "&" not in plain:
+            out.append("?")  # an escape or not, depending on a setting: the rest is unknown
+            return "".join(out)
+        else:
+            out.append("?")
+    out.append(sql[position:])
+    return "".join(out)
+
+
 def query_text(sql: str) -> str:
-    """What `db.query.text` says: sanitized, then redacted (secrets are known late, so never
-    cached), then cut."""
-    return secret_redactor.redact(sanitized(sql))[:MAX_QUERY_TEXT]
+    """What `db.query.text` says: the start of `sql` sanitized, then redacted (secrets are
+    known late, so that is never cached), then cut."""
+    if len(sql) <= READ:
+        return secret_redactor.redact(sanitized(sql))[:MAX_QUERY_TEXT]
+    text = sanitized(sql[:READ])
+    # The read stopped inside the statement: a secret running across that point would show
+    # its first half unredacted, so the end of the read is left out.
+    text = text[: max(0, len(text) - secret_redactor.longest)]
+    return secret_redactor.redact(text)[:MAX_QUERY_TEXT]
+
+
+def error_text(error: BaseException) -> str:
+    """An error's message for a span's status: quoted parts (the values PostgreSQL and asyncpg
+    quote: `invalid input syntax for type integer: "hunter2"`) as `?`, secrets redacted."""
+    return secret_redactor.redact(_QUOTED.sub("?", str(error)[:1000]))[:200]

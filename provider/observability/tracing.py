@@ -18,8 +18,7 @@ from typing import Any
 
 from provider.observability.exporters import otlp_exporter
 from provider.observability.otel_settings import SERVICE_NAME, OtelSettings, loggable
-from provider.observability.query_text import query_text
-from provider.redaction import secret_redactor
+from provider.observability.query_text import error_text, query_text
 
 log = logging.getLogger(__name__)
 
@@ -236,9 +235,6 @@ class StatementTracer:
         attributes = {
             "db.system.name": "postgresql",
             "db.namespace": database,
-            # Never the parameters' values, nor the SQL's literals (a batch's ALTER ROLE ...
-            # PASSWORD '...'), nor a known secret written into it.
-            "db.query.text": query_text(sql),
             "db.operation.name": operation,
             "server.address": host,
             "server.port": port,
@@ -248,6 +244,10 @@ class StatementTracer:
             kind=self._client,
             attributes=attributes,
         )
+        if span.is_recording():  # a span the sampler dropped reads no SQL
+            # Never the parameters' values, nor the SQL's literals (a batch's ALTER ROLE ...
+            # PASSWORD '...'), nor a known secret written into it.
+            span.set_attribute("db.query.text", query_text(sql))
         return _StatementSpan(span, self._trace)
 
     def event(self, name: str, attributes: Mapping[str, Any]) -> None:
@@ -273,8 +273,7 @@ class _StatementSpan:
             if sqlstate:
                 span.set_attribute("db.response.status_code", sqlstate)
             span.set_attribute("error.type", sqlstate or type(exc).__name__)
-            text = secret_redactor.redact(str(exc))[:200]
-            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, text))
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, error_text(exc)))
         span.end()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -131,14 +132,16 @@ OPERATIONS = frozenset(
      "RESET", "REVOKE", "ROLLBACK", "SAVEPOINT", "SECURITY", "SELECT", "SET", "SHOW", "START",
      "TABLE", "TRUNCATE", "UNLISTEN", "UPDATE", "VACUUM", "VALUES", "WITH")
 )  # fmt: skip
-REMEMBERED_SQL_LENGTH = 4096  # longer texts are named each time, from their start, never kept
+REMEMBERED_SQL_LENGTH = 1024  # longer texts are named each time (from their start), not kept
+# The first word past blanks, parentheses and comments, read from the start only: a long
+# statement costs no more than a short one (and `COMMIT;`, `SELECT*FROM t` read right).
+_FIRST_WORD = re.compile(r"(?:\s+|\(|--[^\n\r]*|/\*.*?\*/)*([A-Za-z]+)", re.DOTALL)
 
 
 def operation_name(sql: str) -> str:
     """`SELECT`, `INSERT`, … as `db.operation.name` wants it; OTHER for anything else."""
-    from provider.postgres.retry import first_keyword
-
-    name = first_keyword(sql[:REMEMBERED_SQL_LENGTH]).upper()
+    match = _FIRST_WORD.match(sql)
+    name = match.group(1).upper() if match else ""
     return name if name in OPERATIONS else "OTHER"
 
 
