@@ -201,3 +201,40 @@ def test_samplers_and_whether_they_follow_the_parent() -> None:
             assert isinstance(tracing._provider.sampler, kind), name
         finally:
             tracing.shutdown(0.1)
+
+
+async def test_a_transaction_is_a_span_for_its_whole_life(
+    nats_url: str, postgres_server: Any, database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    async with (
+        exporting_provider(nats_url, {"enable_traces": True}) as (provider, received),
+        linked(provider, nats_url, postgres_server.link_config(database)) as (_, caller),
+    ):
+        tx = (await caller.begin("serializable")).value
+        assert isinstance(await caller.tx_query(tx, "SELECT 1"), Ok)
+        await asyncio.sleep(0.2)
+        assert isinstance(await caller.commit(tx), Ok)
+        rolled_back = "33333333333333333333333333333333"
+        caller.headers["traceparent"] = traceparent(rolled_back)
+        other = (await caller.begin(read_only=True)).value
+        assert isinstance(await caller.tx_query(other, "SELECT * FROM no_such_table"), Err)
+        assert isinstance(await caller.commit(other), Err)  # it failed: rolled back instead
+
+        spans = await spans_of(received, TRACE_ID, 7)
+        (life,) = [s for s in spans if s.name == f"transaction {database}"]
+        begin = next(
+            s for s in spans if s.kind == SERVER and attributes(s)["rpc.method"] == "begin"
+        )
+        assert life.parent_span_id == begin.span_id  # in the trace of the call that began it
+        found = attributes(life)
+        assert found["sqldb_postgres.transaction.isolation"] == "SERIALIZABLE"
+        assert found["sqldb_postgres.transaction.read_only"] is False
+        assert found["sqldb_postgres.transaction.outcome"] == "committed"
+        assert life.status.code != STATUS_ERROR
+        assert (life.end_time_unix_nano - life.start_time_unix_nano) / 1e9 >= 0.2
+        spans = await spans_of(received, rolled_back, 7)
+        (failed,) = [s for s in spans if s.name == f"transaction {database}"]
+        assert attributes(failed)["sqldb_postgres.transaction.outcome"] == "rolled_back_after_error"
+        assert attributes(failed)["sqldb_postgres.transaction.read_only"] is True
+        assert failed.status.code == STATUS_ERROR

@@ -250,6 +250,34 @@ class StatementTracer:
             span.set_attribute("db.query.text", query_text(sql))
         return _StatementSpan(span, self._trace)
 
+    def transaction(
+        self, isolation: str, read_only: bool, database: str, host: str, port: int
+    ) -> Any:
+        """A span for an interactive transaction's whole life, a child of the call that began
+        it; `transaction_ended` ends it. None when that call is not traced."""
+        if _NOT_SAMPLED_CALL.get():
+            return None
+        span = self._tracer.start_span(
+            f"transaction {database}",
+            attributes={
+                "db.system.name": "postgresql",
+                "db.namespace": database,
+                "server.address": host,
+                "server.port": port,
+                "sqldb_postgres.transaction.isolation": isolation,
+                "sqldb_postgres.transaction.read_only": read_only,
+            },
+        )
+        return span if span.is_recording() else None
+
+    def transaction_ended(self, span: Any, outcome: str) -> None:
+        """`outcome` as the metrics count it; anything but a commit or a rollback the component
+        asked for (a timeout, a serialization failure, a lost connection) is an ERROR."""
+        span.set_attribute("sqldb_postgres.transaction.outcome", outcome)
+        if outcome not in ("committed", "rolled_back"):
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, outcome))
+        span.end()
+
     def event(self, name: str, attributes: Mapping[str, Any]) -> None:
         """An event on the current span (the call's): a retry, a re-prepare."""
         self._trace.get_current_span().add_event(name, dict(attributes))

@@ -66,6 +66,12 @@ class StatementTracer(Protocol):
 
     def event(self, name: str, attributes: Mapping[str, Any]) -> None: ...
 
+    def transaction(
+        self, isolation: str, read_only: bool, database: str, host: str, port: int
+    ) -> Any: ...
+
+    def transaction_ended(self, span: Any, outcome: str) -> None: ...
+
 
 class OutcomeUnknown(Exception):
     """The connection died after a write was sent: it may or may not have happened."""

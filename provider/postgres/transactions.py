@@ -61,6 +61,7 @@ class Transaction:
     aborted: Case | None = None  # the query-error that aborted it (PostgreSQL's rule)
     timer: asyncio.TimerHandle | None = None
     last_call: float = 0.0
+    span: Any = None  # its whole life, when the call that began it is traced
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,11 @@ class Transactions:
         self._open[token] = transaction
         self._arm(transaction)
         service.metrics.transactions.labels(link.source_id, "begun").inc()
+        tracer = service.statement_tracer
+        if tracer is not None:
+            transaction.span = tracer.transaction(isolation, bool(options.get("read-only")),
+                                                  settings.database, settings.host,
+                                                  settings.port)  # fmt: skip
         return Ok(token)
 
     async def _begun_connection(
@@ -341,7 +347,14 @@ class Transactions:
         self._unreserve(transaction.link_key)
         self._remember(transaction, answer)
         self._service.metrics.transactions.labels(transaction.link_key, outcome).inc()
+        self._end_span(transaction, outcome)
         return True
+
+    def _end_span(self, transaction: Transaction, outcome: str) -> None:
+        span, transaction.span = transaction.span, None
+        tracer = self._service.statement_tracer
+        if span is not None and tracer is not None:
+            tracer.transaction_ended(span, outcome)
 
     async def _close(self, transaction: Transaction, *, rollback: bool) -> None:
         """Roll back (if asked) and give the connection back, whatever happens meanwhile."""
@@ -389,6 +402,7 @@ class Transactions:
             self._open.pop(transaction.token, None)
             transaction.connection.terminate()
             self._remember(transaction, Case("unexpected", "the provider shut down"))
+            self._end_span(transaction, "provider_shut_down")
         self._per_link.clear()
 
 
