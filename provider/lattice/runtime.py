@@ -102,20 +102,23 @@ class ProviderRuntime:
         for definition in self.host_data.link_definitions:
             await self._put_link_document(definition)
         data_path = await self._lattice.open_data_path()
-        self._server = WrpcServer(data_path, self.prefix)
-        self._server.observer = getattr(self.hooks, "call_observer", None)
-        for export in self.hooks.exports():
-            self._server.add(export)
-        await self._server.start()
-        # Functions only this replica serves (calls other replicas forward to it).
+        observer = getattr(self.hooks, "call_observer", None)
+        # Functions only this replica serves (calls other replicas forward to it), subscribed
+        # first: once the shared subjects are, this replica hands out transaction tokens that
+        # name it, and another replica may forward a call on one at once.
         replica_exports = getattr(self.hooks, "replica_exports", None)
         if replica_exports is not None:
             own = replica_prefix(self.prefix, self.hooks.replica_id)  # type: ignore[attr-defined]
             self._replica_server = WrpcServer(data_path, own)
-            self._replica_server.observer = self._server.observer
+            self._replica_server.observer = observer
             for export in replica_exports():
                 self._replica_server.add(export)
             await self._replica_server.start()
+        self._server = WrpcServer(data_path, self.prefix)
+        self._server.observer = observer
+        for export in self.hooks.exports():
+            self._server.add(export)
+        await self._server.start()
         key = self.host_data.provider_key
         puts = {subject(self.host_data, key, "linkdefs.put")}
         if self.xkeys is not None:
