@@ -166,12 +166,20 @@ async def run_application(
             how = "from the compiled cache" if component_host.from_cache else "compiled"
             step(f"component {component.id} loaded {how} in "
                  f"{time.perf_counter() - started:.2f} s; imports match wit/")  # fmt: skip
-            started = time.perf_counter()
             traces: list[str] = []  # one trace per invocation (when traces are on)
-            with tracer.invocation(component.id, "run") as trace_headers:
-                component_host.headers = {**headers, **trace_headers}
-                output = await asyncio.to_thread(component_host.call_export, "run")
-                traces.append(trace_headers.get("traceparent", ""))
+
+            async def invoke(function: str, *args: Any) -> str:
+                """The export called inside its invocation span, its imports carrying it."""
+                with tracer.invocation(component.id, function) as trace_headers:
+                    component_host.headers = {**headers, **trace_headers}
+                    traces.append(trace_headers.get("traceparent", ""))
+                    result: str = await asyncio.to_thread(
+                        component_host.call_export, function, *args
+                    )
+                    return result
+
+            started = time.perf_counter()
+            output = await invoke("run")
             elapsed = time.perf_counter() - started
             calls = component_host.import_calls
             per_call = component_host.import_seconds / max(calls, 1) * 1000
@@ -181,12 +189,7 @@ async def run_application(
             # Two transfers in serializable transactions: one fits the balance and commits,
             # one does not and is rolled back (the component reads, decides, then writes).
             for source, target, amount in ((1, 2, 30), (1, 2, 1000)):
-                with tracer.invocation(component.id, "transfer") as trace_headers:
-                    component_host.headers = {**headers, **trace_headers}
-                    outcome = json.loads(await asyncio.to_thread(
-                        component_host.call_export, "transfer", source, target, amount
-                    ))  # fmt: skip
-                    traces.append(trace_headers.get("traceparent", ""))
+                outcome = json.loads(await invoke("transfer", source, target, amount))
                 verdict = "committed" if outcome.get("committed") else "rolled back"
                 step(f"transfer {amount} from account {source} to {target}: {verdict} "
                      f"(attempt {outcome.get('attempts')}"

@@ -86,36 +86,28 @@ def otel_config(flags: Mapping[str, Any], environment: Mapping[str, str]) -> dic
 
 
 class InvocationTracer:
-    """A span per component invocation, exported like the provider's (None-cheap when off)."""
+    """A span per component invocation, exported as the provider exports its own (the same
+    `Tracing`, as service `host-shim`); nothing when traces are off."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self.endpoint: str | None = None
-        self._tracer: Any = None
-        self._provider: Any = None
         settings = otel_settings(config, {})
-        if not settings.traces:
-            return
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
-        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+        self.endpoint: str | None = settings.endpoints["traces"] if settings.traces else None
+        self._tracing: Any = None
+        if settings.traces:
+            from provider.observability.tracing import Tracing
 
-        from provider.observability.exporters import otlp_exporter
-
-        self._provider = TracerProvider(resource=Resource.create({"service.name": "host-shim"}))
-        self._provider.add_span_processor(BatchSpanProcessor(otlp_exporter(settings, "traces")))
-        self._tracer = self._provider.get_tracer("host_shim")
-        self.endpoint = settings.endpoints["traces"]
+            self._tracing = Tracing(settings, service_name="host-shim")
 
     @contextlib.contextmanager
     def invocation(self, component_id: str, function: str) -> Iterator[dict[str, str]]:
         """The headers the invocation's wRPC calls carry (its `traceparent`), inside its span;
         empty when traces are off."""
-        if self._tracer is None:
+        if self._tracing is None:
             yield {}
             return
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-        with self._tracer.start_as_current_span(
+        with self._tracing.tracer.start_as_current_span(
             f"{component_id}/{function}", attributes={"wasmcloud.component.id": component_id}
         ):
             headers: dict[str, str] = {}
@@ -123,6 +115,5 @@ class InvocationTracer:
             yield headers
 
     def shutdown(self) -> None:
-        if self._provider is not None:
-            self._provider.force_flush(5000)
-            self._provider.shutdown()
+        if self._tracing is not None:
+            self._tracing.shutdown(5.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from provider.bounded_tables import remember
 from provider.postgres.pg_values import ColumnConverter
 from provider.wrpc.codec import Codec, encode_sleb128, encode_uleb128
 from provider.wrpc.wit_model import ListType, RecordType, VariantType, postgres_package
@@ -82,10 +83,7 @@ class TimestampTzWire:
         return True
 
     def _learn(self, table: dict[str, bytes], text: str, encoded: bytes) -> bytes:
-        if len(table) >= self.MAX_ENTRIES:
-            table.clear()
-        table[text] = encoded  # b"" marks a text that has no fast form
-        return encoded
+        return remember(table, text, encoded, self.MAX_ENTRIES)  # b"": no fast form
 
 
 _SCALE = (0, 100_000, 10_000, 1_000, 100, 10, 1)

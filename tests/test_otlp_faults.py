@@ -18,7 +18,7 @@ from host_shim.local_nats import free_port
 from host_shim.otlp_receiver import attributes
 from provider.postgres.metrics import Metrics
 from provider.wrpc.values import Case, Ok
-from tests.otlp_harness import CLIENT, TRACE_ID, exporting_provider, linked, spans_of
+from tests.otlp_harness import CLIENT, TRACE_ID, spans_of, traced_component
 
 
 @contextlib.contextmanager
@@ -61,9 +61,11 @@ async def test_a_collector_down_or_hanging_costs_the_calls_nothing(
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "100")
     otel = {"enable_observability": True, "protocol": protocol}
-    async with (
-        exporting_provider(nats_url, otel, collector) as (provider, _),
-        linked(provider, nats_url, postgres_server.link_config(database)) as (nc, caller),
+    async with traced_component(nats_url, postgres_server, database, otel, collector) as (
+        provider,
+        _,
+        nc,
+        caller,
     ):
         started = time.perf_counter()
         for n in range(50):
@@ -81,10 +83,7 @@ async def test_huge_sql_is_cut_in_spans(
 ) -> None:
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
     sql = "SELECT a FROM (SELECT 1 AS a) AS t WHERE a IN (" + ", ".join(["a"] * 3_000) + ")"
-    async with (
-        exporting_provider(nats_url, {"enable_traces": True}) as (provider, received),
-        linked(provider, nats_url, postgres_server.link_config(database)) as (_, caller),
-    ):
+    async with traced_component(nats_url, postgres_server, database) as (_, received, _, caller):
         assert isinstance(await caller.query(sql), Ok)
         (statement,) = [s for s in await spans_of(received, TRACE_ID, 2) if s.kind == CLIENT]
         text = attributes(statement)["db.query.text"]

@@ -5,7 +5,6 @@ with the spans inside the host's 300 ms shutdown window."""
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from host_shim.otlp_receiver import Received, attributes, running_otlp_grpc_rece
 from provider.observability.metric_translation import translate
 from provider.postgres.metrics import Metrics
 from provider.wrpc.values import Case, Err, Ok
-from tests.otlp_harness import PARENT_ID, SERVER, TRACE_ID, exporting_provider, linked, spans_of
+from tests.otlp_harness import PARENT_ID, SERVER, TRACE_ID, eventually, spans_of, traced_component
 from tests.provider_harness import Caller
 
 DURATION = "db.client.operation.duration"
@@ -101,13 +100,11 @@ def _sqlstate_error(sqlstate: str) -> Exception:
 
 
 async def metrics_named(received: Received, name: str, ready: Any) -> Any:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+    def arrived() -> Any:
         metric = received.latest_metrics().get(name)
-        if metric is not None and ready(metric):
-            return metric
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"metric {name} did not arrive as expected: {received.latest_metrics()}")
+        return metric if metric is not None and ready(metric) else None
+
+    return await eventually(arrived, f"metric {name} as expected")
 
 
 def duration_points(metric: Any) -> dict[tuple[str, str], Any]:
@@ -129,9 +126,11 @@ async def test_the_duration_histogram_and_pool_metrics_arrive_over_http(
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # spans, were they on, would be here
     otel = {"enable_observability": True, "enable_traces": False}
-    async with (
-        exporting_provider(nats_url, otel) as (provider, received),
-        linked(provider, nats_url, postgres_server.link_config(database)) as (_, caller),
+    async with traced_component(nats_url, postgres_server, database, otel) as (
+        _,
+        received,
+        _,
+        caller,
     ):
         await exercise(caller)
 
@@ -164,9 +163,12 @@ async def test_shutdown_flushes_spans_and_metrics_inside_the_hosts_window(
     the provider answers, and the answer still comes within 300 ms."""
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "60000")
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "60000")
-    async with (
-        exporting_provider(nats_url, {"enable_observability": True}) as (provider, received),
-        linked(provider, nats_url, postgres_server.link_config(database)) as (nc, caller),
+    on = {"enable_observability": True}
+    async with traced_component(nats_url, postgres_server, database, on) as (
+        provider,
+        received,
+        nc,
+        caller,
     ):
         await exercise(caller)
         await asyncio.sleep(0.3)
@@ -184,13 +186,9 @@ async def test_traces_and_metrics_over_grpc(
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
     otel = {"enable_observability": True, "protocol": "Grpc"}
-    async with (
-        exporting_provider(nats_url, otel, running_otlp_grpc_receiver, "/ignored/path") as (
-            provider,
-            received,
-        ),
-        linked(provider, nats_url, postgres_server.link_config(database)) as (_, caller),
-    ):
+    async with traced_component(
+        nats_url, postgres_server, database, otel, running_otlp_grpc_receiver, "/ignored/path"
+    ) as (_, received, _, caller):
         await exercise(caller)
         spans = await spans_of(received, TRACE_ID, 8)
         server = next(s for s in spans if s.kind == SERVER)

@@ -11,9 +11,14 @@ from opentelemetry import trace
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.trace.span import TraceState
 
-from provider.observability.tracing import CallTracer, parent_not_sampled, parse_traceparent
+from provider.observability.tracing import CallTracer, parse_traceparent, sampled_off
 
 HEX = "0123456789abcdef"
+
+
+def parent_not_sampled(traceparent: str | None) -> bool:
+    """What `CallTracer.start` decides for a call's header: skip the SDK or not."""
+    return sampled_off(parse_traceparent(traceparent))
 
 
 def otel_says_not_sampled(traceparent: str) -> bool:

@@ -16,9 +16,9 @@ from tests.otlp_harness import (
     SERVER,
     STATUS_ERROR,
     TRACE_ID,
-    exporting_provider,
-    linked,
+    eventually,
     spans_of,
+    traced_component,
     traceparent,
 )
 
@@ -29,9 +29,11 @@ async def test_calls_and_statements_are_traced_into_the_callers_trace(
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # the host passes OTEL_* through
     monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test")
     otel = {"enable_observability": True, "enable_metrics": False, "enable_logs": False}
-    async with (
-        exporting_provider(nats_url, otel) as (provider, received),
-        linked(provider, nats_url, postgres_server.link_config(database)) as (_, caller),
+    async with traced_component(nats_url, postgres_server, database, otel) as (
+        _,
+        received,
+        _,
+        caller,
     ):
         result = await caller.query("SELECT $1::int4 + 1 AS n", [Case("int4", 7654321)])
         assert isinstance(result, Ok)
@@ -74,9 +76,12 @@ async def test_nothing_is_sent_when_observability_is_off(
 ) -> None:
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
     monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "200")
-    async with (
-        exporting_provider(nats_url, {"enable_observability": False}) as (provider, received),
-        linked(provider, nats_url, postgres_server.link_config(database)) as (nc, caller),
+    off = {"enable_observability": False}
+    async with traced_component(nats_url, postgres_server, database, off) as (
+        provider,
+        received,
+        nc,
+        caller,
     ):
         for _ in range(5):
             assert isinstance(await caller.query("SELECT 1"), Ok)
@@ -90,10 +95,11 @@ async def test_unsampled_calls_export_nothing_and_reprepares_are_events(
     nats_url: str, postgres_server: Any, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-    config = {**postgres_server.link_config(database), "POSTGRES_POOL_SIZE": "1"}
-    async with (
-        exporting_provider(nats_url, {"enable_traces": True}) as (provider, received),
-        linked(provider, nats_url, config) as (_, caller),
+    async with traced_component(nats_url, postgres_server, database, POSTGRES_POOL_SIZE="1") as (
+        _,
+        received,
+        _,
+        caller,
     ):
         await asyncio.sleep(0.5)  # the link check's own trace has gone out
         before = {s.trace_id for s in received.span_list()}
@@ -124,13 +130,9 @@ async def test_a_secret_written_into_the_sql_never_reaches_a_span(
     nats_url: str, postgres_server: Any, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-    config = postgres_server.link_config(database)
-    password = config["POSTGRES_PASSWORD"]
+    password = postgres_server.link_config(database)["POSTGRES_PASSWORD"]
     assert len(password) >= 8
-    async with (
-        exporting_provider(nats_url, {"enable_traces": True}) as (provider, received),
-        linked(provider, nats_url, config) as (_, caller),
-    ):
+    async with traced_component(nats_url, postgres_server, database) as (_, received, _, caller):
         assert isinstance(await caller.query(f"SELECT '{password}' AS p"), Ok)
         failing = "22222222222222222222222222222222"
         caller.headers["traceparent"] = traceparent(failing)
@@ -146,9 +148,11 @@ async def test_garbage_trace_headers_start_a_root_and_log_nothing_of_theirs(
     nats_url: str, postgres_server: Any, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-    async with (
-        exporting_provider(nats_url, {"enable_traces": True}) as (provider, received),
-        linked(provider, nats_url, postgres_server.link_config(database)) as (_, caller),
+    async with traced_component(nats_url, postgres_server, database) as (
+        provider,
+        received,
+        _,
+        caller,
     ):
         marker = "garbage-marker"
         caller.headers["traceparent"] = f"zz-{marker}-" + "f" * 3000
@@ -159,17 +163,14 @@ async def test_garbage_trace_headers_start_a_root_and_log_nothing_of_theirs(
         assert isinstance(await caller.query("SELECT 43"), Ok)
         spans = await spans_of(received, TRACE_ID, 2)
         assert next(s for s in spans if s.kind == SERVER).trace_state == ""  # dropped
-        deadline = asyncio.get_running_loop().time() + 10
-        while asyncio.get_running_loop().time() < deadline:
-            spans = received.span_list()
-            garbage = [s for s in spans if s.kind == CLIENT
-                       and attributes(s)["db.query.text"] == "SELECT ? AS garbage"]  # fmt: skip
-            if len(garbage) == 3:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("the calls with garbage headers were not traced")
-        calls = {s.span_id: s for s in spans if s.kind == SERVER}
+
+        def all_three() -> list[Any] | None:
+            found = [s for s in received.span_list() if s.kind == CLIENT
+                     and attributes(s)["db.query.text"] == "SELECT ? AS garbage"]  # fmt: skip
+            return found if len(found) == 3 else None
+
+        garbage = await eventually(all_three, "the spans of the calls with garbage headers", 10)
+        calls = {s.span_id: s for s in received.span_list() if s.kind == SERVER}
         parents = [calls[s.parent_span_id] for s in garbage]
         assert all(not p.parent_span_id for p in parents)  # each one a root of its own trace
         assert len({p.trace_id for p in parents}) == 3
@@ -207,9 +208,11 @@ async def test_a_transaction_is_a_span_for_its_whole_life(
     nats_url: str, postgres_server: Any, database: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
-    async with (
-        exporting_provider(nats_url, {"enable_traces": True}) as (provider, received),
-        linked(provider, nats_url, postgres_server.link_config(database)) as (_, caller),
+    async with traced_component(nats_url, postgres_server, database) as (
+        _,
+        received,
+        _,
+        caller,
     ):
         tx = (await caller.begin("serializable")).value
         assert isinstance(await caller.tx_query(tx, "SELECT 1"), Ok)

@@ -52,6 +52,7 @@ def ca_bundle(paths: tuple[str, ...]) -> str | None:
     return str(path)
 
 
+@functools.cache
 def _grpc_span_exporter() -> Any:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
@@ -72,6 +73,7 @@ def _grpc_span_exporter() -> Any:
     return CompactGrpcSpanExporter
 
 
+@functools.cache
 def _http_span_exporter() -> Any:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.trace.export import SpanExportResult

@@ -101,5 +101,4 @@ class MetricExport:
             return
         self._stop.set()
         self.export_now(timeout_ms)
-        with contextlib.suppress(Exception):
-            self._exporter.shutdown()
+        self.abandon()  # done with it

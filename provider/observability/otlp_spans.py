@@ -14,6 +14,8 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from provider.bounded_tables import remember
+
 _SMALL = [bytes([n]) for n in range(128)]
 _DOUBLE = struct.Struct("<d").pack
 _FIXED64 = struct.Struct("<Q").pack
@@ -85,9 +87,8 @@ def attributes(tag: bytes, items: Mapping[str, Any] | None) -> bytes:
         if type(value) is str and len(value) <= MAX_REMEMBERED_VALUE:
             encoded = seen.get((tag, key, value))
             if encoded is None:
-                if len(seen) >= _MAX_SEEN:
-                    seen.clear()
-                encoded = seen[(tag, key, value)] = _field(tag, key_value(key, value))
+                encoded = remember(seen, (tag, key, value), _field(tag, key_value(key, value)),
+                                   _MAX_SEEN)  # fmt: skip
             out.append(encoded)
         else:
             out.append(_field(tag, key_value(key, value)))

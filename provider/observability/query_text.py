@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 
+from provider.bounded_tables import remember
 from provider.redaction import secret_redactor
 
 # Collectors refuse requests of a few MiB, and a span batch holds up to 512 spans.
@@ -48,9 +49,7 @@ def sanitized(sql: str) -> str:
     if found is None:
         found = _sanitize(sql)
         if len(sql) <= READ:
-            if len(_seen) >= _REMEMBERED:
-                _seen.clear()
-            _seen[sql] = found
+            remember(_seen, sql, found, _REMEMBERED)
     return found
 
 

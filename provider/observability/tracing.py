@@ -63,14 +63,9 @@ def _sampler(settings: OtelSettings) -> Any:
 
 
 class Tracing:
-    """The tracer, or None when traces are off; `shutdown` flushes what is queued."""
+    """The tracer of a process whose traces are on; `shutdown` flushes what is queued."""
 
-    def __init__(self, settings: OtelSettings) -> None:
-        self.tracer: Any = None
-        self.follows_parent = False
-        self._provider: Any = None
-        if not settings.traces:
-            return
+    def __init__(self, settings: OtelSettings, service_name: str = SERVICE_NAME) -> None:
         from opentelemetry.propagators.textmap import DefaultGetter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -82,7 +77,7 @@ class Tracing:
         # Resource.create adds OTEL_RESOURCE_ATTRIBUTES (the host passes OTEL_* through). No
         # exit hook: a collector that hangs must not hold the process (flush has a deadline).
         self._provider = TracerProvider(
-            resource=Resource.create({"service.name": SERVICE_NAME}),
+            resource=Resource.create({"service.name": service_name}),
             sampler=_sampler(settings),
             shutdown_on_exit=False,
         )
@@ -92,7 +87,7 @@ class Tracing:
                 exporter, max_queue_size=queue, max_export_batch_size=min(512, queue)
             )
         )
-        self.tracer = self._provider.get_tracer("sqldb-postgres-provider")
+        self.tracer: Any = self._provider.get_tracer(service_name)
         # Every parent-based sampler (an unknown name means the default, parent-based too)
         # drops what a remote parent did not sample.
         self.follows_parent = settings.sampler not in PARENT_BLIND_SAMPLERS
@@ -110,7 +105,7 @@ class Tracing:
     def shutdown(self, timeout: float = 2.0) -> None:
         """Export what is queued, then stop (idempotent). The SDK's flush may overrun
         `timeout` against a collector that hangs: run this on a thread and `abandon` it."""
-        provider, self._provider = self._provider, None
+        provider, self._provider = self._provider, None  # type: ignore[assignment]
         if provider is not None:
             with contextlib.suppress(Exception):
                 provider.force_flush(int(timeout * 1000))
@@ -140,10 +135,9 @@ def parse_traceparent(traceparent: str | None) -> tuple[int, int, int] | None:
     return (trace_id, span_id, flags) if trace_id and span_id else None
 
 
-def parent_not_sampled(traceparent: str | None) -> bool:
-    """True when `traceparent` names a valid remote parent whose sampled flag is off: a
-    parent-based sampler records nothing under it, so the call need not touch the SDK."""
-    parsed = parse_traceparent(traceparent)
+def sampled_off(parsed: tuple[int, int, int] | None) -> bool:
+    """True when a parsed `traceparent` names a valid remote parent whose sampled flag is off:
+    a parent-based sampler records nothing under it, so the call need not touch the SDK."""
     return parsed is not None and not parsed[2] & 1
 
 
@@ -166,10 +160,10 @@ class CallTracer:
 
     def start(self, instance: str, function: str, headers: Mapping[str, str]) -> Any:
         parsed = parse_traceparent(headers.get("traceparent"))
-        if parsed is None:
-            parent = self._tracing.parent_context(headers)  # none, or not the usual form
-        elif self._follows_parent and not parsed[2] & 1:
+        if self._follows_parent and sampled_off(parsed):
             return None, _NOT_SAMPLED_CALL.set(True)
+        if parsed is None:  # none, or not the usual form: the propagator reads it
+            parent = self._tracing.parent_context(headers)
         else:
             parent = self.remote_parent(parsed, headers.get("tracestate"))
         span = self._tracer.start_span(

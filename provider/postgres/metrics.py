@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import math
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,6 +17,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+from provider.bounded_tables import remember
+from provider.postgres.retry import first_keyword
 
 # Why a statement was prepared on a connection.
 REPREPARE_CAUSES = (
@@ -133,15 +135,11 @@ OPERATIONS = frozenset(
      "TABLE", "TRUNCATE", "UNLISTEN", "UPDATE", "VACUUM", "VALUES", "WITH")
 )  # fmt: skip
 REMEMBERED_SQL_LENGTH = 1024  # longer texts are named each time (from their start), not kept
-# The first word past blanks, parentheses and comments, read from the start only: a long
-# statement costs no more than a short one (and `COMMIT;`, `SELECT*FROM t` read right).
-_FIRST_WORD = re.compile(r"(?:\s+|\(|--[^\n\r]*|/\*.*?\*/)*([A-Za-z]+)", re.DOTALL)
 
 
 def operation_name(sql: str) -> str:
     """`SELECT`, `INSERT`, … as `db.operation.name` wants it; OTHER for anything else."""
-    match = _FIRST_WORD.match(sql)
-    name = match.group(1).upper() if match else ""
+    name = first_keyword(sql).upper()
     return name if name in OPERATIONS else "OTHER"
 
 
@@ -160,9 +158,7 @@ class OperationDurations:
         if name is None:
             name = operation_name(sql)
             if len(sql) <= REMEMBERED_SQL_LENGTH:
-                if len(self._operations) >= self.MAX_REMEMBERED:
-                    self._operations.clear()
-                self._operations[sql] = name
+                remember(self._operations, sql, name, self.MAX_REMEMBERED)
         return name
 
     def succeeded(self, link: str, database: str, operation: str, seconds: float) -> None:

@@ -58,10 +58,15 @@ _WRITES = re.compile(r"\b(insert|update|delete|merge|into|call|do|copy|create|al
 _READ_STARTS = ("select", "values", "table", "show", "with")
 
 
+# Matched from the start only: a long statement costs no more than a short one, and the word
+# ends where a name does (`COMMIT;`, `SELECT*FROM t`).
+_FIRST_WORD = re.compile(r"(?:--[^\n\r]*|/\*.*?\*/|\s|\()*([A-Za-z_]\w*)", re.S)
+
+
 def first_keyword(sql: str) -> str:
     """The statement's first word, lower-cased, past comments and parentheses."""
-    text = _COMMENTS.sub(" ", sql).strip()
-    return text.split(None, 1)[0].lower() if text else ""
+    match = _FIRST_WORD.match(sql)
+    return match.group(1).lower() if match else ""
 
 
 def is_read_only(sql: str) -> bool:
