@@ -15,6 +15,12 @@ REQUIRED_KEYS = (
     "POSTGRES_DATABASE",
 )
 TRUE_WORDS = {"true", "yes"}
+# POSTGRES_POOLER: what stands between the provider and PostgreSQL. "transaction": a pooler
+# that may move each transaction to another server connection (PgBouncer, Supavisor, ... in
+# transaction mode), so no statement is kept on the server between calls; "none": the
+# connection is a session of its own (direct, or a session-mode pooler, or PgBouncer >= 1.21
+# with max_prepared_statements), so statements are kept; "auto": told apart per connection.
+POOLER_MODES = {"auto": "auto", "transaction": "transaction", "none": "none", "session": "none"}
 
 
 class ConfigError(ValueError):
@@ -39,6 +45,7 @@ class ConnectionSettings:
     max_transactions: int = 1  # open transactions per link (each holds a connection)
     transaction_idle_timeout: float = 30.0  # seconds between a transaction's calls, at most
     transaction_max_duration: float = 120.0  # seconds from begin to its end, at most
+    pooler: str = "auto"  # POSTGRES_POOLER: "auto", "transaction" or "none" (see POOLER_MODES)
 
     def describe(self) -> str:
         """Where this link points, for logs and health messages (no secrets)."""
@@ -50,11 +57,7 @@ class ConnectionSettings:
         return (self.host, self.port, self.username, self.password, self.database,
                 self.tls_required, self.tls_ca, self.pool_size,
                 self.statements_per_connection, self.statement_timeout,
-                self.acquire_timeout)  # fmt: skip
-
-    def session_settings(self) -> dict[str, str]:
-        """Per-link settings sent at connect: the session's own values, restored by RESET."""
-        return {"statement_timeout": f"{round(self.statement_timeout * 1000)}ms"}
+                self.acquire_timeout, self.pooler)  # fmt: skip
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """None without TLS; else a context that requires TLS and verifies the server."""
@@ -92,6 +95,11 @@ def settings_from_config(values: Mapping[str, str]) -> ConnectionSettings:
     max_statements = _positive_int(values, "POSTGRES_MAX_STATEMENTS", 10_000)
     per_connection = _positive_int(values, "POSTGRES_STATEMENTS_PER_CONNECTION", 256)
     tls_required = values.get("POSTGRES_TLS_REQUIRED", "").strip().lower() in TRUE_WORDS
+    pooler_word = values.get("POSTGRES_POOLER", "").strip().lower() or "auto"
+    if pooler_word not in POOLER_MODES:
+        raise ConfigError(
+            f"POSTGRES_POOLER must be one of {', '.join(POOLER_MODES)}, got {pooler_word!r}"
+        )
     settings = ConnectionSettings(
         host=values["POSTGRES_HOST"],
         port=port,
@@ -116,6 +124,7 @@ def settings_from_config(values: Mapping[str, str]) -> ConnectionSettings:
         transaction_max_duration=_seconds(
             values, "POSTGRES_TRANSACTION_MAX_DURATION", 120.0, zero_allowed=False, most=600
         ),
+        pooler=POOLER_MODES[pooler_word],
     )
     if settings.max_transactions > settings.pool_size:
         raise ConfigError(

@@ -5,6 +5,12 @@ parameter types before converting the guest's values, so statements are prepared
 and cached per connection here, keyed by SQL text, in a bounded LRU whose evictions are
 deallocated on the server. The connection never decides what to retry; it reports why it
 prepared (see `metrics.REPREPARE_CAUSES`) and forgets what PostgreSQL no longer has.
+
+Statement names carry 48 random bits per connection, so two client connections that meet on
+one server connection behind a pooler can never run each other's statement. A connection
+behind a transaction-mode pooler (`behind_pooler`: the link says so, or the pid in the cancel
+key the server gave at connect is not the backend's) keeps nothing on the server: each call
+prepares an unnamed statement afresh (`fresh_statement`) inside its own transaction.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import logging
 import operator
 import re
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,13 +28,9 @@ import asyncpg
 
 from provider.postgres import pg_text
 from provider.postgres.config import ConnectionSettings
-from provider.postgres.pg_values import (
-    BINARY_ELEMENTS,
-    SESSION_SETTINGS,
-    TEXT_TYPES,
-    row_converters,
-)
+from provider.postgres.pg_values import BINARY_ELEMENTS, TEXT_TYPES, row_converters
 from provider.postgres.retry import first_keyword, may_read_twice
+from provider.postgres.session import set_session
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ class CachedStatement:
     in_transaction: bool  # rows fetched inside a transaction (not a CALL: it may COMMIT)
     single_trip: bool  # a read that may run twice: tried in one round trip first
     rows_encoder: Any = None  # compiled by the service on first use (its wire encoder)
+    shape: tuple[int, ...] = ()  # parameter and column type oids (fresh statements' key)
 
 
 _SESSION_FUNCTIONS = re.compile(
@@ -78,6 +82,9 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         self.on_prepare: PrepareListener | None = None
         self.on_evict: Callable[[], None] | None = None
         self._statement_number = 0
+        self._statement_prefix = f"sqldb_{secrets.token_hex(6)}_"
+        self.behind_pooler = False  # each call its own transaction, nothing kept on the server
+        self.session_sql = ""  # SETs that give a direct session what every call expects
         self.text_oids: set[int] = set()  # types this connection exchanges as text
         self.session_dirty = False  # a guest may have changed session state (SET, ...)
         self.last_user = ""  # the link whose call used this connection last (shared pools)
@@ -91,34 +98,52 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         cause = self._forgotten.pop(sql, None) or (
             "evicted" if sql in self._evicted else "first_use"
         )
-        try:
-            statement = await self._prepare_named(sql)
-        except asyncpg.exceptions.UnsupportedClientFeatureError:
-            # A range or composite created since connect (on another connection, say).
-            self.text_oids = await configure_connection(self)
-            statement = await self._prepare_named(sql)
-        types = (*statement.get_parameters(), *(a.type for a in statement.get_attributes()))
-        if needs_text_registration(types, self.text_oids):
-            # A type created since connect (an extension's array, say): register, prepare again.
-            self.text_oids = await configure_connection(self)
-            del statement
-            statement = await self._prepare_named(sql)
+        statement = await self._prepared_with_types(sql, self._next_name)
         self._evicted.discard(sql)
-        found = CachedStatement(
-            statement,
-            tuple(statement.get_parameters()),
-            row_converters(statement.get_attributes()),
-            tuple(a.type.name for a in statement.get_attributes()),
-            bool(_SESSION_FUNCTIONS.search(sql)),
-            first_keyword(sql) != "call",
-            may_read_twice(sql),
-        )
-        self.prepared[sql] = found
+        found = self.prepared[sql] = _describe(sql, statement)
         if self.on_prepare is not None:
             self.on_prepare(cause)
         if len(self.prepared) > self.max_statements:
             await self._evict_oldest()
         return found
+
+    async def fresh_statement(self, sql: str) -> CachedStatement:
+        """`sql` as an unnamed statement prepared now (behind a pooler, inside the call's own
+        transaction): nothing of it outlives the call on the server. What was built for the
+        same SQL with the same parameter and column types (converters, the rows encoder) is
+        reused; another shape (DDL since) is described anew."""
+        statement = await self._prepared_with_types(sql, _unnamed)
+        found = self.prepared.get(sql)
+        if found is not None and found.shape == _shape(statement):
+            found.statement = statement
+            self.prepared.move_to_end(sql)
+            return found
+        found = self.prepared[sql] = _describe(sql, statement)
+        if len(self.prepared) > self.max_statements:
+            self.prepared.popitem(last=False)  # nothing of it lives on the server
+        return found
+
+    async def _prepared_with_types(self, sql: str, name: Callable[[], str]) -> Any:
+        """A statement (named by `name()`) whose types all have codecs here."""
+        try:
+            statement = await self.prepare(sql, name=name())
+        except asyncpg.exceptions.UnsupportedClientFeatureError:
+            # A range or composite created since connect (on another connection, say).
+            self.text_oids = await configure_connection(self)
+            statement = await self.prepare(sql, name=name())
+        types = (*statement.get_parameters(), *(a.type for a in statement.get_attributes()))
+        if needs_text_registration(types, self.text_oids):
+            # A type created since connect (an extension's array, say): register, prepare again.
+            self.text_oids = await configure_connection(self)
+            del statement
+            statement = await self.prepare(sql, name=name())
+        return statement
+
+    def _next_name(self) -> str:
+        # A named (server-side, long-lived) statement: asyncpg makes unnamed ones when its
+        # own cache is off, and an unnamed statement is parsed again on every execution.
+        self._statement_number += 1
+        return f"{self._statement_prefix}{self._statement_number}"
 
     def get_reset_query(self) -> str:
         """asyncpg's reset (rollback, CLOSE ALL, UNLISTEN, advisory locks, RESET ALL) plus what
@@ -128,7 +153,8 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         return (
             "SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; "
             + standard
-            + " DISCARD TEMP; DISCARD SEQUENCES;"
+            + " DISCARD TEMP; DISCARD SEQUENCES; "
+            + self.session_sql  # RESET ALL went back to the server's defaults
         )
 
     def remember_session(self) -> None:
@@ -145,14 +171,12 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         return self.session_dirty or self._reported_settings() != self._reported_at_start
 
     def needs_reset(self) -> bool:
-        """Whether the next call may not have this session as it is (checked on every release)."""
+        """Whether the next call may not have this session as it is (checked on every release).
+        Behind a pooler the session is the pooler's: a call resets what it changed inside its
+        own transaction (see `pooled`), so only a transaction left open counts."""
+        if self.behind_pooler:
+            return bool(self.is_in_transaction())
         return self.is_in_transaction() or self.session_changed()
-
-    async def _prepare_named(self, sql: str) -> Any:
-        # A named (server-side, long-lived) statement: asyncpg makes unnamed ones when its
-        # own cache is off, and an unnamed statement is parsed again on every execution.
-        self._statement_number += 1
-        return await self.prepare(sql, name=f"sqldb_{self._statement_number}")
 
     async def _evict_oldest(self) -> None:
         evicted_sql = self.prepared.popitem(last=False)[0]  # drops the last reference
@@ -262,16 +286,50 @@ async def probe(settings: ConnectionSettings) -> None:
 
 
 async def connect(settings: ConnectionSettings) -> StatementConnection:
+    """A connection as every call expects it, with no startup parameter a pooler refuses."""
     connection: StatementConnection = await _open(
-        settings,
-        10,
-        server_settings={**SESSION_SETTINGS, **settings.session_settings()},
-        connection_class=StatementConnection,
+        settings, 10, connection_class=StatementConnection
     )
     try:
         connection.text_oids = await configure_connection(connection)
+        connection.behind_pooler = await _behind_pooler(connection, settings.pooler)
+        if not connection.behind_pooler:
+            connection.session_sql = set_session(settings)
+            await connection.execute(connection.session_sql)
         connection.remember_session()
     except BaseException:
         connection.terminate()
         raise
     return connection
+
+
+async def _behind_pooler(connection: Any, pooler: str) -> bool:
+    if pooler != "auto":
+        return pooler == "transaction"
+    # A pooler answers the startup with a cancel key of its own (it routes cancel requests),
+    # whose pid is not the backend's; a direct session's is.
+    backend_pid = await connection.fetchval("SELECT pg_backend_pid()")
+    return bool(backend_pid != connection.get_server_pid())
+
+
+def _unnamed() -> str:
+    return ""
+
+
+def _shape(statement: Any) -> tuple[int, ...]:
+    parameters = tuple(t.oid for t in statement.get_parameters())
+    return (*parameters, -1, *(a.type.oid for a in statement.get_attributes()))
+
+
+def _describe(sql: str, statement: Any) -> CachedStatement:
+    """What running `statement` takes: its types, converters and how it may be run."""
+    return CachedStatement(
+        statement,
+        tuple(statement.get_parameters()),
+        row_converters(statement.get_attributes()),
+        tuple(a.type.name for a in statement.get_attributes()),
+        bool(_SESSION_FUNCTIONS.search(sql)),
+        first_keyword(sql) != "call",
+        may_read_twice(sql),
+        shape=_shape(statement),
+    )

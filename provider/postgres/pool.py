@@ -119,7 +119,12 @@ class LinkPool:
             await self._wait_for_slot()
         try:
             connection = self._take_idle(prefer, user) or await self._connect()
-            if connection.last_user not in ("", user) and not await self._handed_over(connection):
+            # (Behind a pooler each call sets and resets its session in its own transaction.)
+            if (
+                connection.last_user not in ("", user)
+                and not connection.behind_pooler
+                and not await self._handed_over(connection)
+            ):
                 connection = await self._connect()  # the reset failed: a fresh session
         except BaseException:
             self._slots.give()

@@ -1,11 +1,14 @@
 """What a failed statement means for retrying it (pure functions, no I/O).
 
 - `stale`: PostgreSQL no longer has the prepared statement (SQLSTATE 26000, after a guest's
-  DISCARD / DEALLOCATE in any wording). The statement never ran: prepare again, run again.
+  DISCARD / DEALLOCATE in any wording), or already has one of its name (42P05: a server
+  connection shared behind a pooler). The statement never ran: prepare again (under a new
+  name), run again.
 - `plan_changed`: "cached plan must not change result type" after DDL. It never ran either.
 - `not_sent`: the connection was unusable before anything was sent (asyncpg's
-  InternalClientError "cannot switch to state", InterfaceError on a closed connection). Safe
-  to run on another connection.
+  InternalClientError "cannot switch to state", InterfaceError on a closed connection), or it
+  was lost inside a call's own transaction before its COMMIT (`NeverCommitted`, behind a
+  pooler). Safe to run on another connection.
 - `lost`: the connection died after the statement was sent (the backend was terminated, the
   server went away). A read may run again; a write's outcome is unknown and is not retried.
 - `final`: anything else; the guest gets the error.
@@ -33,9 +36,20 @@ _LOST = (
 )
 
 
+class NeverCommitted(Exception):
+    """The connection was lost inside the call's own transaction, before its COMMIT was sent:
+    PostgreSQL rolled it back, so nothing of it happened."""
+
+
 def classify(error: BaseException) -> str:
-    if isinstance(error, asyncpg.exceptions.InvalidSQLStatementNameError):
+    if isinstance(
+        error,
+        asyncpg.exceptions.InvalidSQLStatementNameError
+        | asyncpg.exceptions.DuplicatePreparedStatementError,
+    ):
         return STALE
+    if isinstance(error, NeverCommitted):
+        return NOT_SENT
     if isinstance(error, asyncpg.exceptions.InvalidCachedStatementError):
         return PLAN_CHANGED  # asyncpg's name for "cached plan must not change result type"
     if isinstance(error, asyncpg.exceptions.FeatureNotSupportedError) and (

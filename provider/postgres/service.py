@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 
 import asyncpg
 
-from provider.postgres import retry
+from provider.postgres import pooled, retry
 from provider.postgres.bounded_fetch import (
     CountedRows,
     EncodedRows,
@@ -291,7 +291,7 @@ class PostgresService:
                 pool, connection = await self._acquire(link)
                 try:
                     try:
-                        await self.observed(link, sql, connection.execute(sql), "BATCH")
+                        await self.observed(link, sql, self._batch(link, connection, sql), "BATCH")
                     except Exception as exc:
                         if retry.classify(exc) != retry.NOT_SENT or attempt == pool.size + 2:
                             raise
@@ -311,6 +311,20 @@ class PostgresService:
         except Exception as exc:
             return Err(self._error(link, exc))
         return Ok()
+
+    async def _batch(self, link: Link, connection: StatementConnection, sql: str) -> None:
+        """One simple query (one server connection, even behind a pooler, where the bound is
+        the client's statement timeout: asyncpg cancels it on the server)."""
+        if not connection.behind_pooler or not link.settings.statement_timeout:
+            await connection.execute(sql)
+            return
+        try:
+            async with asyncio.timeout(link.settings.statement_timeout) as bound:
+                await connection.execute(sql)
+        except TimeoutError as exc:
+            if not bound.expired():
+                raise
+            raise pooled.statement_timeout_error() from exc
 
     async def prepare(self, source_id: str | None, sql: str) -> Ok | Err:
         link = self._link(source_id)
@@ -457,7 +471,52 @@ class PostgresService:
         guest_transaction: bool,
     ) -> Any:
         """Rows (for `query`) or the rows affected (for `exec`); results within the bound."""
-        cached = await connection.cached_statement(sql)  # no side effects
+        if not connection.behind_pooler:
+            cached = await connection.cached_statement(sql)  # no side effects
+            return await self._run_statement(
+                link, connection, cached, params, rows_wanted, guest_transaction
+            )
+        if guest_transaction:  # the guest's own transaction keeps its server connection
+            cached = await connection.fresh_statement(sql)
+            return await self._run_statement(link, connection, cached, params, rows_wanted, True)
+        if params is not None and pooled.runs_alone(sql):
+            return await self._run_alone(link, connection, sql, params, rows_wanted)
+        async with pooled.call_transaction(connection, link.settings):
+            cached = await connection.fresh_statement(sql)
+            return await self._run_statement(link, connection, cached, params, rows_wanted, True)
+
+    async def _run_alone(
+        self,
+        link: Link,
+        connection: StatementConnection,
+        sql: str,
+        params: Sequence[Any],
+        rows_wanted: bool,
+    ) -> Any:
+        """Behind a pooler, a statement that cannot run in a transaction block (`pooled`):
+        bounded by the client's statement timeout, which cancels it on the server."""
+        timeout = link.settings.statement_timeout or None
+        try:
+            async with asyncio.timeout(timeout) as bound:
+                cached = await connection.fresh_statement(sql)
+                return await self._run_statement(
+                    link, connection, cached, params, rows_wanted, False
+                )
+        except TimeoutError as exc:
+            if not bound.expired():
+                raise
+            raise pooled.statement_timeout_error() from exc
+
+    async def _run_statement(
+        self,
+        link: Link,
+        connection: StatementConnection,
+        cached: CachedStatement,
+        params: Sequence[Any] | None,
+        rows_wanted: bool,
+        in_open_transaction: bool,
+    ) -> Any:
+        """Run a prepared statement (unless `params` is None) into rows or a count."""
         if params is None:
             return None
         args = param_values(params, cached.parameter_types)
@@ -466,7 +525,7 @@ class PostgresService:
         else:
             sink = self._row_sink(cached, rows_wanted)
             bound = link.settings.max_result_bytes
-            if guest_transaction:
+            if in_open_transaction:  # the portal needs no BEGIN/COMMIT of ours
                 status = await fetch_in_transaction(
                     connection, cached.statement, args, sink, bound=bound
                 )

@@ -26,6 +26,7 @@ from provider.postgres.connections import StatementConnection
 from provider.postgres.errors import describe_postgres_error, query_error, unexpected_text
 from provider.postgres.pg_values import ParamError
 from provider.postgres.pool import AcquireTimeout, LinkPool
+from provider.postgres.session import pooled_begin
 from provider.wrpc.values import Case, Err, Ok
 
 if TYPE_CHECKING:
@@ -150,7 +151,9 @@ class Transactions:
                 text = str(exc) if isinstance(exc, AcquireTimeout) else unexpected_text(exc)
                 return Err(Case("unexpected", text))
             try:
-                await self._service.observed(link, start, connection.execute(start))
+                # Behind a pooler, with the session's settings for this transaction only.
+                sent = pooled_begin(link.settings, start) if connection.behind_pooler else start
+                await self._service.observed(link, start, connection.execute(sent))
                 return pool, connection
             except Exception as exc:
                 await pool.release(connection)
@@ -199,7 +202,7 @@ class Transactions:
                 await self._end(found, "rolled_back_after_error", UNKNOWN)
                 return Err(Case("query-error", found.aborted))
             try:
-                commit = found.connection.execute("COMMIT")
+                commit = found.connection.execute(_commit_sql(found.connection))
                 await self._service.observed(found.link, "COMMIT", commit)
             except Exception as exc:
                 return await self._failed_commit(found, exc)
@@ -420,3 +423,12 @@ def _text(exc: BaseException) -> str:
     if isinstance(exc, asyncpg.PostgresError):
         return describe_postgres_error(exc)
     return unexpected_text(exc)
+
+
+def _commit_sql(connection: StatementConnection) -> str:
+    """COMMIT; behind a pooler, after resetting what the guest changed in the session (the
+    server connection is the pooler's to hand to other clients next)."""
+    if not (connection.behind_pooler and connection.session_dirty):
+        return "COMMIT"
+    connection.session_dirty = False
+    return f"{connection.get_reset_query()} COMMIT"

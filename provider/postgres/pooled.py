@@ -1,0 +1,91 @@
+"""One call behind a transaction-mode pooler: its own transaction, nothing left on the server.
+
+Such a pooler (PgBouncer, Supavisor, ... with `pool_mode = transaction`) may hand each
+transaction, and each protocol exchange ending in a Sync outside one, to another server
+connection, which other clients share. So a call here:
+- opens a transaction whose first message also sets the session it expects (`session`), so the
+  pooler keeps one server connection for the whole call and no setting leaks to other clients;
+- prepares its statement unnamed, inside that transaction (`fresh_statement`): no name exists
+  on the server to be missing (26000) or taken (42P05), and no other client's statement can be
+  bound in its place;
+- resets, still inside the transaction, what the guest's statement changed in the session;
+- ends with COMMIT, or ROLLBACK after a failure.
+A connection lost before COMMIT was sent rolled the call back: `NeverCommitted` says so, and
+the caller may run it again anywhere, writes too.
+
+A few statements cannot run inside a transaction block (VACUUM, DISCARD ALL, CREATE INDEX
+CONCURRENTLY, a CALL whose procedure commits): they run alone (`runs_alone`), still on one
+server connection (asyncpg sends Parse/Describe without a Sync, then Bind/Execute/Sync), and
+the statement timeout is then the client's: asyncpg sends a cancel request, which the pooler
+forwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+
+from provider.postgres import retry
+from provider.postgres.config import ConnectionSettings
+from provider.postgres.session import pooled_begin
+
+_ALONE_FIRST_WORDS = frozenset({"call", "vacuum", "discard", "checkpoint"})
+_ALONE_PHRASES = re.compile(
+    r"\b(concurrently|database|tablespace|system|subscription)\b|^\s*(reindex|cluster)\b",
+    re.I,
+)
+
+
+def runs_alone(sql: str) -> bool:
+    """A statement PostgreSQL may refuse inside a transaction block (or that may end one)."""
+    word = retry.first_keyword(sql)
+    if word in _ALONE_FIRST_WORDS:
+        return True
+    return word in ("create", "drop", "alter", "reindex", "cluster") and bool(
+        _ALONE_PHRASES.search(sql[:4096])
+    )
+
+
+def statement_timeout_error() -> Exception:
+    """The error PostgreSQL gives when its statement_timeout fires, for the client's own."""
+    fields = {"S": "ERROR", "C": "57014", "M": "canceling statement due to statement timeout"}
+    error: Exception = asyncpg.exceptions.PostgresError.new(fields)
+    return error
+
+
+@contextlib.asynccontextmanager
+async def call_transaction(connection: Any, settings: ConnectionSettings) -> AsyncIterator[None]:
+    """The call's own transaction (see the module's docstring); yields once it is open."""
+    await connection.execute(pooled_begin(settings))
+    try:
+        yield
+        if connection.session_dirty:  # the guest SET something: not for the next client
+            await connection.execute(connection.get_reset_query())
+            connection.session_dirty = False
+    except BaseException as exc:
+        await _roll_back(connection)
+        if isinstance(exc, Exception) and retry.classify(exc) == retry.LOST:
+            raise retry.NeverCommitted(str(exc)) from exc
+        raise
+    try:
+        await connection.execute("COMMIT")
+    except BaseException:
+        connection.terminate()  # a COMMIT whose answer never came: the outcome is unknown
+        raise
+
+
+async def _roll_back(connection: Any) -> None:
+    if connection.is_closed():
+        return
+    try:
+        await asyncio.wait_for(connection.execute("ROLLBACK"), 5)
+    except Exception:
+        connection.terminate()  # its session state is unknown: never hand it out again
+    except BaseException:
+        connection.terminate()
+        raise

@@ -1,0 +1,40 @@
+"""The session every call expects, stated where a pooler cannot lose it.
+
+The text parsers read dates, intervals, money and floats as PostgreSQL prints them under
+`SESSION_SETTINGS`, and every statement is bounded by the link's `POSTGRES_STATEMENT_TIMEOUT`.
+None of it travels as a startup parameter: a transaction-mode pooler refuses the ones it does
+not know (PgBouncer: `unsupported startup parameter: IntervalStyle`) or drops them. A direct
+session gets them as `SET`s once it is open (and again after every reset, since `RESET ALL`
+goes back to the server's defaults); a call behind a pooler gets them as `SET LOCAL`s in the
+same message as its own `BEGIN`, so they hold for its transaction and leave nothing behind on a
+server connection other clients share.
+"""
+
+from __future__ import annotations
+
+from provider.postgres.config import ConnectionSettings
+from provider.postgres.pg_values import SESSION_SETTINGS
+
+
+def session_values(settings: ConnectionSettings) -> dict[str, str]:
+    """Each setting's value, as PostgreSQL reads it after `SET name =`."""
+    values = {name: f"'{value}'" for name, value in SESSION_SETTINGS.items()}
+    values["statement_timeout"] = f"'{round(settings.statement_timeout * 1000)}ms'"
+    return values
+
+
+def set_session(settings: ConnectionSettings) -> str:
+    """The statements that give a direct session what every call expects."""
+    return " ".join(f"SET {name} = {value};" for name, value in session_values(settings).items())
+
+
+def set_local(settings: ConnectionSettings) -> str:
+    """The same for one transaction only (run right after its BEGIN, in the same message)."""
+    return " ".join(
+        f"SET LOCAL {name} = {value};" for name, value in session_values(settings).items()
+    )
+
+
+def pooled_begin(settings: ConnectionSettings, begin: str = "BEGIN") -> str:
+    """`begin` and the settings, as one simple query: one round trip, one server connection."""
+    return f"{begin}; {set_local(settings)}"
