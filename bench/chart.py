@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 
 
 def draw(document: dict[str, Any], path: Path) -> None:
-    rows = document["rows"]
+    rows = [row for row in document["rows"] if row.get("path") != "pooled"]  # no floor there
     labels = [f"{row['call']}\n{row['callers']}" for row in rows]
     positions = range(len(rows))
     width = 0.27

@@ -7,6 +7,12 @@ calls for a small fraction of the provider's CPU. Rounds are interleaved (floor,
 provider, floor, ...) and medians reported. The provider's CPU per call is its process's CPU
 (`/proc/PID/stat`) over the window ÷ calls answered.
 
+Behind a pooler: the same provider with a second link through a transaction-mode PgBouncer
+(Debian's, when installed) gives the `pooled` rows: CPU per call and p50 of `exec` and the
+10-row query, where each call is its own transaction with a freshly prepared unnamed statement
+(four round trips instead of one). They have no floor of their own (asyncpg's named statements
+do not work behind such a pooler); compare them with the direct rows above them.
+
 Writes `bench/results/latest.json` (and a dated copy) and `bench/results/latest.png`.
 """
 
@@ -34,6 +40,7 @@ import nats
 from bench.cpu_profile import summarise
 from bench.floor_worker import INSERT, POOL_SIZE, SELECT_1, SELECT_10
 from host_shim.local_nats import running_nats
+from host_shim.local_pgbouncer import pgbouncer_binary, running_pgbouncer
 from host_shim.local_postgres import PostgresServer, running_postgres
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider.wrpc.codec import Codec
@@ -47,6 +54,9 @@ RESULTS = ROOT / "bench" / "results"
 CALLS = ("exec", "query-10", "query-1", "prepare")
 CALLERS = (1, 16, 64, 256)
 COMPONENT = "bench-component"
+POOLED_COMPONENT = "bench-component-pooled"  # its link goes through PgBouncer
+POOLED_CALLS = ("exec", "query-10")
+POOLED_CALLERS = (1, 16, 64)
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,29 @@ async def prepare_database(server: PostgresServer) -> str:
 PROFILE = RESULTS / "profile.json"
 
 
+async def put_link_and_prepare(
+    nats_url: str, host: LatticeHost, component: str, link_config: dict[str, str]
+) -> str:
+    """Link `component` (with the benchmark's pool size) and prepare its INSERT: the token."""
+    nc = await nats.connect(nats_url)
+    try:
+        config = {**link_config, "POSTGRES_POOL_SIZE": str(POOL_SIZE)}
+        await host.put_link(nc, host.link_definition(component, config))
+        client = WrpcClient(nc, host.prefix, result_timeout=60)
+        await client.start()
+        prepare = postgres_package().function("prepared", "prepare")
+        for _ in range(100):  # until the link is applied
+            (token,) = await client.call(prepare, [INSERT], {"source-id": component})
+            if isinstance(token, Ok):
+                break
+            await asyncio.sleep(0.05)
+        assert isinstance(token, Ok), token
+        await client.close()
+    finally:
+        await nc.close()
+    return str(token.value)
+
+
 async def start_provider(
     nats_url: str, server: PostgresServer, database: str, profiled: bool,
     provider_config: dict[str, str] | None = None, otel_config: dict[str, Any] | None = None,
@@ -133,21 +166,10 @@ async def start_provider(
     nc = await nats.connect(nats_url)
     try:
         await provider.wait_healthy(nc)
-        config = {**server.link_config(database), "POSTGRES_POOL_SIZE": str(POOL_SIZE)}
-        await host.put_link(nc, host.link_definition(COMPONENT, config))
-        client = WrpcClient(nc, host.prefix, result_timeout=60)
-        await client.start()
-        prepare = postgres_package().function("prepared", "prepare")
-        for _ in range(100):  # until the link is applied
-            (token,) = await client.call(prepare, [INSERT], {"source-id": COMPONENT})
-            if isinstance(token, Ok):
-                break
-            await asyncio.sleep(0.05)
-        assert isinstance(token, Ok), token
-        await client.close()
     finally:
         await nc.close()
-    return provider, host, token.value
+    token = await put_link_and_prepare(nats_url, host, COMPONENT, server.link_config(database))
+    return provider, host, token
 
 
 def workloads(token: str) -> list[Workload]:
@@ -262,6 +284,49 @@ def measure(
     return rows
 
 
+def measure_pooled(
+    args: argparse.Namespace, provider_pid: int, host: LatticeHost, token: str, caller: Worker
+) -> list[dict[str, Any]]:
+    """The `pooled` rows: the provider's CPU per call and latency behind PgBouncer."""
+    rows: list[dict[str, Any]] = []
+    headers = {"source-id": POOLED_COMPONENT, "link-name": "default"}
+    chosen = [w for w in workloads(token) if w.call in POOLED_CALLS and w.call in args.calls]
+    for workload in chosen:  # warm-up
+        caller.run(_provider_command(host, workload, headers, 8, args.warmup))
+    for workload in chosen:
+        for callers in POOLED_CALLERS:
+            print(f"  pooled {workload.call} x {callers} callers ...", end="\r", flush=True)
+            rounds = []
+            for _ in range(args.rounds):
+                user_before, system_before = process_user_system_seconds(provider_pid)
+                answer = caller.run(
+                    _provider_command(host, workload, headers, callers, args.seconds)
+                )
+                user_after, system_after = process_user_system_seconds(provider_pid)
+                spent = user_after - user_before + system_after - system_before
+                answer["cpu_us"] = spent / max(answer["calls"], 1) * 1e6
+                rounds.append(answer)
+            row = {
+                "call": workload.call,
+                "callers": callers,
+                "path": "pooled",
+                "provider_cpu_us": round(median_of(rounds, "cpu_us"), 1),
+                "calls_per_s": round(median_of(
+                    [{"rate": r["calls"] / r["seconds"]} for r in rounds], "rate")),
+                "p50_ms": round(median_of(rounds, "p50_ms"), 3),
+                "p99_ms": round(median_of(rounds, "p99_ms"), 3),
+                "errors": sum(r["errors"] for r in rounds),
+            }  # fmt: skip
+            first_errors = [r["first_error"] for r in rounds if r["first_error"]]
+            if first_errors:
+                row["first_error"] = first_errors[0]
+            rows.append(row)
+            print(f"\rpooled {row['call']:<9} {callers:>7} {row['calls_per_s']:>9} "
+                  f"{row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} "
+                  f"{row['provider_cpu_us']:>11.0f} {row['errors']:>6}", flush=True)  # fmt: skip
+    return rows
+
+
 def _provider_command(host: LatticeHost, workload: Workload, headers: dict[str, str],
                       callers: int, seconds: float) -> dict[str, Any]:  # fmt: skip
     function = workload.function
@@ -278,6 +343,8 @@ def markdown_table(document: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in document["rows"]:
+        if row.get("path") == "pooled":
+            continue
         pool = row.get("pool_cpu_us")
         lines.append(
             f"| `{row['call']}` | {row['callers']} | {row['calls_per_s']:,} | {row['p50_ms']:.2f} "
@@ -285,6 +352,21 @@ def markdown_table(document: dict[str, Any]) -> str:
             f"| {row['cpu_ratio']:.1f}x | {'-' if pool is None else f'{pool:.0f}'} "
             f"| {row['errors']} |"
         )
+    pooled = [row for row in document["rows"] if row.get("path") == "pooled"]
+    if pooled:
+        lines += [
+            "",
+            "Behind PgBouncer (transaction mode): the provider's CPU per call and latency",
+            "",
+            "| call | callers | calls/s | p50 ms | p99 ms | provider CPU µs/call | errors |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{row['call']}` | {row['callers']} | {row['calls_per_s']:,} "
+            f"| {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['provider_cpu_us']:.0f} "
+            f"| {row['errors']} |"
+            for row in pooled
+        ]
     return "\n".join(lines)
 
 
@@ -326,9 +408,16 @@ async def bench(args: argparse.Namespace, nats_url: str, server: PostgresServer)
             workers.append(pool)
         caller = Worker(["bench.lean_caller"], {"NATS_URL": nats_url})
         workers.append(caller)
-        return await asyncio.to_thread(
-            measure, args, provider.process.pid, host, token, floor, pool, caller
-        )
+        pid = provider.process.pid
+        rows = await asyncio.to_thread(measure, args, pid, host, token, floor, pool, caller)
+        if args.no_pooled or pgbouncer_binary() is None:
+            print("pooled rows skipped (--no-pooled, or pgbouncer is not installed)")
+            return rows
+        with running_pgbouncer(server, server_connections=POOL_SIZE) as bouncer:
+            link = bouncer.link_config(database)
+            pooled_token = await put_link_and_prepare(nats_url, host, POOLED_COMPONENT, link)
+            pooled = await asyncio.to_thread(measure_pooled, args, pid, host, pooled_token, caller)
+        return rows + pooled
     finally:
         for worker in workers:
             worker.close()
@@ -353,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the provider's WRPC_DATA_PATH (to compare with the lean one)",
     )
     parser.add_argument("--no-pool", action="store_true", help="skip the asyncpg.Pool reference")
+    parser.add_argument("--no-pooled", action="store_true", help="skip the rows behind PgBouncer")
     args = parser.parse_args(argv)
     args.seconds = args.seconds or (0.7 if args.quick else 2.0)
     args.rounds = args.rounds or (1 if args.quick else 3)
