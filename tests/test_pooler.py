@@ -221,6 +221,19 @@ async def test_a_guests_settings_never_reach_another_client_of_the_bouncer(
                                          " current_setting('TimeZone')", [])  # fmt: skip
         assert _values(shown)[0][0] == Case("text", '"$user", public')
         assert _values(shown)[0][1] != Case("text", "Asia/Tokyo")
+    # A batch's session state (settings, a temporary table shadowing a real one, LISTEN) is
+    # gone before the bouncer hands its server connection to anyone else.
+    real = "CREATE TABLE shadowed (v text); INSERT INTO shadowed VALUES ('real')"
+    assert await service.query_batch("b", real) == Ok()
+    for _ in range(8):
+        batch = ("SET search_path = nowhere, pg_catalog; CREATE TEMP TABLE shadowed (v text);"
+                 " INSERT INTO shadowed VALUES ('fake'); LISTEN somewhere")  # fmt: skip
+        assert await service.query_batch("a", batch) == Ok()
+        seen = await asyncio.gather(*(service.query("b", "SELECT v FROM shadowed", [])
+                                      for _ in range(6)))  # fmt: skip
+        assert all(_values(r) == [[Case("text", "real")]] for r in seen), seen
+    assert await service.query_batch("a", "DISCARD ALL") == Ok()  # alone: not in a block
+    assert await service.query_batch("a", "SELECT 1 -- a trailing comment") == Ok()
 
 
 async def _killer(postgres_server: Any, database: str, stop: asyncio.Event) -> int:
@@ -361,3 +374,29 @@ async def test_forced_named_statements_behind_the_bouncer_never_run_another_stat
         ) + sum(isinstance(r, Err) for batch in results[6:] for r in batch)
     finally:
         await admin.close()
+
+
+async def test_the_provider_process_serves_a_component_through_the_bouncer(
+    provider: Any, nc: Any, client: Any, bouncer: Bouncer, make_database: Any
+) -> None:
+    """Over wRPC, as a host calls it: the four functions and the transactions interface."""
+    from tests.provider_harness import linked_caller, values_of
+
+    database = make_database()
+    caller = await linked_caller(provider, nc, client, bouncer.link_config(database))
+    assert await caller.batch("CREATE TABLE t (id serial PRIMARY KEY, v text)") == Ok()
+    token = await caller.prepare("INSERT INTO t (v) VALUES ($1)")
+    assert isinstance(token, Ok), token
+    for n in range(12):
+        assert await caller.exec(token.value, [Case("text", f"v{n}")]) == Ok(1)
+    tx = await caller.begin()
+    assert isinstance(tx, Ok), tx
+    assert await caller.tx_exec(tx.value, token.value, [Case("text", "in tx")]) == Ok(1)
+    assert await caller.commit(tx.value) == Ok(None)
+    rows = await caller.query("SELECT count(*)::int4, max(id) FROM t WHERE v LIKE $1", [
+        Case("text", "%")
+    ])  # fmt: skip
+    assert isinstance(rows, Ok), rows
+    assert values_of(rows.value) == [[Case("int4", 13), Case("int4", 13)]]
+    wrong = await caller.query("SELECT * FROM missing_table")
+    assert isinstance(wrong, Err) and wrong.value.tag == "invalid-query"

@@ -13,6 +13,13 @@ connection, which other clients share. So a call here:
 A connection lost before COMMIT was sent rolled the call back: `NeverCommitted` says so, and
 the caller may run it again anywhere, writes too.
 
+A guest's `query-batch` is one simple query, so it runs on one server connection as it is; the
+session reset is appended to it (`with_session_reset`), so what the batch SET, LISTENed or
+created as temporary is gone before the pooler hands the server connection to another client
+(a batch whose statements already run in one implicit transaction; a batch that is a single
+statement which cannot run in one, such as DISCARD ALL, is sent alone, as it resets or changes
+no session setting).
+
 A few statements cannot run inside a transaction block (VACUUM, DISCARD ALL, CREATE INDEX
 CONCURRENTLY, a CALL whose procedure commits): they run alone (`runs_alone`), still on one
 server connection (asyncpg sends Parse/Describe without a Sync, then Bind/Execute/Sync), and
@@ -49,6 +56,13 @@ def runs_alone(sql: str) -> bool:
     return word in ("create", "drop", "alter", "reindex", "cluster") and bool(
         _ALONE_PHRASES.search(sql[:4096])
     )
+
+
+def with_session_reset(batch: str, reset: str) -> str:
+    """`batch` followed by `reset` in the same simple query (a newline first: the batch may
+    end inside a `--` comment). A batch that ends inside a block comment or a quote fails
+    whole, as it would alone."""
+    return f"{batch}\n;{reset}"
 
 
 def statement_timeout_error() -> Exception:

@@ -315,11 +315,13 @@ class PostgresService:
     async def _batch(self, link: Link, connection: StatementConnection, sql: str) -> None:
         """One simple query (one server connection, even behind a pooler, where the bound is
         the client's statement timeout: asyncpg cancels it on the server)."""
-        if not connection.behind_pooler or not link.settings.statement_timeout:
+        if not connection.behind_pooler:
             await connection.execute(sql)
             return
+        if not pooled.runs_alone(sql):  # what the batch changed is gone with it
+            sql = pooled.with_session_reset(sql, connection.get_reset_query())
         try:
-            async with asyncio.timeout(link.settings.statement_timeout) as bound:
+            async with asyncio.timeout(link.settings.statement_timeout or None) as bound:
                 await connection.execute(sql)
         except TimeoutError as exc:
             if not bound.expired():
