@@ -106,6 +106,9 @@ class PostgresProvider:
     async def delete_link(self, link: LinkDefinition) -> None:
         await self.service.delete_link(link_key(link.source_id, link.name))
 
+    async def refuse_link(self, link: LinkDefinition, reason: str) -> None:
+        await self.service.refuse_link(link_key(link.source_id, link.name), reason)
+
     async def health(self) -> tuple[bool, str]:
         healthy, message = await self.service.health()
         if self.unshared_reason is not None:

@@ -4,6 +4,11 @@ Business code implements `ProviderHooks`; this module turns host traffic into ho
 link put (on both the xkey subject and the provider-id subject, de-duplicated), link delete,
 health, config update and shutdown (only for our host: stop taking calls, finish or fail the
 in-flight ones, release resources, then reply, all inside the host's 300 ms window).
+
+Link subjects are subscribed first, as soon as the lattice connection is up, and what arrives
+on them waits until the host's links are applied; once everything is subscribed the lattice is
+asked for the links it holds for us (`link_reconciliation`), so that a put or delete the host
+published before we listened is not lost.
 """
 
 from __future__ import annotations
@@ -20,6 +25,13 @@ from typing import Any, Protocol
 from provider.lattice.forwarding import replica_prefix
 from provider.lattice.host_data import HostData
 from provider.lattice.lattice_connection import LatticeConnection, LatticeUnavailable
+from provider.lattice.link_reconciliation import (
+    LinkKey,
+    RestartMemo,
+    differences,
+    lattice_links,
+    link_get_subject,
+)
 from provider.lattice.links import LinkDefinition, LinkError, secret_text
 from provider.lattice.xkeys import CurveKeyPair, XKeyError
 from provider.redaction import secret_redactor
@@ -34,6 +46,10 @@ SHUTDOWN_GRACE = 0.12
 # local collector takes a few; one that is down would take it all); 20 ms stay for the reply.
 SHUTDOWN_BUDGET = 0.28
 FLUSH_BUDGET = 0.15
+# The lattice is asked for our links once subscribed and once more a little later (another
+# host answering may not have seen the newest put yet); each answer waits at most this long.
+RECONCILE_AT = (0.0, 3.0)
+LINK_GET_TIMEOUT = 2.0
 
 
 class ProviderHooks(Protocol):
@@ -45,6 +61,9 @@ class ProviderHooks(Protocol):
     async def put_link(self, link: LinkDefinition, values: dict[str, str]) -> None: ...
 
     async def delete_link(self, link: LinkDefinition) -> None: ...
+
+    async def refuse_link(self, link: LinkDefinition, reason: str) -> None:
+        """A link whose definition or secrets cannot be used: its calls get `reason`."""
 
     async def health(self) -> tuple[bool, str]: ...
 
@@ -81,6 +100,10 @@ class ProviderRuntime:
         self._shutting_down = False
         self._fatal: str | None = None
         self._own_subscriptions: set[str] = set()
+        # Link messages that arrived before the host's links were applied (None once they are).
+        self._early_link_messages: list[tuple[Any, Any]] | None = []
+        self._changed_links: set[LinkKey] = set()  # put or deleted since the lattice was asked
+        self._reconciling: asyncio.Task[None] | None = None
         self._lattice = LatticeConnection(host_data, self._on_fatal)
         secret_redactor.add(
             [
@@ -98,9 +121,14 @@ class ProviderRuntime:
     async def start(self) -> None:
         """Connect (bounded: raises LatticeUnavailable), subscribe, apply the host's links."""
         self._nc = await self._lattice.connect()
+        link_subjects = await self._subscribe_links()
         await self.hooks.attach(self._nc, self.host_data)
         for definition in self.host_data.link_definitions:
             await self._put_link_document(definition)
+        while self._early_link_messages:  # in arrival order; new ones queue behind
+            handler, msg = self._early_link_messages.pop(0)
+            await handler(msg)
+        self._early_link_messages = None
         data_path = await self._lattice.open_data_path()
         observer = getattr(self.hooks, "call_observer", None)
         # Functions only this replica serves (calls other replicas forward to it), subscribed
@@ -120,21 +148,82 @@ class ProviderRuntime:
             self._server.add(export)
         await self._server.start()
         key = self.host_data.provider_key
-        puts = {subject(self.host_data, key, "linkdefs.put")}
-        if self.xkeys is not None:
-            puts.add(subject(self.host_data, self.xkeys.public_key, "linkdefs.put"))
-        lifecycle = {put_subject: self._on_link_put for put_subject in sorted(puts)}
-        lifecycle[subject(self.host_data, key, "linkdefs.del")] = self._on_link_del
-        lifecycle[subject(self.host_data, key, "health")] = self._on_health
-        lifecycle[subject(self.host_data, key, "default.shutdown")] = self._on_shutdown
-        lifecycle[subject(self.host_data, key, "config.update")] = self._on_config_update
+        lifecycle = {
+            subject(self.host_data, key, "health"): self._on_health,
+            subject(self.host_data, key, "default.shutdown"): self._on_shutdown,
+            subject(self.host_data, key, "config.update"): self._on_config_update,
+        }
         for lifecycle_subject, callback in lifecycle.items():
             await self._nc.subscribe(lifecycle_subject, cb=callback)
-        self._own_subscriptions = {*lifecycle, *self._server.subjects()}
+        self._own_subscriptions = {*link_subjects, *lifecycle, *self._server.subjects()}
         if self._replica_server is not None:
             self._own_subscriptions |= set(self._replica_server.subjects())
         await self._nc.flush()
+        self._reconciling = asyncio.create_task(self._reconcile_links())
         log.info("provider started", extra={"prefix": self.prefix, "nats": self.host_data.nats_url})
+
+    async def _subscribe_links(self) -> list[str]:
+        """Link put (provider id and xkey) and delete subjects, first of all (see the module)."""
+        key = self.host_data.provider_key
+        puts = {subject(self.host_data, key, "linkdefs.put")}
+        if self.xkeys is not None:
+            puts.add(subject(self.host_data, self.xkeys.public_key, "linkdefs.put"))
+        for put_subject in sorted(puts):
+            await self._nc.subscribe(put_subject, cb=self._on_link_put_message)
+        delete_subject = subject(self.host_data, key, "linkdefs.del")
+        await self._nc.subscribe(delete_subject, cb=self._on_link_del_message)
+        await self._nc.flush()
+        return [*sorted(puts), delete_subject]
+
+    async def _on_link_put_message(self, msg: Any) -> None:
+        if self._early_link_messages is not None:
+            self._early_link_messages.append((self._on_link_put, msg))
+        else:
+            await self._on_link_put(msg)
+
+    async def _on_link_del_message(self, msg: Any) -> None:
+        if self._early_link_messages is not None:
+            self._early_link_messages.append((self._on_link_del, msg))
+        else:
+            await self._on_link_del(msg)
+
+    async def _reconcile_links(self) -> None:
+        """Compare our links with the lattice's (see `link_reconciliation`); a lattice without
+        a control interface on this connection (a test host, permissions) is not compared."""
+        memo = RestartMemo(self.host_data.lattice, self.host_data.provider_key,
+                           self.host_data.host_id)  # fmt: skip
+        request = link_get_subject(self.host_data.lattice)
+        for delay in RECONCILE_AT:
+            await asyncio.sleep(delay)
+            if self._shutting_down:
+                return
+            asked_with = set(self._applied_links)
+            self._changed_links.clear()
+            try:
+                reply = await self._nc.request(request, b"", timeout=LINK_GET_TIMEOUT)
+            except Exception as exc:
+                log.debug("links not compared with the lattice", extra={"error": repr(exc)})
+                return
+            lattice = lattice_links(reply.data, self.host_data.provider_key)
+            if lattice is None:
+                return
+            found = differences(lattice, self._applied_links, asked_with, self._changed_links)
+            for source_id, name in sorted(found.gone):
+                log.info("link deleted while starting", extra={"source_id": source_id,
+                                                                 "link_name": name})  # fmt: skip
+                await self._delete_link(source_id, name)
+            if not found.missing:
+                continue
+            missing = ", ".join(f"{source} ({name})" for source, name in sorted(found.missing))
+            if memo.already_restarted_for(found.missing):
+                log.error("links in the lattice were not handed over, even after a restart "
+                          "(their config or secrets may not resolve on the host)",
+                          extra={"links": missing})  # fmt: skip
+                continue
+            memo.remember(found.missing)
+            self._on_fatal(f"links were put while this provider started ({missing}); exiting "
+                           "so that the host restarts it with them")  # fmt: skip
+            return
 
     async def run(self) -> None:
         """Start, then serve until shut down by the host or a signal; raises
@@ -192,6 +281,7 @@ class ProviderRuntime:
         if self._applied_links.get(key) == fingerprint:
             return  # the same put on the other subject
         self._applied_links[key] = fingerprint
+        self._changed_links.add(key)
         try:
             secrets = link.opened_secrets(self.xkeys, self.host_data.host_xkey_public_key)
             # Before anything can log or answer them: every secret, and a password even when
@@ -200,6 +290,14 @@ class ProviderRuntime:
             secret_redactor.add(
                 value for key, value in link.target_config.items() if "PASSWORD" in key.upper()
             )
+        except LinkError as exc:  # the guest's calls say why, not only the log
+            log.error(
+                "link refused",
+                extra={"source_id": link.source_id, "link_name": link.name, "error": str(exc)},
+            )
+            await self.hooks.refuse_link(link, str(exc))
+            return
+        try:
             await self.hooks.put_link(link, {**link.target_config, **secrets})
         except Exception as exc:  # a bad link never takes the provider down
             log.error(
@@ -221,9 +319,18 @@ class ProviderRuntime:
             return
         if link.target != self.host_data.provider_key:
             return
-        self._applied_links.pop((link.source_id, link.name), None)
-        await self.hooks.delete_link(link)
+        self._changed_links.add((link.source_id, link.name))
+        await self._delete_link(link.source_id, link.name, link)
         log.info("link deleted", extra={"source_id": link.source_id, "link_name": link.name})
+
+    async def _delete_link(
+        self, source_id: str, name: str, link: LinkDefinition | None = None
+    ) -> None:
+        self._applied_links.pop((source_id, name), None)
+        if link is None:
+            link = LinkDefinition(source_id, self.host_data.provider_key, name, "", "", (), {},
+                                  None)  # fmt: skip
+        await self.hooks.delete_link(link)
 
     async def _on_health(self, msg: Any) -> None:
         try:
@@ -273,6 +380,8 @@ class ProviderRuntime:
             return
         self._shutting_down = True
         started = time.perf_counter() if received_at is None else received_at
+        if self._reconciling is not None:
+            self._reconciling.cancel()
         servers = [s for s in (self._server, self._replica_server) if s is not None]
         if servers:
             await asyncio.gather(*(server.stop(grace=SHUTDOWN_GRACE) for server in servers))

@@ -150,6 +150,13 @@ class PostgresService:
                 self._release_pool(old)
             log.info("link ready", extra={"source_id": source_id, "database": settings.describe()})
 
+    async def refuse_link(self, source_id: str, reason: str) -> None:
+        """A link that cannot be used (its secrets cannot be opened, ...): its calls say why."""
+        await self.transactions.end_link(source_id, "link_removed")
+        async with self._lock:
+            self.refused_links[source_id] = reason
+            self._drop_link(source_id)
+
     def _new_pool(self, label: str, settings: ConnectionSettings) -> LinkPool:
         metrics = self.metrics
         return LinkPool(

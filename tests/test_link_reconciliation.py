@@ -1,0 +1,237 @@
+"""No link put or delete lost while the provider starts: the lattice is asked once subscribed.
+
+The provider process runs as a host runs it; a control-interface responder on the lattice plays
+the hosts' `link.get` (the real 1.9 host is in `make lattice-test`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import nats
+
+from host_shim.provider_process import LatticeHost, ProviderProcess
+from provider.lattice.link_reconciliation import (
+    RestartMemo,
+    differences,
+    lattice_links,
+    link_get_subject,
+)
+from provider.wrpc.nats_client import WrpcClient
+from provider.wrpc.values import Case, Err, Ok
+from tests.provider_harness import Caller
+
+
+def _link(source: str, target: str = "sqldb-postgres", name: str | None = None) -> dict[str, Any]:
+    link = {"source_id": source, "target": target, "wit_namespace": "wasmcloud",
+            "wit_package": "postgres", "interfaces": ["query"], "source_config": [],
+            "target_config": ["cfg"]}  # fmt: skip
+    if name is not None:
+        link["name"] = name
+    return link
+
+
+def _reply(links: list[dict[str, Any]]) -> bytes:
+    return json.dumps({"success": True, "message": "", "response": links}).encode()
+
+
+def test_a_link_get_reply_names_the_links_targeting_us() -> None:
+    reply = _reply([_link("a"), _link("b", name="other"), _link("c", target="someone-else")])
+    assert lattice_links(reply, "sqldb-postgres") == {("a", "default"), ("b", "other")}
+    assert lattice_links(b"not json", "p") is None
+    assert lattice_links(b'{"success": false, "message": "no"}', "p") is None
+    assert lattice_links(b'{"success": true, "response": {}}', "p") is None
+    assert link_get_subject("lat") == "wasmbus.ctl.v1.lat.link.get"
+
+
+def test_differences_never_count_what_changed_since_asking() -> None:
+    found = differences(
+        lattice={("a", "default"), ("new", "default"), ("put-meanwhile", "default")},
+        ours_now={
+            ("a", "default"),
+            ("old", "default"),
+            ("put-meanwhile", "default"),
+            ("deleted-meanwhile-then-put", "default"),
+        },
+        ours_when_asked={("a", "default"), ("old", "default"), ("re-put", "default")},
+        changed_since_asked={("re-put", "default"), ("put-meanwhile", "default")},
+    )
+    assert found.missing == {("new", "default")}
+    assert found.gone == {("old", "default")}  # "re-put" changed since: left alone
+
+
+def test_the_restart_memo_allows_one_restart_per_set_of_links(tmp_path: Path) -> None:
+    memo = RestartMemo(f"lattice-{time.time_ns()}", "p", "h")
+    missing = frozenset({("a", "default")})
+    assert not memo.already_restarted_for(missing)
+    memo.remember(missing)
+    assert memo.already_restarted_for(missing)
+    assert not memo.already_restarted_for(missing | {("b", "default")})
+    memo.path.unlink()
+
+
+class ControlInterface:
+    """The hosts' answer to `link.get` on one lattice (what their in-memory link maps hold)."""
+
+    def __init__(self, host: LatticeHost, links: list[dict[str, Any]]) -> None:
+        self.host, self.links, self.asked = host, links, 0
+
+    async def serve(self, nc: Any) -> None:
+        async def answer(msg: Any) -> None:
+            self.asked += 1
+            await msg.respond(_reply(self.links))
+
+        await nc.subscribe(link_get_subject(self.host.lattice), cb=answer)
+        await nc.flush()
+
+
+def _log_path() -> Path:
+    return Path(tempfile.mkstemp(prefix="provider-", suffix=".log")[1])
+
+
+async def _exit_code(process: ProviderProcess, seconds: float) -> int | None:
+    deadline = time.monotonic() + seconds
+    assert process.process is not None
+    while time.monotonic() < deadline:
+        if process.process.poll() is not None:
+            return process.process.returncode
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def test_a_link_put_before_the_provider_listened_comes_back_through_a_restart(
+    nats_url: str, postgres_server: Any, database: str
+) -> None:
+    host = LatticeHost(nats_url)
+    missed = host.link_definition("app-missed", postgres_server.link_config(database))
+    control = ControlInterface(host, [_link("app-missed", host.provider_id)])
+    nc = await nats.connect(nats_url)
+    log_path = _log_path()
+    try:
+        await control.serve(nc)
+        with open(log_path, "wb") as log_file:
+            first = ProviderProcess(host, log_file=log_file)
+            first.start()  # HostData without the link: its put went out before we listened
+            assert await _exit_code(first, 20) == 1, log_path.read_text()
+        assert "links were put while this provider started (app-missed (default))" in (
+            log_path.read_text()
+        )
+        # The host restarts it, the link now in HostData: it serves and stays up.
+        with open(log_path, "wb") as log_file:
+            second = ProviderProcess(host, log_file=log_file, link_definitions=[missed])
+            second.start()
+            try:
+                await second.wait_healthy(nc)
+                client = WrpcClient(nc, host.prefix, result_timeout=10)
+                await client.start()
+                rows = await Caller(client, "app-missed").query("SELECT 1")
+                assert isinstance(rows, Ok), rows
+                assert await _exit_code(second, 4.5) is None  # both comparisons passed
+                assert control.asked >= 3
+                await client.close()
+            finally:
+                second.kill()
+    finally:
+        await nc.close()
+        RestartMemo(host.lattice, host.provider_id, host.host_id).path.unlink(missing_ok=True)
+
+
+async def test_a_link_the_host_cannot_hand_over_costs_one_restart_only(
+    nats_url: str, postgres_server: Any, database: str
+) -> None:
+    host = LatticeHost(nats_url)
+    control = ControlInterface(host, [_link("app-unresolvable", host.provider_id)])
+    nc = await nats.connect(nats_url)
+    log_path = _log_path()
+    try:
+        await control.serve(nc)
+        with open(log_path, "wb") as log_file:
+            first = ProviderProcess(host, log_file=log_file)
+            first.start()
+            assert await _exit_code(first, 20) == 1
+            second = ProviderProcess(host, log_file=log_file)  # still without it
+            second.start()
+            try:
+                await second.wait_healthy(nc)
+                assert await _exit_code(second, 4.5) is None
+            finally:
+                second.kill()
+        assert "were not handed over, even after a restart" in log_path.read_text()
+    finally:
+        await nc.close()
+        RestartMemo(host.lattice, host.provider_id, host.host_id).path.unlink(missing_ok=True)
+
+
+async def test_a_link_deleted_before_the_provider_listened_is_deleted(
+    nats_url: str, postgres_server: Any, database: str
+) -> None:
+    host = LatticeHost(nats_url)
+    config = postgres_server.link_config(database)
+    kept, deleted = (host.link_definition(s, config) for s in ("app-kept", "app-deleted"))
+    control = ControlInterface(host, [_link("app-kept", host.provider_id)])
+    nc = await nats.connect(nats_url)
+    try:
+        await control.serve(nc)
+        process = ProviderProcess(host, link_definitions=[kept, deleted])
+        process.start()
+        try:
+            await process.wait_healthy(nc)
+            client = WrpcClient(nc, host.prefix, result_timeout=10)
+            await client.start()
+            gone = Caller(client, "app-deleted")
+            for _ in range(100):
+                result = await gone.query("SELECT 1")
+                if isinstance(result, Err):
+                    break
+                await asyncio.sleep(0.05)
+            assert result == Err(
+                Case("unexpected", "no link from source 'app-deleted' to this provider")
+            )
+            assert isinstance(await Caller(client, "app-kept").query("SELECT 1"), Ok)
+            await client.close()
+        finally:
+            process.kill()
+    finally:
+        await nc.close()
+
+
+async def test_a_secret_that_is_not_utf8_refuses_the_link_and_the_guest_hears_why(
+    nats_url: str, postgres_server: Any, database: str
+) -> None:
+    host = LatticeHost(nats_url)
+    definition = host.link_definition("app-binary", postgres_server.link_config(database))
+    document = {"POSTGRES_PASSWORD": {"kind": "Bytes", "value": [0xFF, 0xFE, 0x00]}}
+    definition["target_secrets"] = list(
+        host.host_keys.seal(json.dumps(document).encode(), host.provider_keys.public_key)
+    )
+    nc = await nats.connect(nats_url)
+    process = ProviderProcess(host)
+    process.start()
+    try:
+        await process.wait_healthy(nc)
+        await host.put_link(nc, definition)
+        client = WrpcClient(nc, host.prefix, result_timeout=10)
+        await client.start()
+        caller = Caller(client, "app-binary")
+        for _ in range(100):
+            result = await caller.query("SELECT 1")
+            if "refused" in str(result):
+                break
+            await asyncio.sleep(0.05)
+        assert result == Err(
+            Case(
+                "unexpected",
+                "the link from app-binary was refused: a Bytes secret is not UTF-8 text",
+            )
+        )
+        health = await host.health(nc)
+        assert health["healthy"] is False and "not UTF-8" in health["message"]
+        await client.close()
+    finally:
+        process.kill()
+        await nc.close()
