@@ -17,6 +17,10 @@ from provider.wrpc.framing import (
 from provider.wrpc.wit_model import postgres_package
 
 
+def test_a_root_export_has_no_instance_token() -> None:
+    assert invocation_subject("default.cid", "", "run") == "default.cid.wrpc.0.0.1.run"
+
+
 def test_invocation_subject_keeps_instance_dots_and_colons() -> None:
     subject = invocation_subject(
         "default.rust_sqldb_postgres_query-sqldb_postgres",

@@ -19,7 +19,10 @@ NATS_HEADER_LINE = b"NATS/1.0\r\n"
 
 
 def invocation_subject(prefix: str, instance: str, function: str) -> str:
-    """`{prefix}.wrpc.0.0.1.{instance}.{function}`; instance and function keep their dots."""
+    """`{prefix}.wrpc.0.0.1.{instance}.{function}`; instance and function keep their dots. A
+    world's root export has no instance: `{prefix}.wrpc.0.0.1.{function}`."""
+    if not instance:
+        return f"{prefix}.wrpc.{WRPC_VERSION}.{function}"
     return f"{prefix}.wrpc.{WRPC_VERSION}.{instance}.{function}"
 
 
