@@ -1,0 +1,330 @@
+"""The provider under wasmCloud's own 1.9.2 host, wadm 0.21.1 and secrets-nats-kv 0.2.0.
+
+One lattice for the module (`make lattice-test`): NATS with JetStream, PostgreSQL requiring a
+SCRAM password, the secrets backend, wadm, then the host. The provider is started from
+`build/sqldb-postgres.par` as the host starts it. The host bounds only the publishing of a
+component's call, so every wait here is bounded by the test itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from provider.wrpc.nats_client import WrpcClient
+from provider.wrpc.values import Ok
+from tests.lattice.real_lattice import (
+    Child,
+    ControlInterface,
+    Events,
+    alive,
+    build_harness,
+    call_export,
+    descendants,
+    root_export,
+    run,
+)
+from tests.provider_harness import Caller
+
+ROOT = Path(__file__).resolve().parents[2]
+PAR = ROOT / "build" / "sqldb-postgres.par"
+COMPONENT = ROOT / "components" / "example" / "build" / "example.wasm"
+HEALTH_DEADLINE = 2.0  # the host's request timeout for health checks
+
+
+@dataclass
+class Lattice:
+    nats_url: str
+    name: str
+    host_id: str
+    harness: str
+    transit_seed: str
+    host: Child
+    postgres: Any
+    database: str
+    par_subject: str
+    logdir: Path
+    health_replies: list[float] = field(default_factory=list)  # seconds, every check seen
+    health_unanswered: list[str] = field(default_factory=list)
+
+    def put_secret(self, key: str, *value: str) -> None:
+        run([self.harness, "secrets", "put", key, *value, "-t", self.transit_seed,
+             "--nats-address", self.nats_url])  # fmt: skip
+
+    def map_secret(self, key: str) -> None:
+        """Allow the provider archive's subject (its claims' `sub`) to read `key`."""
+        run([self.harness, "secrets", "add-mapping", self.par_subject, "--secret", key,
+             "--nats-address", self.nats_url])  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def harness() -> str:
+    return build_harness()
+
+
+@pytest.fixture(scope="module")
+def lattice(
+    harness: str, nats_url: str, postgres_server: Any, make_database: Any
+) -> Iterator[Lattice]:
+    subprocess.run(["make", "--no-print-directory", "component", "par"], cwd=ROOT, check=True)
+    if not postgres_server.password:
+        pytest.fail("the real-lattice tests need a PostgreSQL that requires a password")
+    name = f"lt{uuid.uuid4().hex[:10]}"
+    host_key = json.loads(run([harness, "keys", "server"]))
+    encryption, transit = (json.loads(run([harness, "keys", "curve"])) for _ in range(2))
+    claims = json.loads(subprocess.run(
+        [sys.executable, "-m", "provider_archive", "inspect", "--json", str(PAR)],
+        cwd=ROOT, check=True, capture_output=True, text=True).stdout)  # fmt: skip
+    logdir = Path(tempfile.mkdtemp(prefix="lattice-test-"))
+    children: list[Child] = []
+    try:
+        backend = ["secrets", "run", "-e", encryption["seed"], "-t", transit["seed"]]
+        secrets = Child("secrets", [harness, *backend, "--nats-address", nats_url], logdir)
+        children.append(secrets)
+        secrets.wait_line("secrets started ", 60)
+        wadm = Child("wadm", [harness, "wadm", "-s", nats_url], logdir)
+        children.append(wadm)
+        wadm.wait_line("wadm started", 60)
+        host = Child("host", [harness, "host", "--nats-url", nats_url, "-x", name,
+                              "--allow-file-load", "--host-seed", host_key["seed"],
+                              "--secrets-topic", "wasmcloud.secrets"], logdir)  # fmt: skip
+        children.append(host)
+        host.wait_line("host started ", 90)
+        print(f"\nreal lattice {name}: logs in {logdir}")
+        yield Lattice(nats_url, name, host_key["public"], harness, transit["seed"], host,
+                      postgres_server, make_database(), claims["service"], logdir)  # fmt: skip
+    finally:
+        for child in reversed(children):
+            child.stop()
+
+
+@pytest.fixture
+async def nc(lattice: Lattice) -> AsyncIterator[Any]:
+    connection = await nats.connect(lattice.nats_url)
+    yield connection
+    await connection.close()
+
+
+async def _control(lattice: Lattice, nc: Any) -> tuple[ControlInterface, Events]:
+    events = Events()
+    await events.subscribe(nc, lattice.name)
+    return ControlInterface(nc, lattice.name, lattice.host_id), events
+
+
+async def _answers(caller: Caller, deadline: float) -> Any:
+    """The caller's first good answer to SELECT 1 before `deadline`, else its last answer."""
+    result: Any = None
+    while time.monotonic() < deadline:
+        try:
+            result = await caller.query("SELECT 1")
+        except Exception as exc:  # no responders while the provider restarts
+            result = exc
+        if isinstance(result, Ok):
+            return result
+        await asyncio.sleep(0.2)
+    return result
+
+
+def _provider_processes(lattice: Lattice) -> set[int]:
+    return {pid for pid in descendants(lattice.host.proc.pid) if alive(pid)}
+
+
+async def _watch_health(lattice: Lattice, nc: Any, provider_id: str) -> None:
+    """Time every health request the host sends the provider until its reply."""
+    asked: dict[str, float] = {}
+
+    async def on_request(msg: Any) -> None:
+        if msg.reply:
+            asked[msg.reply] = time.monotonic()
+
+    async def on_reply(msg: Any) -> None:
+        started = asked.pop(msg.subject, None)
+        if started is not None:
+            lattice.health_replies.append(time.monotonic() - started)
+
+    await nc.subscribe(f"wasmbus.rpc.{lattice.name}.{provider_id}.health", cb=on_request)
+    await nc.subscribe("_INBOX.>", cb=on_reply)
+    await nc.flush()
+
+
+async def test_wadm_deploys_the_manifest_with_its_secret_and_the_component_runs(
+    lattice: Lattice, nc: Any
+) -> None:
+    """a. wadm.yaml through wadm, the password only in the secret; run() and transfer()."""
+    manifest = (ROOT / "wadm.yaml").read_text()
+    manifest = manifest.replace("file://./components/example/build/example.wasm",
+                                COMPONENT.resolve().as_uri())  # fmt: skip
+    manifest = manifest.replace("file://./build/sqldb-postgres.par", PAR.resolve().as_uri())
+    manifest = manifest.replace('POSTGRES_PORT: "5432"',
+                                f'POSTGRES_PORT: "{lattice.postgres.port}"')  # fmt: skip
+    manifest = manifest.replace("POSTGRES_DATABASE: postgres",
+                                f"POSTGRES_DATABASE: {lattice.database}")  # fmt: skip
+    lattice.put_secret("postgres-password", "--string", lattice.postgres.password)
+    lattice.map_secret("postgres-password")
+    api = f"wadm.api.{lattice.name}.model"
+    await _watch_health(lattice, nc, "sqldb_postgres_example-sqldb_postgres")
+    put = json.loads((await nc.request(f"{api}.put", manifest.encode(), timeout=10)).data)
+    assert put["result"] in ("created", "newversion"), put
+    deployed = json.loads((await nc.request(f"{api}.deploy.sqldb-postgres-example", b"",
+                                            timeout=10)).data)  # fmt: skip
+    assert deployed["result"] == "acknowledged", deployed
+    started = time.monotonic()
+    status: Any = None
+    while time.monotonic() - started < 120:
+        reply = await nc.request(f"{api}.status.sqldb-postgres-example", b"", timeout=10)
+        status = json.loads(reply.data)["status"]["status"]
+        if status["type"] == "deployed":
+            break
+        await asyncio.sleep(1)
+    assert status["type"] == "deployed", status
+    print(f"deployed {time.monotonic() - started:.1f} s after deploy")
+    component = "sqldb_postgres_example-example"
+    summary: Any = None
+    while time.monotonic() - started < 150:  # the link may still be on its way
+        summary = json.loads(await call_export(nc, lattice.name, component, root_export("run"), []))
+        if "error" not in summary or "no link" not in json.dumps(summary):
+            break
+        await asyncio.sleep(1)
+    assert summary["written"] == 20 and summary["updated"] == 5, summary
+    assert summary["error"]["variant"] == "InvalidQuery", summary
+    transfer = root_export("transfer", (("from", "s32"), ("to", "s32"), ("amount", "s64")))
+    outcome = json.loads(await call_export(nc, lattice.name, component, transfer, [1, 2, 10]))
+    assert outcome["committed"] is True, outcome
+    refused = json.loads(await call_export(nc, lattice.name, component, transfer, [1, 2, 10**6]))
+    assert refused["committed"] is False and "balance" in refused["reason"], refused
+
+
+async def _sweep(
+    control: ControlInterface, lattice: Lattice, nc: Any, provider_id: str, label: str,
+    moment: float,
+) -> tuple[int, int]:  # fmt: skip
+    """Links put every 100 ms from 0 to 3 s after `moment`, one source id each; then every
+    one must answer. Returns (puts, answered)."""
+    sources = [f"{label}-{n:02d}" for n in range(31)]
+    for n, source in enumerate(sources):
+        await asyncio.sleep(max(0.0, moment + n * 0.1 - time.monotonic()))
+        await control.put_link(source, provider_id, ["sweep-postgres"])
+    client = WrpcClient(nc, f"{lattice.name}.{provider_id}", result_timeout=10)
+    await client.start()
+    try:
+        deadline = time.monotonic() + 60
+        results = [await _answers(Caller(client, source), deadline) for source in sources]
+    finally:
+        await client.close()
+    unanswered = {s: r for s, r in zip(sources, results, strict=True) if not isinstance(r, Ok)}
+    print(f"{label}: {len(sources)} puts, {len(sources) - len(unanswered)} answered")
+    assert not unanswered, unanswered
+    return len(sources), len(sources) - len(unanswered)
+
+
+async def test_links_put_while_the_provider_starts_or_restarts_are_never_lost(
+    lattice: Lattice, nc: Any
+) -> None:
+    """b and c: the link-put sweep after provider.start and after a SIGKILL; restart timing;
+    provider.stop ends every process of the provider within the host's grace."""
+    control, events = await _control(lattice, nc)
+    provider_id = "sweep_provider"
+    await control.put_config("sweep-postgres", lattice.postgres.link_config(lattice.database))
+    await _watch_health(lattice, nc, provider_id)
+    before = _provider_processes(lattice)
+    started = time.monotonic()
+    await control.start_provider(provider_id, PAR)
+    await _sweep(control, lattice, nc, provider_id, "start", started)
+    ours = _provider_processes(lattice) - before
+    assert ours, "no provider process under the host"
+    # SIGKILL: the host restarts it with its links in HostData; links put meanwhile too.
+    killed_at = time.monotonic()
+    for pid in ours:
+        subprocess.run(["kill", "-9", str(pid)], check=False)
+    await _sweep(control, lattice, nc, provider_id, "restart", killed_at)
+    client = WrpcClient(nc, f"{lattice.name}.{provider_id}", result_timeout=10)
+    await client.start()
+    answer = await _answers(Caller(client, "start-00"), time.monotonic() + 30)
+    await client.close()
+    assert isinstance(answer, Ok), answer
+    # provider.stop: every process of the provider gone within the host's grace.
+    now = _provider_processes(lattice) - before
+    stop_started = time.monotonic()
+    await control.stop_provider(provider_id)
+    stop_replied = time.monotonic() - stop_started
+    await asyncio.sleep(0.1)
+    left = {pid for pid in now if alive(pid)}
+    print(f"provider.stop answered after {stop_replied * 1000:.0f} ms; processes left: {left}")
+    assert not left
+    await events.wait("provider_stopped", lambda d: d.get("provider_id") == provider_id, 10)
+
+
+async def test_a_secret_that_is_not_utf8_refuses_the_link_and_says_why(
+    lattice: Lattice, nc: Any
+) -> None:
+    """e. A Bytes secret that is not UTF-8: the link is refused and the guest hears why."""
+    control, _ = await _control(lattice, nc)
+    provider_id = "binary_secret_provider"
+    binary = lattice.logdir / "not-utf8.bin"
+    binary.write_bytes(b"\xff\xfe\x00 not text")
+    lattice.put_secret("binary-password", "--binary", str(binary))
+    lattice.map_secret("binary-password")
+    config = {k: v for k, v in lattice.postgres.link_config(lattice.database).items()
+              if k != "POSTGRES_PASSWORD"}  # fmt: skip
+    await control.put_config("binary-postgres", config)
+    policy = json.dumps({"type": "properties.secret.wasmcloud.dev/v1alpha1", "properties": {}})
+    await control.put_config("SECRET_binary_password", {
+        "name": "POSTGRES_PASSWORD", "type": "secret.wasmcloud.dev/v1alpha1",
+        "backend": "nats-kv", "key": "binary-password", "policy": policy,
+    })  # fmt: skip
+    await control.put_link("binary-source", provider_id,
+                           ["binary-postgres", "SECRET_binary_password"])  # fmt: skip
+    await control.start_provider(provider_id, PAR)
+    client = WrpcClient(nc, f"{lattice.name}.{provider_id}", result_timeout=10)
+    await client.start()
+    try:
+        deadline = time.monotonic() + 60
+        result: Any = None
+        while time.monotonic() < deadline:
+            try:
+                result = await Caller(client, "binary-source").query("SELECT 1")
+            except Exception as exc:
+                result = exc
+            if "refused" in str(result):
+                break
+            await asyncio.sleep(0.3)
+        assert "was refused: a Bytes secret is not UTF-8 text" in str(result), result
+    finally:
+        await client.close()
+        await control.stop_provider(provider_id)
+
+
+async def test_every_health_check_is_answered_well_inside_the_hosts_deadline(
+    lattice: Lattice, nc: Any
+) -> None:
+    """d. Health checks seen over the module's run (and at least 60 s of a provider's life)."""
+    control, _ = await _control(lattice, nc)
+    provider_id = "health_provider"
+    await _watch_health(lattice, nc, provider_id)
+    started = time.monotonic()
+    await control.start_provider(provider_id, PAR)
+    await asyncio.sleep(max(0.0, 68 - (time.monotonic() - started)))
+    await control.stop_provider(provider_id)
+    replies = lattice.health_replies
+    print(f"health replies: {len(replies)}, max {max(replies) * 1000:.0f} ms, "
+          f"median {statistics.median(replies) * 1000:.0f} ms")  # fmt: skip
+    assert len(replies) >= 3
+    assert max(replies) < HEALTH_DEADLINE / 4
+    # (A provider SIGKILLed by another test misses the checks while it restarts: not this one.)
+    warnings = [line for line in lattice.host.log.read_text(errors="replace").splitlines()
+                if "health" in line.lower() and provider_id in line
+                and ("WARN" in line or "ERROR" in line)]  # fmt: skip
+    assert not warnings, warnings[:5]
