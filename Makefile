@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo component par provider-demo wire-demo test lattice-test lint wit bench bench-quick chaos conformance clean
+.PHONY: demo component par provider-demo wire-demo test lattice-test demo-lattice lint wit bench bench-quick chaos conformance clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing the project with its dev extras"
@@ -51,6 +51,10 @@ test: $(STAMP) par
 lattice-test: $(STAMP) component par
 	$(PYTHON) tests/lattice/build.py
 	LATTICE_TESTS=1 $(PY) -m pytest tests/lattice -v -s
+
+# `make demo`'s deployment on the real host, wadm and secrets backend (same harness and cache).
+demo-lattice: $(STAMP) component par
+	$(PY) -m tests.lattice.demo
 
 lint: $(STAMP)
 	$(PY) -m ruff check provider provider_archive host_shim tests bench components

@@ -9,14 +9,18 @@ collects the lattice's events, and calls component exports and the provider over
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -198,3 +202,116 @@ async def call_export(nc: Any, lattice: str, component_id: str, function: Functi
     finally:
         await client.close()
     return result
+
+
+ROOT = HERE.parents[1]
+PAR = ROOT / "build" / "sqldb-postgres.par"
+COMPONENT = ROOT / "components" / "example" / "build" / "example.wasm"
+EXAMPLE_ID = "sqldb_postgres_example-example"  # wadm's id for wadm.yaml's component
+
+
+@dataclass
+class Lattice:
+    """A running lattice: the secrets backend, the host and wadm on one NATS."""
+
+    nats_url: str
+    name: str
+    host_id: str
+    harness: str
+    transit_seed: str
+    host: Child
+    par_subject: str  # the archive's claims subject: what secrets are mapped to
+    logdir: Path
+
+    def put_secret(self, key: str, *value: str) -> None:
+        run([self.harness, "secrets", "put", key, *value, "-t", self.transit_seed,
+             "--nats-address", self.nats_url])  # fmt: skip
+
+    def map_secret(self, key: str) -> None:
+        """Allow the provider archive's subject (its claims' `sub`) to read `key`."""
+        run([self.harness, "secrets", "add-mapping", self.par_subject, "--secret", key,
+             "--nats-address", self.nats_url])  # fmt: skip
+
+
+@contextlib.contextmanager
+def running_lattice(harness: str, nats_url: str) -> Iterator[Lattice]:
+    """The secrets backend, then the host (heartbeats every 5 s), then wadm: started after
+    the host, wadm learns of it from its next heartbeat. (Started before, with the secrets
+    backend up, wadm 0.21.1 was seen to stall on the host's `host_started` and never deploy.)"""
+    name = f"lt{uuid.uuid4().hex[:10]}"
+    host_key = json.loads(run([harness, "keys", "server"]))
+    encryption, transit = (json.loads(run([harness, "keys", "curve"])) for _ in range(2))
+    claims = json.loads(subprocess.run(
+        [sys.executable, "-m", "provider_archive", "inspect", "--json", str(PAR)],
+        cwd=ROOT, check=True, capture_output=True, text=True).stdout)  # fmt: skip
+    logdir = Path(tempfile.mkdtemp(prefix="lattice-"))
+    children: list[Child] = []
+    try:
+        backend = ["secrets", "run", "-e", encryption["seed"], "-t", transit["seed"]]
+        secrets = Child("secrets", [harness, *backend, "--nats-address", nats_url], logdir)
+        children.append(secrets)
+        secrets.wait_line("secrets started ", 60)
+        host = Child("host", [harness, "host", "--nats-url", nats_url, "-x", name,
+                              "--allow-file-load", "--host-seed", host_key["seed"],
+                              "--secrets-topic", "wasmcloud.secrets",
+                              "--heartbeat-interval-seconds", "5"], logdir)  # fmt: skip
+        children.append(host)
+        host.wait_line("host started ", 90)
+        wadm = Child("wadm", [harness, "wadm", "-s", nats_url], logdir)
+        children.append(wadm)
+        wadm.wait_line("wadm started", 60)
+        yield Lattice(nats_url, name, host_key["public"], harness, transit["seed"], host,
+                      claims["service"], logdir)  # fmt: skip
+    finally:
+        for child in reversed(children):
+            child.stop()
+
+
+def example_manifest(postgres_port: int, database: str) -> str:
+    """wadm.yaml as `wash app deploy` sends it (absolute images), on the given database."""
+    manifest = (ROOT / "wadm.yaml").read_text()
+    manifest = manifest.replace("file://./components/example/build/example.wasm",
+                                COMPONENT.resolve().as_uri())  # fmt: skip
+    manifest = manifest.replace("file://./build/sqldb-postgres.par", PAR.resolve().as_uri())
+    manifest = manifest.replace('POSTGRES_PORT: "5432"', f'POSTGRES_PORT: "{postgres_port}"')
+    return manifest.replace("POSTGRES_DATABASE: postgres", f"POSTGRES_DATABASE: {database}")
+
+
+async def deploy_example(
+    nc: Any, lattice: Lattice, postgres_port: int, database: str, password: str
+) -> float:
+    """wadm.yaml through wadm, its password put in the secrets backend and mapped to the
+    archive; returns the seconds from deploy to `deployed`."""
+    lattice.put_secret("postgres-password", "--string", password)
+    lattice.map_secret("postgres-password")
+    api = f"wadm.api.{lattice.name}.model"
+    manifest = example_manifest(postgres_port, database).encode()
+    put = json.loads((await nc.request(f"{api}.put", manifest, timeout=10)).data)
+    if put.get("result") not in ("created", "newversion"):
+        raise RuntimeError(f"wadm refused the manifest: {put}")
+    reply = await nc.request(f"{api}.deploy.sqldb-postgres-example", b"", timeout=10)
+    if json.loads(reply.data).get("result") != "acknowledged":
+        raise RuntimeError(f"wadm did not deploy: {reply.data!r}")
+    started = time.monotonic()
+    status: Any = None
+    while time.monotonic() - started < 120:
+        reply = await nc.request(f"{api}.status.sqldb-postgres-example", b"", timeout=10)
+        status = json.loads(reply.data)["status"]["status"]
+        if status["type"] == "deployed":
+            return time.monotonic() - started
+        await asyncio.sleep(0.5)
+    raise TimeoutError(f"not deployed within 120 s: {status}")
+
+
+async def run_example(nc: Any, lattice: Lattice, deadline: float) -> dict[str, Any]:
+    """The example's `run()` through the host, once its link has arrived (before `deadline`)."""
+    while True:
+        summary: dict[str, Any] = json.loads(
+            await call_export(nc, lattice.name, EXAMPLE_ID, root_export("run"), [])
+        )
+        if "no link" not in json.dumps(summary) or time.monotonic() > deadline:
+            return summary
+        await asyncio.sleep(0.5)
+
+
+TRANSFER = root_export("transfer", (("from", "s32"), ("to", "s32"), ("amount", "s64")))
