@@ -18,9 +18,13 @@ import nats
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider.lattice.link_reconciliation import (
     RestartMemo,
+    config_get_subject,
+    config_values,
     differences,
     lattice_links,
     link_get_subject,
+    plain_config_names,
+    resolved_link,
 )
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case, Err, Ok
@@ -42,11 +46,25 @@ def _reply(links: list[dict[str, Any]]) -> bytes:
 
 def test_a_link_get_reply_names_the_links_targeting_us() -> None:
     reply = _reply([_link("a"), _link("b", name="other"), _link("c", target="someone-else")])
-    assert lattice_links(reply, "sqldb-postgres") == {("a", "default"), ("b", "other")}
+    assert set(lattice_links(reply, "sqldb-postgres") or {}) == {("a", "default"), ("b", "other")}
     assert lattice_links(b"not json", "p") is None
     assert lattice_links(b'{"success": false, "message": "no"}', "p") is None
     assert lattice_links(b'{"success": true, "response": {}}', "p") is None
     assert link_get_subject("lat") == "wasmbus.ctl.v1.lat.link.get"
+
+
+def test_a_missed_link_without_secrets_is_resolved_from_its_configs() -> None:
+    link = {**_link("a"), "target_config": ["base", "override"]}
+    assert plain_config_names(link) == ["base", "override"]
+    assert plain_config_names({**link, "target_config": ["base", "SECRET_pw"]}) is None
+    assert plain_config_names({**link, "target_config": "base"}) is None
+    found = b'{"success": true, "message": "", "response": {"A": "1", "B": "2"}}'
+    assert config_values(found) == {"A": "1", "B": "2"}
+    assert config_values(b'{"success": true, "message": "Configuration not found"}') is None
+    resolved = resolved_link(link, [{"A": "1", "B": "2"}, {"B": "3"}])
+    assert resolved["target_config"] == {"A": "1", "B": "3"}  # later configs win
+    assert resolved["target_secrets"] is None and resolved["source_id"] == "a"
+    assert config_get_subject("lat", "base") == "wasmbus.ctl.v1.lat.config.get.base"
 
 
 def test_differences_never_count_what_changed_since_asking() -> None:
@@ -76,17 +94,32 @@ def test_the_restart_memo_allows_one_restart_per_set_of_links(tmp_path: Path) ->
 
 
 class ControlInterface:
-    """The hosts' answer to `link.get` on one lattice (what their in-memory link maps hold)."""
+    """The hosts' answers to `link.get` and `config.get` on one lattice (what their in-memory
+    link maps and the config store hold)."""
 
-    def __init__(self, host: LatticeHost, links: list[dict[str, Any]]) -> None:
-        self.host, self.links, self.asked = host, links, 0
+    def __init__(
+        self,
+        host: LatticeHost,
+        links: list[dict[str, Any]],
+        configs: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        self.host, self.links, self.configs, self.asked = host, links, configs, 0
 
     async def serve(self, nc: Any) -> None:
         async def answer(msg: Any) -> None:
             self.asked += 1
             await msg.respond(_reply(self.links))
 
+        async def config(msg: Any) -> None:
+            values = (self.configs or {}).get(msg.subject.rsplit(".", 1)[-1])
+            document = {"success": True, "message": "" if values else "Configuration not found"}
+            if values:
+                document["response"] = values
+            await msg.respond(json.dumps(document).encode())
+
         await nc.subscribe(link_get_subject(self.host.lattice), cb=answer)
+        if self.configs is not None:
+            await nc.subscribe(config_get_subject(self.host.lattice, "*"), cb=config)
         await nc.flush()
 
 
@@ -139,6 +172,36 @@ async def test_a_link_put_before_the_provider_listened_comes_back_through_a_rest
     finally:
         await nc.close()
         RestartMemo(host.lattice, host.provider_id, host.host_id).path.unlink(missing_ok=True)
+
+
+async def test_a_missed_link_without_secrets_is_applied_from_its_configs_without_a_restart(
+    nats_url: str, postgres_server: Any, database: str
+) -> None:
+    host = LatticeHost(nats_url)
+    config = postgres_server.link_config(database)
+    first, second = dict(list(config.items())[:2]), dict(list(config.items())[2:])
+    link = {**_link("app-plain", host.provider_id), "target_config": ["first", "second"]}
+    control = ControlInterface(host, [link], configs={"first": first, "second": second})
+    nc = await nats.connect(nats_url)
+    process = ProviderProcess(host)
+    try:
+        await control.serve(nc)
+        process.start()
+        await process.wait_healthy(nc)
+        client = WrpcClient(nc, host.prefix, result_timeout=10)
+        await client.start()
+        caller = Caller(client, "app-plain")
+        for _ in range(100):
+            rows = await caller.query("SELECT 1")
+            if isinstance(rows, Ok):
+                break
+            await asyncio.sleep(0.05)
+        assert isinstance(rows, Ok), rows
+        assert await _exit_code(process, 4) is None  # no restart was needed
+        await client.close()
+    finally:
+        process.kill()
+        await nc.close()
 
 
 async def test_a_link_the_host_cannot_hand_over_costs_one_restart_only(

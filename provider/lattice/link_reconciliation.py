@@ -5,10 +5,11 @@ each later put or delete once; one published before the provider has subscribed 
 good. Once subscribed, the runtime asks the lattice for its links (`link.get` on the control
 interface: each link's source, name and target, with config *names*, never values) and
 compares:
-- a link the lattice has and this provider lacks was put while it started. Only a host can
-  hand it over with its config resolved and its secrets sealed, and it does so in HostData when
-  it restarts the provider, so the runtime exits for that — once for a given set of links
-  (`RestartMemo`): a link the host cannot resolve would never arrive, and is logged instead;
+- a link the lattice has and this provider lacks was put while it started. One whose config
+  names no secret is applied from the named configs (`config.get`, merged in order, as a host
+  merges them). One that names a secret only a host can hand over, sealed, and it does so in
+  HostData when it restarts the provider, so the runtime exits for that — once for a given set
+  of links (`RestartMemo`): a link the host cannot resolve would never arrive, and is logged;
 - a link this provider had before asking that the lattice no longer has, and that was neither
   put nor deleted since, was deleted while it started: it is deleted here too.
 """
@@ -23,6 +24,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 LinkKey = tuple[str, str]  # (source id, link name)
 
@@ -33,22 +35,63 @@ def link_get_subject(lattice: str) -> str:
     return f"wasmbus.ctl.v1.{lattice}.link.get"
 
 
-def lattice_links(reply: bytes, provider_id: str) -> set[LinkKey] | None:
-    """The links targeting `provider_id` in a `link.get` reply; None if it is not one."""
+def config_get_subject(lattice: str, name: str) -> str:
+    return f"wasmbus.ctl.v1.{lattice}.config.get.{name}"
+
+
+SECRET_PREFIX = "SECRET"  # a config name that is a secret reference (the host's rule)
+
+
+def lattice_links(reply: bytes, provider_id: str) -> dict[LinkKey, dict[str, Any]] | None:
+    """The links targeting `provider_id` in a `link.get` reply, by (source id, name); None if
+    the reply is not one."""
+    document = _success(reply)
+    links = document.get("response") if document is not None else None
+    if not isinstance(links, list):
+        return None
+    return {
+        (str(link.get("source_id")), str(link.get("name") or "default")): link
+        for link in links
+        if isinstance(link, dict) and link.get("target") == provider_id
+    }
+
+
+def plain_config_names(link: dict[str, Any]) -> list[str] | None:
+    """The link's target config names, or None when one is a secret (or they are malformed)."""
+    names = link.get("target_config") or []
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        return None
+    if any(name.startswith(SECRET_PREFIX) for name in names):
+        return None
+    return list(names)
+
+
+def config_values(reply: bytes) -> dict[str, str] | None:
+    """A `config.get` reply's values; None when it has none (not found, refused, malformed)."""
+    document = _success(reply)
+    values = document.get("response") if document is not None else None
+    if not isinstance(values, dict):
+        return None
+    return {str(key): str(value) for key, value in values.items()}
+
+
+def resolved_link(link: dict[str, Any], configs: list[dict[str, str]]) -> dict[str, Any]:
+    """The link as a host publishes it: its named configs merged in order (later ones win)."""
+    merged: dict[str, str] = {}
+    for values in configs:
+        merged.update(values)
+    return {**link, "source_config": {}, "target_config": merged, "source_secrets": None,
+            "target_secrets": None}  # fmt: skip
+
+
+def _success(reply: bytes) -> dict[str, Any] | None:
     try:
         document = json.loads(reply)
     except ValueError:
         return None
     if not isinstance(document, dict) or document.get("success") is not True:
         return None
-    links = document.get("response")
-    if not isinstance(links, list):
-        return None
-    return {
-        (str(link.get("source_id")), str(link.get("name") or "default"))
-        for link in links
-        if isinstance(link, dict) and link.get("target") == provider_id
-    }
+    return document
 
 
 @dataclass(frozen=True)
@@ -58,14 +101,14 @@ class Differences:
 
 
 def differences(
-    lattice: set[LinkKey],
+    lattice: Iterable[LinkKey],
     ours_now: Iterable[LinkKey],
     ours_when_asked: Iterable[LinkKey],
     changed_since_asked: Iterable[LinkKey],
 ) -> Differences:
-    changed = set(changed_since_asked)
-    missing = lattice - set(ours_now) - changed
-    gone = set(ours_when_asked) - lattice - changed
+    changed, held = set(changed_since_asked), set(lattice)
+    missing = held - set(ours_now) - changed
+    gone = set(ours_when_asked) - held - changed
     return Differences(frozenset(missing), frozenset(gone))
 
 

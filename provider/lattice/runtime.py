@@ -28,9 +28,13 @@ from provider.lattice.lattice_connection import LatticeConnection, LatticeUnavai
 from provider.lattice.link_reconciliation import (
     LinkKey,
     RestartMemo,
+    config_get_subject,
+    config_values,
     differences,
     lattice_links,
     link_get_subject,
+    plain_config_names,
+    resolved_link,
 )
 from provider.lattice.links import LinkDefinition, LinkError, secret_text
 from provider.lattice.xkeys import CurveKeyPair, XKeyError
@@ -175,6 +179,28 @@ class ProviderRuntime:
         await self._nc.flush()
         return [*sorted(puts), delete_subject]
 
+    async def _put_missed_link(self, link: dict[str, Any]) -> bool:
+        """Apply a link put before we listened from its named configs; False when only the
+        host can hand it over (it names a secret, or a config cannot be read)."""
+        names = plain_config_names(link)
+        if names is None:
+            return False
+        configs = []
+        for name in names:
+            try:
+                reply = await self._nc.request(config_get_subject(self.host_data.lattice, name),
+                                               b"", timeout=LINK_GET_TIMEOUT)  # fmt: skip
+            except Exception:
+                return False
+            values = config_values(reply.data)
+            if values is None:
+                return False
+            configs.append(values)
+        where = {"source_id": link.get("source_id"), "link_name": link.get("name")}
+        log.info("link put while starting, applied from its config", extra=where)
+        await self._put_link_document(resolved_link(link, configs))
+        return True
+
     async def _on_link_put_message(self, msg: Any) -> None:
         if self._early_link_messages is not None:
             self._early_link_messages.append((self._on_link_put, msg))
@@ -212,15 +238,19 @@ class ProviderRuntime:
                 log.info("link deleted while starting", extra={"source_id": source_id,
                                                                  "link_name": name})  # fmt: skip
                 await self._delete_link(source_id, name)
-            if not found.missing:
+            unresolved: set[LinkKey] = set()
+            for key in sorted(found.missing):
+                if not await self._put_missed_link(lattice[key]):
+                    unresolved.add(key)
+            if not unresolved:
                 continue
-            missing = ", ".join(f"{source} ({name})" for source, name in sorted(found.missing))
-            if memo.already_restarted_for(found.missing):
+            missing = ", ".join(f"{source} ({name})" for source, name in sorted(unresolved))
+            if memo.already_restarted_for(frozenset(unresolved)):
                 log.error("links in the lattice were not handed over, even after a restart "
                           "(their config or secrets may not resolve on the host)",
                           extra={"links": missing})  # fmt: skip
                 continue
-            memo.remember(found.missing)
+            memo.remember(frozenset(unresolved))
             self._on_fatal(f"links were put while this provider started ({missing}); exiting "
                            "so that the host restarts it with them")  # fmt: skip
             return
