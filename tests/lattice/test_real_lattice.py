@@ -176,7 +176,8 @@ async def _sweep(
 
 
 async def _answers_again_after(lattice: Lattice, nc: Any, provider_id: str, since: float) -> float:
-    client = WrpcClient(nc, f"{lattice.name}.{provider_id}", result_timeout=10)
+    # A call the kill caught is never answered: try again after 1 s, not the usual 10.
+    client = WrpcClient(nc, f"{lattice.name}.{provider_id}", result_timeout=1)
     await client.start()
     try:
         answer = await _answers(Caller(client, "start-00"), time.monotonic() + 60)
