@@ -10,10 +10,12 @@ import asyncio
 import json
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
+import pytest
 
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider.lattice.link_reconciliation import (
@@ -137,10 +139,25 @@ async def _exit_code(process: ProviderProcess, seconds: float) -> int | None:
     return None
 
 
+@pytest.fixture
+def host(nats_url: str) -> Iterator[LatticeHost]:
+    """The host side of one provider; the restart memo it leaves is removed afterwards."""
+    lattice_host = LatticeHost(nats_url)
+    yield lattice_host
+    memo = RestartMemo(lattice_host.lattice, lattice_host.provider_id, lattice_host.host_id)
+    memo.path.unlink(missing_ok=True)
+
+
+async def _exits_for_a_restart(host: LatticeHost, log_file: Any) -> None:
+    """A provider started without a link the lattice holds exits (the host restarts it)."""
+    first = ProviderProcess(host, log_file=log_file)
+    first.start()  # HostData without the link: its put went out before it listened
+    assert await _exit_code(first, 20) == 1
+
+
 async def test_a_link_put_before_the_provider_listened_comes_back_through_a_restart(
-    nats_url: str, postgres_server: Any, database: str
+    host: LatticeHost, nats_url: str, postgres_server: Any, database: str
 ) -> None:
-    host = LatticeHost(nats_url)
     missed = host.link_definition("app-missed", postgres_server.link_config(database))
     control = ControlInterface(host, [_link("app-missed", host.provider_id)])
     nc = await nats.connect(nats_url)
@@ -148,30 +165,26 @@ async def test_a_link_put_before_the_provider_listened_comes_back_through_a_rest
     try:
         await control.serve(nc)
         with open(log_path, "wb") as log_file:
-            first = ProviderProcess(host, log_file=log_file)
-            first.start()  # HostData without the link: its put went out before we listened
-            assert await _exit_code(first, 20) == 1, log_path.read_text()
+            await _exits_for_a_restart(host, log_file)
         assert "links were put while this provider started (app-missed (default))" in (
             log_path.read_text()
         )
         # The host restarts it, the link now in HostData: it serves and stays up.
-        with open(log_path, "wb") as log_file:
-            second = ProviderProcess(host, log_file=log_file, link_definitions=[missed])
-            second.start()
-            try:
-                await second.wait_healthy(nc)
-                client = WrpcClient(nc, host.prefix, result_timeout=10)
-                await client.start()
-                rows = await Caller(client, "app-missed").query("SELECT 1")
-                assert isinstance(rows, Ok), rows
-                assert await _exit_code(second, 4.5) is None  # both comparisons passed
-                assert control.asked >= 3
-                await client.close()
-            finally:
-                second.kill()
+        second = ProviderProcess(host, link_definitions=[missed])
+        second.start()
+        try:
+            await second.wait_healthy(nc)
+            client = WrpcClient(nc, host.prefix, result_timeout=10)
+            await client.start()
+            rows = await Caller(client, "app-missed").query("SELECT 1")
+            assert isinstance(rows, Ok), rows
+            assert await _exit_code(second, 4.5) is None  # both comparisons passed
+            assert control.asked >= 3
+            await client.close()
+        finally:
+            second.kill()
     finally:
         await nc.close()
-        RestartMemo(host.lattice, host.provider_id, host.host_id).path.unlink(missing_ok=True)
 
 
 async def test_a_missed_link_without_secrets_is_applied_from_its_configs_without_a_restart(
@@ -205,18 +218,15 @@ async def test_a_missed_link_without_secrets_is_applied_from_its_configs_without
 
 
 async def test_a_link_the_host_cannot_hand_over_costs_one_restart_only(
-    nats_url: str, postgres_server: Any, database: str
+    host: LatticeHost, nats_url: str
 ) -> None:
-    host = LatticeHost(nats_url)
     control = ControlInterface(host, [_link("app-unresolvable", host.provider_id)])
     nc = await nats.connect(nats_url)
     log_path = _log_path()
     try:
         await control.serve(nc)
         with open(log_path, "wb") as log_file:
-            first = ProviderProcess(host, log_file=log_file)
-            first.start()
-            assert await _exit_code(first, 20) == 1
+            await _exits_for_a_restart(host, log_file)
             second = ProviderProcess(host, log_file=log_file)  # still without it
             second.start()
             try:
@@ -227,7 +237,6 @@ async def test_a_link_the_host_cannot_hand_over_costs_one_restart_only(
         assert "were not handed over, even after a restart" in log_path.read_text()
     finally:
         await nc.close()
-        RestartMemo(host.lattice, host.provider_id, host.host_id).path.unlink(missing_ok=True)
 
 
 async def test_a_link_deleted_before_the_provider_listened_is_deleted(

@@ -46,6 +46,19 @@ async def _admin(postgres_server: Any, database: str) -> Any:
     return await asyncpg.connect(postgres_server.dsn(database))
 
 
+async def _two_tables(postgres_server: Any, database: str) -> str:
+    """`pooled_a` (one row, read by link a) and `log_b` (written by link b) in `database`."""
+    admin = await _admin(postgres_server, database)
+    try:
+        await admin.execute(
+            "CREATE TABLE pooled_a (id int PRIMARY KEY, v text); INSERT INTO pooled_a VALUES "
+            "(1, 'a'); CREATE TABLE log_b (id serial PRIMARY KEY, v text)"
+        )
+    finally:
+        await admin.close()
+    return database
+
+
 def _values(result: Any) -> list[list[Any]]:
     assert isinstance(result, Ok), result
     return [[column["value"] for column in row] for row in result.value]
@@ -71,13 +84,7 @@ async def test_connections_behind_the_bouncer_are_recognised(
 async def test_two_links_prepare_exec_and_query_through_the_bouncer(
     service: PostgresService, bouncer: Bouncer, postgres_server: Any, make_database: Any
 ) -> None:
-    database = make_database()
-    admin = await _admin(postgres_server, database)
-    await admin.execute(
-        "CREATE TABLE pooled_a (id int PRIMARY KEY, v text); INSERT INTO pooled_a VALUES (1, 'a');"
-        "CREATE TABLE log_b (id serial PRIMARY KEY, v text)"
-    )
-    await admin.close()
+    database = await _two_tables(postgres_server, make_database())
     await service.put_link("a", bouncer.link_config(database))
     await service.put_link("b", bouncer.link_config(database))
     read = await service.prepare("a", "SELECT v FROM pooled_a WHERE id = $1")
@@ -344,13 +351,7 @@ async def test_forced_named_statements_behind_the_bouncer_never_run_another_stat
 ) -> None:
     """POSTGRES_POOLER=none behind a transaction pooler is a misconfiguration; calls may fail,
     but names are never shared, so a read never runs as another client's statement."""
-    database = make_database()
-    admin = await _admin(postgres_server, database)
-    await admin.execute(
-        "CREATE TABLE pooled_a (id int PRIMARY KEY, v text); INSERT INTO pooled_a VALUES (1, 'a');"
-        "CREATE TABLE log_b (id serial PRIMARY KEY, v text)"
-    )
-    await admin.close()
+    database = await _two_tables(postgres_server, make_database())
     named = {**bouncer.link_config(database), "POSTGRES_POOLER": "none"}
     await service.put_link("a", named)
     await service.put_link("b", named)
