@@ -67,6 +67,11 @@ def permission_denial(error_text: str) -> PermissionDenial | None:
     return PermissionDenial(operation, found.group(2))
 
 
+# Control-interface requests the provider makes only to recover links it missed while starting
+# (`link_reconciliation`); an account without them still serves everything else.
+OPTIONAL_PUBLISH = "wasmbus.ctl."
+
+
 def subject_family(subject: str) -> str:
     """Per-call subjects (inboxes, KV keys) logged as one family, not one line per call.
     nats-py lower-cases the server's text, so families are matched case-insensitively."""
@@ -261,6 +266,9 @@ class LatticeConnection:
         log.warning("lattice connection error", extra={"cause": describe(error)})
 
     def _record_denial(self, denial: PermissionDenial) -> None:
+        if denial.operation == "publish" and denial.subject.lower().startswith(OPTIONAL_PUBLISH):
+            self._note_optional_denial(denial)
+            return
         if len(self.denials) < MAX_REMEMBERED_DENIALS:
             self.denials.add(denial)
         key = (denial.operation, subject_family(denial.subject))
@@ -271,6 +279,17 @@ class LatticeConnection:
             "permission denied by the lattice's NATS account",
             extra={"operation": denial.operation, "subject": key[1]},
         )
+
+    def _note_optional_denial(self, denial: PermissionDenial) -> None:
+        """A request the provider can do without (asking the lattice for its links): one
+        info line, no error, nothing in health."""
+        key = ("optional", denial.subject.lower().rsplit(".", 1)[0])
+        if key in self._logged or len(self._logged) >= MAX_REMEMBERED_DENIALS:
+            return
+        self._logged.add(key)
+        log.info("the lattice's NATS account does not permit an optional request: links put "
+                 "while the provider starts are recovered only from HostData",
+                 extra={"subject": denial.subject})  # fmt: skip
 
     async def _on_closed(self) -> None:
         if self._connected_once and not self._closing:
