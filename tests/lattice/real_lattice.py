@@ -282,7 +282,7 @@ async def deploy_example(
 ) -> float:
     """wadm.yaml through wadm, its password put in the secrets backend and mapped to the
     archive; returns the seconds from deploy to `deployed`."""
-    lattice.put_secret("postgres-password", "--string", password)
+    lattice.put_secret("postgres-password", f"--string={password}")  # it may start with "-"
     lattice.map_secret("postgres-password")
     api = f"wadm.api.{lattice.name}.model"
     manifest = example_manifest(postgres_port, database).encode()
