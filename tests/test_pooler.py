@@ -148,6 +148,14 @@ async def test_typed_errors_are_a_direct_links(
         pooled = await service.query("pooled", sql, params)
         direct = await service.query("direct", sql, params)
         assert isinstance(pooled, Err) and pooled == direct, (sql, pooled, direct)
+    # Refused at COMMIT (a deferred constraint): the same error, and the connection lives on.
+    deferred = "CREATE TABLE IF NOT EXISTS deferred (n int UNIQUE DEFERRABLE INITIALLY DEFERRED)"
+    await service.query_batch("direct", f"{deferred}; TRUNCATE deferred")
+    twice = "INSERT INTO deferred VALUES (1), (1)"
+    pooled = await service.query("pooled", twice, [])
+    assert isinstance(pooled, Err) and "23505" in str(pooled)
+    assert pooled == await service.query("direct", twice, [])
+    assert isinstance(await service.query("pooled", "SELECT 1", []), Ok)
     token = await service.prepare("pooled", "SELECT $1::int4 + 1")
     assert isinstance(token, Ok)
     assert await service.exec("pooled", "pstmt-unknown", []) == Err(Case("unknown-prepared-query"))

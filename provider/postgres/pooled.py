@@ -75,7 +75,11 @@ def statement_timeout_error() -> Exception:
 @contextlib.asynccontextmanager
 async def call_transaction(connection: Any, settings: ConnectionSettings) -> AsyncIterator[None]:
     """The call's own transaction (see the module's docstring); yields once it is open."""
-    await connection.execute(pooled_begin(settings))
+    try:
+        await connection.execute(pooled_begin(settings))
+    except Exception as exc:  # nothing of the call was sent
+        _raise_if_lost(exc)
+        raise
     try:
         yield
         if connection.session_dirty:  # the guest SET something: not for the next client
@@ -83,14 +87,22 @@ async def call_transaction(connection: Any, settings: ConnectionSettings) -> Asy
             connection.session_dirty = False
     except BaseException as exc:
         await _roll_back(connection)
-        if isinstance(exc, Exception) and retry.classify(exc) == retry.LOST:
-            raise retry.NeverCommitted(str(exc)) from exc
+        if isinstance(exc, Exception):
+            _raise_if_lost(exc)
         raise
     try:
         await connection.execute("COMMIT")
+    except asyncpg.PostgresError:
+        raise  # refused (a deferred constraint, a serialization failure): rolled back
     except BaseException:
         connection.terminate()  # a COMMIT whose answer never came: the outcome is unknown
         raise
+
+
+def _raise_if_lost(error: Exception) -> None:
+    """A connection lost before COMMIT was sent rolled everything back: say so."""
+    if retry.classify(error) == retry.LOST:
+        raise retry.NeverCommitted(str(error)) from error
 
 
 async def _roll_back(connection: Any) -> None:
