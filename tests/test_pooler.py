@@ -178,13 +178,20 @@ async def test_the_statement_timeout_stops_statements_behind_the_bouncer(
         service.query("a", "SELECT pg_sleep(5)", []),
         service.exec("a", token.value, []),
         service.query_batch("a", "SELECT pg_sleep(5)"),
-        service.query("a", "CALL nap()", []),  # runs alone: bounded by the client's timeout
+        service.query_batch("a", "SELECT 1; SELECT pg_sleep(5)"),
     ):
         started = time.monotonic()
         result = await call
         assert isinstance(result, Err), result
         assert "57014" in str(result) and "POSTGRES_STATEMENT_TIMEOUT is 0.3 s" in str(result)
         assert time.monotonic() - started < 3
+    # A CALL runs alone (its procedure may COMMIT), bounded by the client's timeout: stopped
+    # that way it may have committed first, and the guest is told so.
+    started = time.monotonic()
+    result = await service.query("a", "CALL nap()", [])
+    assert isinstance(result, Err) and "outcome is unknown" in str(result), result
+    assert "POSTGRES_STATEMENT_TIMEOUT (0.3 s)" in str(result)
+    assert time.monotonic() - started < 3
     assert _values(await service.query("a", "SELECT 7::int4", [])) == [[Case("int4", 7)]]
 
 
@@ -247,7 +254,23 @@ async def test_a_guests_settings_never_reach_another_client_of_the_bouncer(
         seen = await asyncio.gather(*(service.query("b", "SELECT v FROM shadowed", [])
                                       for _ in range(6)))  # fmt: skip
         assert all(_values(r) == [[Case("text", "real")]] for r in seen), seen
+    # The same for what a single statement leaves: a temporary table, a session lock taken in
+    # a transaction that was rolled back.
+    for _ in range(4):
+        temp = await service.query("a", "CREATE TEMP TABLE shadowed (v text)", [])
+        assert isinstance(temp, Ok), temp
+        seen = await asyncio.gather(*(service.query("b", "SELECT v FROM shadowed", [])
+                                      for _ in range(6)))  # fmt: skip
+        assert all(_values(r) == [[Case("text", "real")]] for r in seen), seen
+        tx = (await service.transactions.begin("a", {})).value
+        locked = await service.transactions.query("a", tx, "SELECT pg_advisory_lock(42)", [])
+        assert isinstance(locked, Ok), locked
+        assert await service.transactions.rollback("a", tx) == Ok(None)
+        for _ in range(6):  # one after another: each holds the lock until its call ends
+            free = await service.query("b", "SELECT pg_try_advisory_xact_lock(42)", [])
+            assert _values(free) == [[Case("bool", True)]], free
     assert await service.query_batch("a", "DISCARD ALL") == Ok()  # alone: not in a block
+    assert await service.query_batch("a", "CALL nothing(); SET search_path = nowhere") != Ok()
     assert await service.query_batch("a", "SELECT 1 -- a trailing comment") == Ok()
 
 

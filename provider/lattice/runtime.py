@@ -106,7 +106,8 @@ class ProviderRuntime:
         self._own_subscriptions: set[str] = set()
         # Link messages that arrived before the host's links were applied (None once they are).
         self._early_link_messages: list[tuple[Any, Any]] | None = []
-        self._changed_links: set[LinkKey] = set()  # put or deleted since the lattice was asked
+        # Links put or deleted on our subjects since we subscribed (None once compared).
+        self._changed_links: set[LinkKey] | None = set()
         self._reconciling: asyncio.Task[None] | None = None
         self._lattice = LatticeConnection(host_data, self._on_fatal)
         secret_redactor.add(
@@ -129,6 +130,7 @@ class ProviderRuntime:
         await self.hooks.attach(self._nc, self.host_data)
         for definition in self.host_data.link_definitions:
             await self._put_link_document(definition)
+        self._changed_links = set()  # from here on: only what arrives on our subjects
         while self._early_link_messages:  # in arrival order; new ones queue behind
             handler, msg = self._early_link_messages.pop(0)
             await handler(msg)
@@ -215,16 +217,26 @@ class ProviderRuntime:
 
     async def _reconcile_links(self) -> None:
         """Compare our links with the lattice's (see `link_reconciliation`); a lattice without
-        a control interface on this connection (a test host, permissions) is not compared."""
+        a control interface on this connection (a test host, permissions) is not compared.
+        A link put or deleted on our subjects since we subscribed is never touched here: that
+        message is newer than whatever a (possibly lagging) host answers."""
+        try:
+            await self._compare_links()
+        except Exception as exc:  # a bad reply or hook: the provider serves on regardless
+            log.warning("links not compared with the lattice", extra={"error": repr(exc)})
+        finally:
+            self._changed_links = None  # only needed while comparing: nothing grows after
+
+    async def _compare_links(self) -> None:
         memo = RestartMemo(self.host_data.lattice, self.host_data.provider_key,
                            self.host_data.host_id)  # fmt: skip
         request = link_get_subject(self.host_data.lattice)
+        changed = self._changed_links if self._changed_links is not None else set()
         for delay in RECONCILE_AT:
             await asyncio.sleep(delay)
             if self._shutting_down:
                 return
             asked_with = set(self._applied_links)
-            self._changed_links.clear()
             try:
                 reply = await self._nc.request(request, b"", timeout=LINK_GET_TIMEOUT)
             except Exception as exc:
@@ -233,15 +245,20 @@ class ProviderRuntime:
             lattice = lattice_links(reply.data, self.host_data.provider_key)
             if lattice is None:
                 return
-            found = differences(lattice, self._applied_links, asked_with, self._changed_links)
+            found = differences(lattice, self._applied_links, asked_with, changed)
             for source_id, name in sorted(found.gone):
+                if (source_id, name) in changed:
+                    continue  # a live put or delete arrived meanwhile: it decides
                 log.info("link deleted while starting", extra={"source_id": source_id,
                                                                  "link_name": name})  # fmt: skip
                 await self._delete_link(source_id, name)
             unresolved: set[LinkKey] = set()
             for key in sorted(found.missing):
-                if not await self._put_missed_link(lattice[key]):
+                if key not in changed and not await self._put_missed_link(lattice[key]):
                     unresolved.add(key)
+            unresolved = {
+                k for k in unresolved if k not in changed and k not in self._applied_links
+            }
             if not unresolved:
                 continue
             missing = ", ".join(f"{source} ({name})" for source, name in sorted(unresolved))
@@ -311,7 +328,8 @@ class ProviderRuntime:
         if self._applied_links.get(key) == fingerprint:
             return  # the same put on the other subject
         self._applied_links[key] = fingerprint
-        self._changed_links.add(key)
+        if self._changed_links is not None:
+            self._changed_links.add(key)
         try:
             secrets = link.opened_secrets(self.xkeys, self.host_data.host_xkey_public_key)
             # Before anything can log or answer them: every secret, and a password even when
@@ -349,7 +367,8 @@ class ProviderRuntime:
             return
         if link.target != self.host_data.provider_key:
             return
-        self._changed_links.add((link.source_id, link.name))
+        if self._changed_links is not None:
+            self._changed_links.add((link.source_id, link.name))
         await self._delete_link(link.source_id, link.name, link)
         log.info("link deleted", extra={"source_id": link.source_id, "link_name": link.name})
 

@@ -59,7 +59,7 @@ class CachedStatement:
     in_transaction: bool  # rows fetched inside a transaction (not a CALL: it may COMMIT)
     single_trip: bool  # a read that may run twice: tried in one round trip first
     rows_encoder: Any = None  # compiled by the service on first use (its wire encoder)
-    shape: tuple[int, ...] = ()  # parameter and column type oids (fresh statements' key)
+    shape: tuple[object, ...] = ()  # parameter types, column names and types (see _shape)
 
 
 _SESSION_FUNCTIONS = re.compile(
@@ -316,9 +316,10 @@ def _unnamed() -> str:
     return ""
 
 
-def _shape(statement: Any) -> tuple[int, ...]:
+def _shape(statement: Any) -> tuple[object, ...]:
+    """Parameter types, then each column's name and type (a renamed column builds anew)."""
     parameters = tuple(t.oid for t in statement.get_parameters())
-    return (*parameters, -1, *(a.type.oid for a in statement.get_attributes()))
+    return (*parameters, -1, *((a.name, a.type.oid) for a in statement.get_attributes()))
 
 
 def _describe(sql: str, statement: Any) -> CachedStatement:

@@ -8,8 +8,10 @@ connection, which other clients share. So a call here:
 - prepares its statement unnamed, inside that transaction (`fresh_statement`): no name exists
   on the server to be missing (26000) or taken (42P05), and no other client's statement can be
   bound in its place;
-- resets, still inside the transaction, what the guest's statement changed in the session;
-- ends with COMMIT, or ROLLBACK after a failure.
+- ends with the session reset and COMMIT in one simple query (or ROLLBACK and the reset after
+  a failure): whatever the guest's statement left in the session — a setting, a temporary
+  table, an advisory lock, a LISTEN — is gone before the pooler hands the server connection
+  to another client, at no extra round trip.
 A connection lost before COMMIT was sent rolled the call back: `NeverCommitted` says so, and
 the caller may run it again anywhere, writes too.
 
@@ -65,6 +67,13 @@ def with_session_reset(batch: str, reset: str) -> str:
     return f"{batch}\n;{reset}"
 
 
+def harmless_to_repeat(sql: str) -> bool:
+    """A statement that changes no data (a read, VACUUM, DISCARD, CHECKPOINT, ...): stopped by
+    the client's timeout, it is as if it never ran."""
+    word = retry.first_keyword(sql)
+    return retry.is_read_only(sql) or word in ("vacuum", "discard", "checkpoint", "analyze")
+
+
 def statement_timeout_error() -> Exception:
     """The error PostgreSQL gives when its statement_timeout fires, for the client's own."""
     fields = {"S": "ERROR", "C": "57014", "M": "canceling statement due to statement timeout"}
@@ -82,16 +91,13 @@ async def call_transaction(connection: Any, settings: ConnectionSettings) -> Asy
         raise
     try:
         yield
-        if connection.session_dirty:  # the guest SET something: not for the next client
-            await connection.execute(connection.get_reset_query())
-            connection.session_dirty = False
     except BaseException as exc:
         await _roll_back(connection)
         if isinstance(exc, Exception):
             _raise_if_lost(exc)
         raise
     try:
-        await connection.execute("COMMIT")
+        await connection.execute(commit_with_reset(connection))
     except asyncpg.PostgresError:
         raise  # refused (a deferred constraint, a serialization failure): rolled back
     except BaseException:
@@ -105,11 +111,29 @@ def _raise_if_lost(error: Exception) -> None:
         raise retry.NeverCommitted(str(error)) from error
 
 
+def commit_with_reset(connection: Any) -> str:
+    """The session reset, then COMMIT: one message, one server connection."""
+    connection.session_dirty = False
+    return f"{connection.get_reset_query()} COMMIT"
+
+
+def rollback_with_reset(connection: Any) -> str:
+    """ROLLBACK, then the session reset (a lock taken with pg_advisory_lock outlives it)."""
+    connection.session_dirty = False
+    return f"ROLLBACK; {connection.get_reset_query()}"
+
+
+def single_statement_alone(batch: str) -> bool:
+    """A batch that is one statement which cannot run in a transaction block (DISCARD ALL,
+    VACUUM, ...): sent as it is. Any `;` inside makes it a batch that gets the reset."""
+    return runs_alone(batch) and ";" not in batch.strip().rstrip(";")
+
+
 async def _roll_back(connection: Any) -> None:
     if connection.is_closed():
         return
     try:
-        await asyncio.wait_for(connection.execute("ROLLBACK"), 5)
+        await asyncio.wait_for(connection.execute(rollback_with_reset(connection)), 5)
     except Exception:
         connection.terminate()  # its session state is unknown: never hand it out again
     except BaseException:

@@ -42,6 +42,7 @@ from provider.postgres.errors import query_error, unexpected_text
 from provider.postgres.metrics import Metrics
 from provider.postgres.pg_values import convert_rows, param_values
 from provider.postgres.pool import AcquireTimeout, LinkPool, PoolRetired, describe
+from provider.postgres.session import set_session
 from provider.postgres.statements import StatementRecord, StatementRegistry
 from provider.postgres.transactions import Transactions
 from provider.wrpc.values import Case, Err, Ok
@@ -325,15 +326,13 @@ class PostgresService:
         if not connection.behind_pooler:
             await connection.execute(sql)
             return
-        if not pooled.runs_alone(sql):  # what the batch changed is gone with it
-            sql = pooled.with_session_reset(sql, connection.get_reset_query())
-        try:
-            async with asyncio.timeout(link.settings.statement_timeout or None) as bound:
-                await connection.execute(sql)
-        except TimeoutError as exc:
-            if not bound.expired():
-                raise
-            raise pooled.statement_timeout_error() from exc
+        if not pooled.single_statement_alone(sql):
+            # The session's settings first (PostgreSQL bounds each statement itself), the
+            # reset last: what the batch changed is gone with it.
+            batch = f"{set_session(link.settings)} {sql}"
+            await connection.execute(pooled.with_session_reset(batch, connection.get_reset_query()))
+            return
+        await self._bounded_by_client(link, sql, connection.execute(sql))
 
     async def prepare(self, source_id: str | None, sql: str) -> Ok | Err:
         link = self._link(source_id)
@@ -504,17 +503,30 @@ class PostgresService:
     ) -> Any:
         """Behind a pooler, a statement that cannot run in a transaction block (`pooled`):
         bounded by the client's statement timeout, which cancels it on the server."""
-        timeout = link.settings.statement_timeout or None
+
+        async def run() -> Any:
+            cached = await connection.fresh_statement(sql)
+            return await self._run_statement(link, connection, cached, params, rows_wanted, False)
+
+        return await self._bounded_by_client(link, sql, run())
+
+    async def _bounded_by_client(self, link: Link, sql: str, operation: Awaitable[T]) -> T:
+        """`operation` within POSTGRES_STATEMENT_TIMEOUT, cancelled on the server past it (asyncpg
+        sends a cancel request, which a pooler forwards). A statement that may write and was
+        stopped this way may have committed first: its outcome is unknown."""
         try:
-            async with asyncio.timeout(timeout) as bound:
-                cached = await connection.fresh_statement(sql)
-                return await self._run_statement(
-                    link, connection, cached, params, rows_wanted, False
-                )
+            async with asyncio.timeout(link.settings.statement_timeout or None) as bound:
+                return await operation
         except TimeoutError as exc:
             if not bound.expired():
                 raise
-            raise pooled.statement_timeout_error() from exc
+            if pooled.harmless_to_repeat(sql):
+                raise pooled.statement_timeout_error() from exc
+            raise OutcomeUnknown(
+                f"the statement ran past POSTGRES_STATEMENT_TIMEOUT "
+                f"({link.settings.statement_timeout:g} s) and was cancelled; it may have "
+                "committed first, so its outcome is unknown"
+            ) from exc
 
     async def _run_statement(
         self,

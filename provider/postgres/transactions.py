@@ -26,6 +26,7 @@ from provider.postgres.connections import StatementConnection
 from provider.postgres.errors import describe_postgres_error, query_error, unexpected_text
 from provider.postgres.pg_values import ParamError
 from provider.postgres.pool import AcquireTimeout, LinkPool
+from provider.postgres.pooled import commit_with_reset, rollback_with_reset
 from provider.postgres.session import pooled_begin
 from provider.wrpc.values import Case, Err, Ok
 
@@ -364,9 +365,8 @@ class Transactions:
         connection = transaction.connection
         try:
             if rollback and not connection.is_closed():
-                undo = self._service.observed(
-                    transaction.link, "ROLLBACK", connection.execute("ROLLBACK")
-                )
+                sql = rollback_with_reset(connection) if connection.behind_pooler else "ROLLBACK"
+                undo = self._service.observed(transaction.link, "ROLLBACK", connection.execute(sql))
                 await asyncio.wait_for(undo, ROLLBACK_TIMEOUT)
         except Exception:
             connection.terminate()  # PostgreSQL rolls back when the session ends
@@ -426,9 +426,6 @@ def _text(exc: BaseException) -> str:
 
 
 def _commit_sql(connection: StatementConnection) -> str:
-    """COMMIT; behind a pooler, after resetting what the guest changed in the session (the
-    server connection is the pooler's to hand to other clients next)."""
-    if not (connection.behind_pooler and connection.session_dirty):
-        return "COMMIT"
-    connection.session_dirty = False
-    return f"{connection.get_reset_query()} COMMIT"
+    """COMMIT; behind a pooler, after resetting the session in the same message (the server
+    connection is the pooler's to hand to other clients next)."""
+    return commit_with_reset(connection) if connection.behind_pooler else "COMMIT"
