@@ -8,7 +8,13 @@ import pytest
 from provider.postgres import pooled, retry
 from provider.postgres.config import ConfigError, settings_from_config
 from provider.postgres.pg_values import SESSION_SETTINGS
-from provider.postgres.session import pooled_begin, set_local, set_session
+from provider.postgres.session import (
+    pooled_begin,
+    refused_startup_parameter,
+    set_local,
+    set_session,
+    startup_parameters,
+)
 
 BASE = {
     "POSTGRES_HOST": "db", "POSTGRES_PORT": "5432", "POSTGRES_USERNAME": "u",
@@ -53,6 +59,16 @@ def test_every_setting_the_parsers_rely_on_is_set_and_the_timeout_in_ms() -> Non
 )
 def test_statements_that_cannot_run_in_a_transaction_block_run_alone(sql: str, alone: bool) -> None:
     assert pooled.runs_alone(sql) is alone
+
+
+def test_startup_parameters_and_a_poolers_refusal() -> None:
+    settings = settings_from_config({**BASE, "POSTGRES_STATEMENT_TIMEOUT": "2"})
+    assert startup_parameters(settings) == {**SESSION_SETTINGS, "statement_timeout": "2000ms"}
+    refusal = asyncpg.exceptions.PostgresError.new(
+        {"C": "08P01", "M": "unsupported startup parameter: IntervalStyle", "S": "FATAL"}
+    )
+    assert refused_startup_parameter(refusal)
+    assert not refused_startup_parameter(ValueError("password authentication failed"))
 
 
 def test_the_pooler_key() -> None:

@@ -30,7 +30,7 @@ from provider.postgres import pg_text
 from provider.postgres.config import ConnectionSettings
 from provider.postgres.pg_values import BINARY_ELEMENTS, TEXT_TYPES, row_converters
 from provider.postgres.retry import first_keyword, may_read_twice
-from provider.postgres.session import set_session
+from provider.postgres.session import refused_startup_parameter, set_session, startup_parameters
 
 log = logging.getLogger(__name__)
 
@@ -286,14 +286,23 @@ async def probe(settings: ConnectionSettings) -> None:
 
 
 async def connect(settings: ConnectionSettings) -> StatementConnection:
-    """A connection as every call expects it, with no startup parameter a pooler refuses."""
-    connection: StatementConnection = await _open(
-        settings, 10, connection_class=StatementConnection
-    )
+    """A connection as every call expects it (see `session`): the settings as startup
+    parameters, or, where a pooler refuses them, without them."""
+    try:
+        connection: StatementConnection = await _open(
+            settings, 10, connection_class=StatementConnection,
+            server_settings=startup_parameters(settings),
+        )  # fmt: skip
+        offered = True
+    except asyncpg.exceptions.ProtocolViolationError as exc:
+        if not refused_startup_parameter(exc):
+            raise
+        connection = await _open(settings, 10, connection_class=StatementConnection)
+        offered = False
     try:
         connection.text_oids = await configure_connection(connection)
         connection.behind_pooler = await _behind_pooler(connection, settings.pooler)
-        if not connection.behind_pooler:
+        if not connection.behind_pooler and not offered:
             connection.session_sql = set_session(settings)
             await connection.execute(connection.session_sql)
         connection.remember_session()
