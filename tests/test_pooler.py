@@ -170,7 +170,10 @@ async def test_the_statement_timeout_stops_statements_behind_the_bouncer(
     config = {**bouncer.link_config(database), "POSTGRES_STATEMENT_TIMEOUT": "0.3"}
     await service.put_link("a", config)
     await service.query_batch(
-        "a", "CREATE PROCEDURE nap() LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(5); END $$"
+        "a",
+        "CREATE PROCEDURE nap() LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(5); END $$;"
+        "CREATE TABLE naps (n int); CREATE PROCEDURE commit_then_nap() LANGUAGE plpgsql AS $$"
+        " BEGIN INSERT INTO naps VALUES (1); COMMIT; PERFORM pg_sleep(5); END $$",
     )
     token = await service.prepare("a", "SELECT pg_sleep(5)")
     assert isinstance(token, Ok)
@@ -179,19 +182,24 @@ async def test_the_statement_timeout_stops_statements_behind_the_bouncer(
         service.exec("a", token.value, []),
         service.query_batch("a", "SELECT pg_sleep(5)"),
         service.query_batch("a", "SELECT 1; SELECT pg_sleep(5)"),
+        service.query("a", "CALL nap()", []),  # in the call's transaction: PostgreSQL stops it
     ):
         started = time.monotonic()
         result = await call
         assert isinstance(result, Err), result
         assert "57014" in str(result) and "POSTGRES_STATEMENT_TIMEOUT is 0.3 s" in str(result)
         assert time.monotonic() - started < 3
-    # A CALL runs alone (its procedure may COMMIT), bounded by the client's timeout: stopped
-    # that way it may have committed first, and the guest is told so.
+    # A procedure that COMMITs cannot run in the call's transaction: it runs alone, bounded by
+    # the client's timeout; stopped that way it did commit first, and the guest is told the
+    # outcome is unknown.
     started = time.monotonic()
-    result = await service.query("a", "CALL nap()", [])
+    result = await service.query("a", "CALL commit_then_nap()", [])
     assert isinstance(result, Err) and "outcome is unknown" in str(result), result
     assert "POSTGRES_STATEMENT_TIMEOUT (0.3 s)" in str(result)
     assert time.monotonic() - started < 3
+    assert _values(await service.query("a", "SELECT count(*)::int4 FROM naps", [])) == [
+        [Case("int4", 1)]
+    ]
     assert _values(await service.query("a", "SELECT 7::int4", [])) == [[Case("int4", 7)]]
 
 
@@ -221,6 +229,12 @@ async def test_values_match_a_direct_link_on_a_database_with_other_defaults(
         " 0.1::float8 + 0.2::float8, row(0.1::float8 + 0.2::float8, interval '1 month'),"
         " ARRAY[interval '1 day', NULL], 12.5::money, timestamp '2026-12-07 10:00'"
     )
+    procedure = "CREATE PROCEDURE dated(INOUT d date, INOUT i interval) LANGUAGE plpgsql AS $$"
+    await service.query_batch("direct", f"{procedure} BEGIN d := d + 1; END $$")
+    call = "CALL dated('2026-12-07', '1 day 02:03:04.5')"
+    called = await service.query("pooled", call, [])
+    assert isinstance(called, Ok) and called == await service.query("direct", call, [])
+    assert _values(called)[0][1] == Case("text", "1 day 02:03:04.5")
     pooled = await service.query("pooled", text_forms, [])
     assert pooled == await service.query("direct", text_forms, [])
     values = _values(pooled)[0]

@@ -67,6 +67,12 @@ def with_session_reset(batch: str, reset: str) -> str:
     return f"{batch}\n;{reset}"
 
 
+def may_run_in_block(sql: str) -> bool:
+    """A CALL: run inside the call's transaction, with the session's settings, unless its
+    procedure commits (PostgreSQL refuses that with 2D000, and then it runs alone)."""
+    return retry.first_keyword(sql) == "call"
+
+
 def harmless_to_repeat(sql: str) -> bool:
     """A statement that changes no data (a read, VACUUM, DISCARD, CHECKPOINT, ...): stopped by
     the client's timeout, it is as if it never ran."""

@@ -487,11 +487,20 @@ class PostgresService:
         if guest_transaction:  # the guest's own transaction keeps its server connection
             cached = await connection.fresh_statement(sql)
             return await self._run_statement(link, connection, cached, params, rows_wanted, True)
-        if params is not None and pooled.runs_alone(sql):
+        if params is not None and pooled.runs_alone(sql) and not pooled.may_run_in_block(sql):
             return await self._run_alone(link, connection, sql, params, rows_wanted)
-        async with pooled.call_transaction(connection, link.settings):
-            cached = await connection.fresh_statement(sql)
-            return await self._run_statement(link, connection, cached, params, rows_wanted, True)
+        try:
+            async with pooled.call_transaction(connection, link.settings):
+                cached = await connection.fresh_statement(sql)
+                return await self._run_statement(
+                    link, connection, cached, params, rows_wanted, True
+                )
+        except asyncpg.exceptions.InvalidTransactionTerminationError:
+            if params is None or not pooled.may_run_in_block(sql):
+                raise
+        # A procedure that COMMITs cannot run in our transaction (2D000, rolled back: nothing
+        # of it happened); it runs alone, without the session's settings.
+        return await self._run_alone(link, connection, sql, params, rows_wanted)
 
     async def _run_alone(
         self,
