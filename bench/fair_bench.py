@@ -207,6 +207,28 @@ def median_of(rounds: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(r[key] for r in rounds))
 
 
+def calls_per_second(rounds: list[dict[str, Any]]) -> int:
+    return round(median_of([{"rate": r["calls"] / r["seconds"]} for r in rounds], "rate"))
+
+
+def first_error(rounds: list[dict[str, Any]]) -> dict[str, str]:
+    """`{"first_error": ...}` when a round saw an error, else nothing."""
+    errors = [r["first_error"] for r in rounds if r["first_error"]]
+    return {"first_error": errors[0]} if errors else {}
+
+
+def provider_round(caller: Worker, provider_pid: int, command: dict[str, Any]) -> dict[str, Any]:
+    """One round of calls: the caller's answer with the provider process's CPU per call over
+    it (`cpu_us`, and of that `system_us`)."""
+    user_before, system_before = process_user_system_seconds(provider_pid)
+    answer = caller.run(command)
+    user_after, system_after = process_user_system_seconds(provider_pid)
+    calls = max(answer["calls"], 1)
+    answer["cpu_us"] = (user_after - user_before + system_after - system_before) / calls * 1e6
+    answer["system_us"] = (system_after - system_before) / calls * 1e6
+    return answer
+
+
 def measure(
     args: argparse.Namespace, provider_pid: int, host: LatticeHost, token: str,
     floor: Worker, pool: Worker | None, caller: Worker,
@@ -234,20 +256,14 @@ def measure(
             floor_rounds.append(floor.run(reference))
             if pool is not None:
                 pool_rounds.append(pool.run(reference))
-            user_before, system_before = process_user_system_seconds(provider_pid)
             if profiled and round_number == 0:
                 os.kill(provider_pid, signal.SIGUSR1)
-            answer = caller.run(_provider_command(host, workload, headers, callers, args.seconds))
+            command = _provider_command(host, workload, headers, callers, args.seconds)
+            answer = provider_round(caller, provider_pid, command)
             if profiled and round_number == 0:
                 os.kill(provider_pid, signal.SIGUSR2)
                 time.sleep(0.3)
                 print(summarise(PROFILE, answer["calls"]), flush=True)
-            user_after, system_after = process_user_system_seconds(provider_pid)
-            calls = max(answer["calls"], 1)
-            answer["cpu_us"] = (
-                (user_after - user_before + system_after - system_before) / calls * 1e6
-            )
-            answer["system_us"] = (system_after - system_before) / calls * 1e6
             provider_rounds.append(answer)
         provider_cpu = median_of(provider_rounds, "cpu_us")
         floor_cpu = median_of(floor_rounds, "cpu_us")
@@ -257,8 +273,7 @@ def measure(
             "provider_cpu_us": round(provider_cpu, 1),
             "floor_cpu_us": round(floor_cpu, 1),
             "cpu_ratio": round(provider_cpu / floor_cpu, 2),
-            "calls_per_s": round(median_of([
-                {"rate": r["calls"] / r["seconds"]} for r in provider_rounds], "rate")),
+            "calls_per_s": calls_per_second(provider_rounds),
             "p50_ms": round(median_of(provider_rounds, "p50_ms"), 3),
             "p99_ms": round(median_of(provider_rounds, "p99_ms"), 3),
             "errors": sum(r["errors"] for r in provider_rounds),
@@ -273,9 +288,7 @@ def measure(
         row["provider_system_us"] = round(median_of(provider_rounds, "system_us"), 1)
         if pool_rounds:
             row["pool_cpu_us"] = round(median_of(pool_rounds, "cpu_us"), 1)
-        first_errors = [r["first_error"] for r in provider_rounds if r["first_error"]]
-        if first_errors:
-            row["first_error"] = first_errors[0]
+        row.update(first_error(provider_rounds))
         rows.append(row)
         print(f"\r{row['call']:<9} {callers:>7} {row['calls_per_s']:>9} {row['p50_ms']:>7.2f} "
               f"{row['p99_ms']:>7.2f} {row['provider_cpu_us']:>11.0f} {row['floor_cpu_us']:>8.0f} "
@@ -296,30 +309,19 @@ def measure_pooled(
     for workload in chosen:
         for callers in POOLED_CALLERS:
             print(f"  pooled {workload.call} x {callers} callers ...", end="\r", flush=True)
-            rounds = []
-            for _ in range(args.rounds):
-                user_before, system_before = process_user_system_seconds(provider_pid)
-                answer = caller.run(
-                    _provider_command(host, workload, headers, callers, args.seconds)
-                )
-                user_after, system_after = process_user_system_seconds(provider_pid)
-                spent = user_after - user_before + system_after - system_before
-                answer["cpu_us"] = spent / max(answer["calls"], 1) * 1e6
-                rounds.append(answer)
+            command = _provider_command(host, workload, headers, callers, args.seconds)
+            rounds = [provider_round(caller, provider_pid, command) for _ in range(args.rounds)]
             row = {
                 "call": workload.call,
                 "callers": callers,
                 "path": "pooled",
                 "provider_cpu_us": round(median_of(rounds, "cpu_us"), 1),
-                "calls_per_s": round(median_of(
-                    [{"rate": r["calls"] / r["seconds"]} for r in rounds], "rate")),
+                "calls_per_s": calls_per_second(rounds),
                 "p50_ms": round(median_of(rounds, "p50_ms"), 3),
                 "p99_ms": round(median_of(rounds, "p99_ms"), 3),
                 "errors": sum(r["errors"] for r in rounds),
             }  # fmt: skip
-            first_errors = [r["first_error"] for r in rounds if r["first_error"]]
-            if first_errors:
-                row["first_error"] = first_errors[0]
+            row.update(first_error(rounds))
             rows.append(row)
             print(f"\rpooled {row['call']:<9} {callers:>7} {row['calls_per_s']:>9} "
                   f"{row['p50_ms']:>7.2f} {row['p99_ms']:>7.2f} "

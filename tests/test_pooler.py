@@ -283,6 +283,11 @@ async def test_a_guests_settings_never_reach_another_client_of_the_bouncer(
         for _ in range(6):  # one after another: each holds the lock until its call ends
             free = await service.query("b", "SELECT pg_try_advisory_xact_lock(42)", [])
             assert _values(free) == [[Case("bool", True)]], free
+    # A batch that leaves its transaction open: rolled back with the reset in one message.
+    for _ in range(4):
+        assert await service.query_batch("a", "SET search_path = nowhere; BEGIN") == Ok()
+        shown = await service.query("b", "SELECT current_setting('search_path')", [])
+        assert _values(shown) == [[Case("text", '"$user", public')]], shown
     assert await service.query_batch("a", "DISCARD ALL") == Ok()  # alone: not in a block
     assert await service.query_batch("a", "CALL nothing(); SET search_path = nowhere") != Ok()
     assert await service.query_batch("a", "SELECT 1 -- a trailing comment") == Ok()

@@ -19,7 +19,7 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from provider.lattice.forwarding import replica_prefix
@@ -175,9 +175,9 @@ class ProviderRuntime:
         if self.xkeys is not None:
             puts.add(subject(self.host_data, self.xkeys.public_key, "linkdefs.put"))
         for put_subject in sorted(puts):
-            await self._nc.subscribe(put_subject, cb=self._on_link_put_message)
+            await self._nc.subscribe(put_subject, cb=self._held_until_ready(self._on_link_put))
         delete_subject = subject(self.host_data, key, "linkdefs.del")
-        await self._nc.subscribe(delete_subject, cb=self._on_link_del_message)
+        await self._nc.subscribe(delete_subject, cb=self._held_until_ready(self._on_link_del))
         await self._nc.flush()
         return [*sorted(puts), delete_subject]
 
@@ -203,17 +203,18 @@ class ProviderRuntime:
         await self._put_link_document(resolved_link(link, configs))
         return True
 
-    async def _on_link_put_message(self, msg: Any) -> None:
-        if self._early_link_messages is not None:
-            self._early_link_messages.append((self._on_link_put, msg))
-        else:
-            await self._on_link_put(msg)
+    def _held_until_ready(
+        self, handler: Callable[[Any], Awaitable[None]]
+    ) -> Callable[[Any], Awaitable[None]]:
+        """`handler`, its messages queued until the host's links are applied (see `start`)."""
 
-    async def _on_link_del_message(self, msg: Any) -> None:
-        if self._early_link_messages is not None:
-            self._early_link_messages.append((self._on_link_del, msg))
-        else:
-            await self._on_link_del(msg)
+        async def held(msg: Any) -> None:
+            if self._early_link_messages is not None:
+                self._early_link_messages.append((handler, msg))
+            else:
+                await handler(msg)
+
+        return held
 
     async def _reconcile_links(self) -> None:
         """Compare our links with the lattice's (see `link_reconciliation`); a lattice without

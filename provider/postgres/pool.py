@@ -25,6 +25,7 @@ import asyncpg
 
 from provider.postgres.config import ConnectionSettings
 from provider.postgres.connections import StatementConnection, connect
+from provider.postgres.pooled import rollback_with_reset
 from provider.slots import Slots
 
 log = logging.getLogger(__name__)
@@ -260,6 +261,9 @@ async def _reset_session(connection: StatementConnection) -> bool:
     """Roll back and reset the session (see StatementConnection.get_reset_query); a
     connection that cannot be reset is terminated (False)."""
     try:
+        if connection.behind_pooler:  # one message: after ROLLBACK the pooler may move us
+            await asyncio.wait_for(connection.execute(rollback_with_reset(connection)), 5)
+            return True
         if connection.is_in_transaction():
             await asyncio.wait_for(connection.execute("ROLLBACK"), 5)
         await asyncio.wait_for(connection.reset(), 5)

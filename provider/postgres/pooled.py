@@ -15,18 +15,19 @@ connection, which other clients share. So a call here:
 A connection lost before COMMIT was sent rolled the call back: `NeverCommitted` says so, and
 the caller may run it again anywhere, writes too.
 
-A guest's `query-batch` is one simple query, so it runs on one server connection as it is; the
-session reset is appended to it (`with_session_reset`), so what the batch SET, LISTENed or
-created as temporary is gone before the pooler hands the server connection to another client
-(a batch whose statements already run in one implicit transaction; a batch that is a single
-statement which cannot run in one, such as DISCARD ALL, is sent alone, as it resets or changes
-no session setting).
+A guest's `query-batch` is one simple query, so it runs on one server connection as it is: the
+session's settings go in front of it (PostgreSQL bounds each statement) and the session reset
+after it (`with_session_reset`), so what the batch SET, LISTENed or created as temporary is gone
+before the pooler hands the server connection to another client. A batch that is a single
+statement which cannot run in a transaction block (`single_statement_alone`: DISCARD ALL,
+VACUUM) is sent as it is.
 
-A few statements cannot run inside a transaction block (VACUUM, DISCARD ALL, CREATE INDEX
-CONCURRENTLY, a CALL whose procedure commits): they run alone (`runs_alone`), still on one
-server connection (asyncpg sends Parse/Describe without a Sync, then Bind/Execute/Sync), and
-the statement timeout is then the client's: asyncpg sends a cancel request, which the pooler
-forwards.
+A CALL runs in the call's transaction like any statement; a procedure that commits is refused
+there (2D000, rolled back) and then runs alone. A few statements cannot run inside a
+transaction block (VACUUM, DISCARD ALL, CREATE INDEX CONCURRENTLY): they run alone
+(`runs_alone`), still on one server connection (asyncpg sends Parse/Describe without a Sync,
+then Bind/Execute/Sync), and the statement timeout is then the client's: asyncpg sends a
+cancel request, which the pooler forwards.
 """
 
 from __future__ import annotations

@@ -30,9 +30,7 @@ def refused_startup_parameter(error: BaseException) -> bool:
 
 def session_values(settings: ConnectionSettings) -> dict[str, str]:
     """Each setting's value, as PostgreSQL reads it after `SET name =`."""
-    values = {name: f"'{value}'" for name, value in SESSION_SETTINGS.items()}
-    values["statement_timeout"] = f"'{round(settings.statement_timeout * 1000)}ms'"
-    return values
+    return {name: f"'{value}'" for name, value in startup_parameters(settings).items()}
 
 
 def set_session(settings: ConnectionSettings) -> str:
