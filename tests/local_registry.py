@@ -15,8 +15,11 @@ from pathlib import Path
 from host_shim.local_nats import free_port, stop_process
 
 
-class RegistryUnavailable(RuntimeError):
-    """No registry binary here, or it would not start (the reason is the text)."""
+def registry_executable() -> str | None:
+    """Debian's `docker-registry`, or None where it is not installed."""
+    if shutil.which("docker-registry"):
+        return shutil.which("docker-registry")
+    return "/usr/bin/docker-registry" if Path("/usr/bin/docker-registry").exists() else None
 
 
 def _answers(url: str) -> bool:
@@ -29,14 +32,10 @@ def _answers(url: str) -> bool:
 
 @contextlib.contextmanager
 def running_registry() -> Iterator[str]:
-    """Yield the registry's `host:port`."""
-    executable = shutil.which("docker-registry") or (
-        "/usr/bin/docker-registry" if Path("/usr/bin/docker-registry").exists() else None
-    )
+    """Yield the registry's `host:port`; RuntimeError when it is missing or does not start."""
+    executable = registry_executable()
     if executable is None:
-        raise RegistryUnavailable(
-            "docker-registry is not installed (apt-get install docker-registry; .ci/run does)"
-        )
+        raise RuntimeError("docker-registry is not installed (apt-get install docker-registry)")
     with tempfile.TemporaryDirectory(prefix="registry-") as workdir:
         address = f"127.0.0.1:{free_port()}"
         config = Path(workdir, "config.yml")
@@ -55,7 +54,7 @@ def running_registry() -> Iterator[str]:
             deadline = time.monotonic() + 15
             while not _answers(f"http://{address}"):
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RegistryUnavailable(
+                    raise RuntimeError(
                         f"docker-registry did not start: {log_path.read_text()[-1000:]}"
                     )
                 time.sleep(0.05)

@@ -166,6 +166,7 @@ async def test_sessions_never_pass_between_links_on_a_shared_pool(
         "POSTGRES_POOL_SIZE": "1",
         "POSTGRES_SHARE_CONNECTIONS_BY_URL": "true",
     }
+    shared_user = shared["POSTGRES_USERNAME"]
     attacker = await linked_caller(provider, nc, client, shared)
     victim = await linked_caller(provider, nc, client, shared)
     for _ in range(3):
@@ -173,7 +174,7 @@ async def test_sessions_never_pass_between_links_on_a_shared_pool(
         path = await victim.query("SELECT current_setting('search_path')")
         assert isinstance(path, Ok) and schema not in str(values_of(path.value))
         who = await victim.query("SELECT current_user::text")
-        assert isinstance(who, Ok) and values_of(who.value) != [[Case("text", role)]]
+        assert isinstance(who, Ok) and values_of(who.value) == [[Case("text", shared_user)]]
         assert isinstance(await victim.query("SELECT pg_sleep(0.05)"), Ok)
         marker = await victim.query("SELECT count(*) FROM marker")
         assert isinstance(marker, Err) and "42P01" in marker.value.value

@@ -104,7 +104,12 @@ def test_a_bad_sampler_argument_is_ignored_not_fatal() -> None:
         try:
             assert tracing.tracer is not None
             chosen = tracing._provider.sampler
+            # The sampler asked for, with the bad argument read as 1.0 (sample everything).
+            assert isinstance(chosen, sampling.ParentBased) == sampler.startswith("parentbased_")
             root = chosen._root if isinstance(chosen, sampling.ParentBased) else chosen
-            assert getattr(root, "rate", 1.0) == 1.0  # the bad ratio became 1.0
+            if sampler.endswith("always_on"):
+                assert root is sampling.ALWAYS_ON
+            else:
+                assert isinstance(root, sampling.TraceIdRatioBased) and root.rate == 1.0
         finally:
             tracing.shutdown(0.1)

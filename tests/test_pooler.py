@@ -9,7 +9,6 @@ Every call must still be the one the guest asked for, answered as a direct link 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import time
 from collections import Counter
@@ -22,15 +21,17 @@ import pytest
 from host_shim.local_pgbouncer import Bouncer, pgbouncer_binary, running_pgbouncer
 from provider.postgres.service import PostgresService
 from provider.wrpc.values import Case, Err, Ok
+from tests import capabilities
 from tests.pg_value_cases import ROUND_TRIPS
 
 
 @pytest.fixture(scope="module")
 def bouncer(postgres_server: Any) -> Iterator[Bouncer]:
-    if pgbouncer_binary() is None:
-        if os.environ.get("CI"):
-            pytest.fail("pgbouncer is not installed (.ci/run installs Debian's package)")
-        pytest.skip("pgbouncer is not installed (Debian: apt-get install pgbouncer)")
+    capabilities.require(
+        "pgbouncer",
+        pgbouncer_binary() is not None,
+        "pgbouncer is not installed (apt-get install pgbouncer)",
+    )
     with running_pgbouncer(postgres_server) as running:
         yield running
 

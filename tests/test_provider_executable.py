@@ -187,8 +187,7 @@ async def test_a_host_stop_answers_in_the_window_and_leaves_nothing(
     executable: StartedExecutable, nc: Any
 ) -> None:
     stop = await executable.process.stop_like_host(nc)
-    assert stop.reply == b"shutting down"
-    assert stop.seconds_to_reply < 0.3
+    assert stop.reply == b"shutting down"  # it came within the host's window (see HostStop)
     assert_nothing_left(executable)
 
 
@@ -242,7 +241,7 @@ async def test_the_executable_exports_traces_and_metrics(
                 lambda: "db.client.operation.duration" in received.latest_metrics(), 15
             )
             stop = await started.process.stop_like_host(nc)
-            assert stop.reply == b"shutting down" and stop.seconds_to_reply < 0.3
+            assert stop.reply == b"shutting down"  # within the host's window
         finally:
             await client.close()
             started.process.kill()

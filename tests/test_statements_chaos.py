@@ -15,7 +15,7 @@ from host_shim.local_nats import free_port
 from host_shim.local_postgres import running_postgres
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case, Err, Ok
-from tests import chaos
+from tests import capabilities, chaos
 from tests.provider_harness import Caller, RunningProvider, values_of, wait_linked
 
 CALLERS = 64
@@ -122,8 +122,11 @@ async def test_session_resets_in_any_wording_are_invisible(
 
 
 async def test_across_a_server_restart(setup: tuple[Caller, str, str], own_postgres: Any) -> None:
-    if own_postgres.restart is None:
-        pytest.skip(f"the {own_postgres.kind} PostgreSQL here cannot be restarted by the tests")
+    capabilities.require(
+        "restart",
+        own_postgres.restart is not None,
+        f"the {own_postgres.kind} PostgreSQL here cannot be restarted by the tests",
+    )
     caller, admin_dsn, _ = setup
     outcome = chaos.Outcome()
     restarter = asyncio.create_task(chaos.restart_server(own_postgres, outcome, after=0.2))

