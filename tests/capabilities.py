@@ -20,7 +20,7 @@ import pytest
 CAPABILITIES: dict[str, str] = {
     "tls": "PostgreSQL over TLS, server verified with our CA",
     "xml": "xml and xml[] values (a server built with libxml)",
-    "passwords": "password authentication (wrong passwords refused, secrets override config)",
+    "secrets": "password authentication: secrets override config, wrong passwords refused",
     "restart": "the PostgreSQL server restarted under load",
     "oci-registry": "push and pull through a real OCI registry (docker-registry)",
     "pgbouncer": "transaction-mode pooling behind PgBouncer",

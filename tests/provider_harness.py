@@ -104,12 +104,16 @@ class Caller:
         return result
 
 
-async def wait_linked(caller: Caller, attempts: int = 100) -> None:
-    """Link puts are applied asynchronously: wait until the caller's link answers."""
-    for _ in range(attempts):  # (callers of links meant to fail use it too: no raise)
-        if isinstance(await caller.query("SELECT 1"), Ok):
+async def wait_linked(caller: Caller, attempts: int = 100, strict: bool = False) -> None:
+    """Link puts are applied asynchronously: wait until the caller's link answers (callers of
+    links meant to fail use it too, so it raises only when `strict`)."""
+    for _ in range(attempts):
+        result = await caller.query("SELECT 1")
+        if isinstance(result, Ok):
             return
         await asyncio.sleep(0.05)
+    if strict:
+        raise AssertionError(f"link of {caller.source_id} never answered: {result}")
 
 
 async def healthy_then_stopped_like_a_host(

@@ -16,6 +16,7 @@ import pytest
 
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case, Err, Ok
+from tests import capabilities
 from tests.provider_harness import (
     EXEC,
     QUERY,
@@ -109,6 +110,9 @@ async def test_waiting_for_a_busy_pool_is_bounded(
 async def test_a_secret_username_never_appears_in_logs_health_or_errors(
     provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any, database: str
 ) -> None:
+    capabilities.require(
+        "secrets", bool(postgres_server.password), "this PostgreSQL accepts any password"
+    )
     secret_user = f"secretuser{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(postgres_server.dsn(database), ssl=False)
     try:

@@ -20,7 +20,7 @@ from host_shim.otlp_receiver import attributes, running_otlp_receiver
 from host_shim.wasm_values import is_tagged
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case
-from tests.provider_harness import QUERY, RunningProvider
+from tests.provider_harness import QUERY, Caller, RunningProvider, wait_linked
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENT_ID = "sqldb_postgres_example-example"
@@ -42,7 +42,7 @@ async def client(
     await provider.host.put_link(nc, provider.host.link_definition(COMPONENT_ID, config))
     client = WrpcClient(nc, provider.host.prefix, result_timeout=60)
     await client.start()
-    await asyncio.sleep(0.2)  # the link put is applied asynchronously
+    await wait_linked(Caller(client, COMPONENT_ID), strict=True)  # applied asynchronously
     yield client
     await client.close()
     await nc.close()

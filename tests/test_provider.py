@@ -16,6 +16,7 @@ from tests.provider_harness import (
     linked_caller,
     new_source_id,
     values_of,
+    wait_linked,
 )
 from tests.waiting import until
 
@@ -144,7 +145,7 @@ async def test_link_delete_closes_the_link_and_forgets_its_statements(
         nc,
         provider.host.link_definition(caller.source_id, postgres_server.link_config(database)),
     )
-    await asyncio.sleep(0.3)
+    await wait_linked(caller, strict=True)
     assert await caller.exec(token) == Err(Case("unknown-prepared-query"))
 
 
@@ -153,7 +154,7 @@ async def test_secrets_override_config(
     database: str,
 ) -> None:  # fmt: skip
     capabilities.require(
-        "passwords", bool(postgres_server.password), "this PostgreSQL trusts every connection"
+        "secrets", bool(postgres_server.password), "this PostgreSQL trusts every connection"
     )
     config = {**postgres_server.link_config(database), "POSTGRES_PASSWORD": "wrong-password"}
     caller = await linked_caller(
@@ -167,6 +168,12 @@ async def test_secrets_override_config(
     assert postgres_server.password not in provider.log_text()  # secrets are never logged
 
 
+async def refused(caller: Caller) -> Any:
+    """The caller's error once its link is refused (before the put is applied: "no link")."""
+    result = await caller.query("SELECT 1")
+    return result if isinstance(result, Err) and "refused" in result.value.value else None
+
+
 async def test_bad_config_is_refused_clearly_and_health_says_why(
     provider: RunningProvider, nc: Any, client: WrpcClient, postgres_server: Any,
     database: str,
@@ -175,14 +182,14 @@ async def test_bad_config_is_refused_clearly_and_health_says_why(
     await provider.host.put_link(
         nc, provider.host.link_definition(source_id, {"POSTGRES_HOST": "127.0.0.1"})
     )
-    await asyncio.sleep(0.3)
-    result = await Caller(client, source_id).query("SELECT 1")
-    assert result.value.tag == "unexpected"
-    assert "refused" in result.value.value and "POSTGRES_DATABASE" in result.value.value
+    caller = Caller(client, source_id)
+    result = await until(
+        lambda: refused(caller), "the bad link refused (not just unknown)", seconds=10
+    )
+    assert result.value.tag == "unexpected" and "POSTGRES_DATABASE" in result.value.value
     health = await provider.host.health(nc)
     assert health["healthy"] is False and source_id in health["message"]
     await provider.host.delete_link(nc, source_id)
-    await asyncio.sleep(0.2)
     # The provider still serves everyone else.
     good = await linked_caller(provider, nc, client, postgres_server.link_config(database))
     assert isinstance(await good.query("SELECT 1"), Ok)

@@ -20,6 +20,7 @@ from host_shim.provider_image import InstalledProvider, cache_file_name, install
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.values import Case, Err, Ok
+from tests import capabilities
 from tests.provider_harness import Caller, new_source_id, values_of, wait_linked
 
 
@@ -158,6 +159,7 @@ async def test_it_serves_query_prepare_and_exec_with_typed_errors(
     source = new_source_id()
     config = postgres_server.link_config(make_database())
     password = config.pop("POSTGRES_PASSWORD")
+    capabilities.require("secrets", bool(password), "this PostgreSQL has no password to hide")
     definition = host.link_definition(source, config, {"POSTGRES_PASSWORD": password})
     await host.put_link(nc, definition)
     client = WrpcClient(nc, host.prefix, result_timeout=30)

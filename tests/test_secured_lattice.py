@@ -242,7 +242,9 @@ async def test_a_denied_kv_is_detected_once_and_costs_no_call_any_delay(
             assert isinstance(token, Ok)
             assert await caller.exec(token.value, [Case("int4", 1)]) == Ok(1)
             slowest = max(slowest, time.perf_counter() - started)
-        assert slowest < 0.5  # a KV timeout per call would be 2 s
+        # A KV timeout in any call would make it take 2 s; under 1.5 s leaves a loaded 2-core
+        # machine room and still fails on that.
+        assert slowest < 1.5, f"the slowest prepare+exec took {slowest:.2f} s"
         await client.close()
     finally:
         process.kill()

@@ -16,6 +16,7 @@ from provider.wrpc.nats_client import EmptyResult, NoResponders, WrpcClient
 from provider.wrpc.nats_server import CallContext, WrpcServer
 from provider.wrpc.values import Case, Err, Ok
 from provider.wrpc.wit_model import postgres_package
+from tests.waiting import until
 
 PACKAGE = postgres_package()
 QUERY = PACKAGE.function("query", "query")
@@ -233,9 +234,10 @@ async def test_client_that_disappears_mid_call(
     encoded = CODEC.encode_values(QUERY.param_types, ["SELECT 3", []])
     handshake, _ = await raw_invoke(vanishing, prefix, encoded[:2])
     assert handshake.reply
+    assert server.awaiting_params == 1
     await vanishing.close()  # gone before sending the rest of its params
-    await asyncio.sleep(0.8)  # past the server's params timeout
-    assert server.in_flight == 0 and server.awaiting_params == 0
+    await until(lambda: server.awaiting_params == 0, "the abandoned call dropped after its timeout")
+    assert server.in_flight == 0
     (result,) = await client.call(QUERY, ["after", []])
     assert result == text_rows("after")
 

@@ -6,14 +6,26 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
 
+@overload
 async def until(
-    check: Callable[[], T | Awaitable[T]], what: str, seconds: float = 10, every: float = 0.02
-) -> T:
+    check: Callable[[], Awaitable[T]], what: str, seconds: float = ..., every: float = ...
+) -> T: ...
+
+
+@overload
+async def until(
+    check: Callable[[], T], what: str, seconds: float = ..., every: float = ...
+) -> T: ...
+
+
+async def until(
+    check: Callable[[], Any], what: str, seconds: float = 10, every: float = 0.02
+) -> Any:
     """The first truthy value `check()` returns (awaited if it is a coroutine); an
     AssertionError naming `what` when none comes within `seconds`."""
     deadline = time.monotonic() + seconds

@@ -42,13 +42,16 @@ class LinkDefinition:
         if not isinstance(config, dict):
             raise LinkError("target_config must be an object")
         secrets = document.get("target_secrets")
+        interfaces = document.get("interfaces") or ()
+        if not isinstance(interfaces, list | tuple):
+            raise LinkError("interfaces must be a list")
         return cls(
             source_id=str(source_id),
             target=str(target),
             name=str(document.get("name") or "default"),
             wit_namespace=str(document.get("wit_namespace") or ""),
             wit_package=str(document.get("wit_package") or ""),
-            interfaces=tuple(str(i) for i in document.get("interfaces") or ()),
+            interfaces=tuple(str(i) for i in interfaces),
             target_config={str(k): str(v) for k, v in config.items()},
             target_secrets=_secret_bytes(secrets),
         )

@@ -42,6 +42,7 @@ from provider.redaction import secret_redactor
 from provider.wrpc.nats_server import Export, WrpcServer
 
 log = logging.getLogger(__name__)
+LinkHandler = Callable[[Any], Awaitable[None]]
 
 # The host waits 300 ms for the reply: 50 ms to drain queued calls, 120 ms for in-flight calls
 # to finish, 50 ms to answer the rest, 60 ms to close the pools.
@@ -104,8 +105,11 @@ class ProviderRuntime:
         self._shutting_down = False
         self._fatal: str | None = None
         self._own_subscriptions: set[str] = set()
-        # Link messages that arrived before the host's links were applied (None once they are).
-        self._early_link_messages: list[tuple[Any, Any]] | None = []
+        # Every link put and delete, from all three subjects, in arrival order: one task applies
+        # them one at a time, so a put's second copy can never overtake the delete behind it.
+        # Nothing takes from it until the host's links are applied (see `start`).
+        self._link_messages: asyncio.Queue[tuple[LinkHandler, Any]] = asyncio.Queue()
+        self._link_worker: asyncio.Task[None] | None = None
         # Links put or deleted on our subjects since we subscribed (None once compared).
         self._changed_links: set[LinkKey] | None = set()
         self._reconciling: asyncio.Task[None] | None = None
@@ -131,10 +135,9 @@ class ProviderRuntime:
         for definition in self.host_data.link_definitions:
             await self._put_link_document(definition)
         self._changed_links = set()  # from here on: only what arrives on our subjects
-        while self._early_link_messages:  # in arrival order; new ones queue behind
-            handler, msg = self._early_link_messages.pop(0)
-            await handler(msg)
-        self._early_link_messages = None
+        while not self._link_messages.empty():  # held ones, before any call is taken
+            await self._apply_link_message(*self._link_messages.get_nowait())
+        self._link_worker = asyncio.create_task(self._apply_link_messages())
         data_path = await self._lattice.open_data_path()
         observer = getattr(self.hooks, "call_observer", None)
         # Functions only this replica serves (calls other replicas forward to it), subscribed
@@ -175,9 +178,9 @@ class ProviderRuntime:
         if self.xkeys is not None:
             puts.add(subject(self.host_data, self.xkeys.public_key, "linkdefs.put"))
         for put_subject in sorted(puts):
-            await self._nc.subscribe(put_subject, cb=self._held_until_ready(self._on_link_put))
+            await self._nc.subscribe(put_subject, cb=self._queued(self._on_link_put))
         delete_subject = subject(self.host_data, key, "linkdefs.del")
-        await self._nc.subscribe(delete_subject, cb=self._held_until_ready(self._on_link_del))
+        await self._nc.subscribe(delete_subject, cb=self._queued(self._on_link_del))
         await self._nc.flush()
         return [*sorted(puts), delete_subject]
 
@@ -203,18 +206,23 @@ class ProviderRuntime:
         await self._put_link_document(resolved_link(link, configs))
         return True
 
-    def _held_until_ready(
-        self, handler: Callable[[Any], Awaitable[None]]
-    ) -> Callable[[Any], Awaitable[None]]:
-        """`handler`, its messages queued until the host's links are applied (see `start`)."""
+    def _queued(self, handler: LinkHandler) -> LinkHandler:
+        """A subscription callback that puts `handler`'s messages on the one link queue."""
 
-        async def held(msg: Any) -> None:
-            if self._early_link_messages is not None:
-                self._early_link_messages.append((handler, msg))
-            else:
-                await handler(msg)
+        async def queue(msg: Any) -> None:
+            self._link_messages.put_nowait((handler, msg))
 
-        return held
+        return queue
+
+    async def _apply_link_messages(self) -> None:
+        while True:
+            await self._apply_link_message(*await self._link_messages.get())
+
+    async def _apply_link_message(self, handler: LinkHandler, msg: Any) -> None:
+        try:
+            await handler(msg)
+        except Exception as exc:  # a hook's failure: logged as such, never as the connection's
+            log.error("link message not applied", extra={"error": repr(exc)})
 
     async def _reconcile_links(self) -> None:
         """Compare our links with the lattice's (see `link_reconciliation`); a lattice without
@@ -405,7 +413,11 @@ class ProviderRuntime:
         if not isinstance(config, dict):
             log.warning("ignoring config update that is not an object")
             return
-        await self.hooks.config_update({str(k): str(v) for k, v in config.items()})
+        try:
+            await self.hooks.config_update({str(k): str(v) for k, v in config.items()})
+        except Exception as exc:  # the hook's failure, not the connection's
+            log.error("config update not applied", extra={"error": repr(exc)})
+            return
         log.info("config updated", extra={"keys": sorted(config)})
 
     async def _on_shutdown(self, msg: Any) -> None:
@@ -430,8 +442,9 @@ class ProviderRuntime:
             return
         self._shutting_down = True
         started = time.perf_counter() if received_at is None else received_at
-        if self._reconciling is not None:
-            self._reconciling.cancel()
+        for task in (self._reconciling, self._link_worker):
+            if task is not None:
+                task.cancel()
         servers = [s for s in (self._server, self._replica_server) if s is not None]
         if servers:
             await asyncio.gather(*(server.stop(grace=SHUTDOWN_GRACE) for server in servers))

@@ -26,7 +26,7 @@ from provider.wrpc.nats_client import WrpcClient
 from tests import capabilities
 from tests.conformance import harness
 from tests.conformance.cases import ConformanceCase, all_cases
-from tests.provider_harness import RunningProvider
+from tests.provider_harness import Caller, RunningProvider, wait_linked
 
 ROOT = Path(__file__).resolve().parents[2]
 WASM = ROOT / "components" / "example" / "build" / "example.wasm"
@@ -56,7 +56,7 @@ async def ours(
     await provider.host.put_link(nc, provider.host.link_definition(COMPONENT_ID, config))
     client = WrpcClient(nc, provider.host.prefix, result_timeout=60)
     await client.start()
-    await asyncio.sleep(0.2)
+    await wait_linked(Caller(client, COMPONENT_ID), strict=True)  # applied asynchronously
     yield ComponentHost(
         example_wasm, client, {"source-id": COMPONENT_ID}, asyncio.get_running_loop()
     )
