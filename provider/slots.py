@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import math
 from collections import deque
+from collections.abc import Callable
 
 
 class Slots:
@@ -72,6 +73,13 @@ class Slots:
                 waiter.set_result(None)
                 return
         self._free += 1
+
+    def refuse_waiters(self, error: Callable[[], BaseException]) -> None:
+        """Fail every waiter now with `error()` (none of them gets a slot): their pool is gone."""
+        waiters, self._waiters = self._waiters, deque()
+        for waiter, _ in waiters:
+            if not waiter.done():
+                waiter.set_exception(error())
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         if self._timer is not None:

@@ -74,3 +74,18 @@ def test_never_more_out_than_exist(size: int, workers: list[tuple[float, bool]])
         assert slots.free == size and slots.waiting == 0
 
     asyncio.run(main())
+
+
+async def test_refused_waiters_fail_at_once_and_hold_no_slot() -> None:
+    slots = Slots(1)
+    assert slots.try_take()
+    waiters = [asyncio.create_task(slots.take(timeout)) for timeout in (None, 30.0)]
+    await asyncio.sleep(0)
+    assert slots.waiting == 2
+    slots.refuse_waiters(lambda: LookupError("gone"))
+    for waiter in waiters:
+        with pytest.raises(LookupError, match="gone"):
+            await waiter
+    assert (slots.waiting, slots.free) == (0, 0)  # the one slot is still out, not doubled
+    slots.give()
+    assert (slots.free, slots.try_take()) == (1, True)

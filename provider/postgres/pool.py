@@ -76,6 +76,7 @@ class LinkPool:
         self._statements_per_connection = statements_per_connection
         self.waiting = 0
         self.closed = False
+        self._retired = asyncio.Event()  # set with `closed`: ends a reconnect backoff early
         self.ever_connected = False
 
     # --- numbers ------------------------------------------------------------------------------
@@ -192,10 +193,16 @@ class LinkPool:
             try:
                 connection = await connect(self.settings)
                 break
-            except _TRANSIENT_CONNECT_ERRORS:
-                if not self.ever_connected or self.closed or time.monotonic() > deadline:
+            except _TRANSIENT_CONNECT_ERRORS as exc:
+                if self.closed:  # its link has a new pool, which may reach the server
+                    raise PoolRetired("the link's pool was replaced") from exc
+                if not self.ever_connected or time.monotonic() > deadline:
                     raise
-                await asyncio.sleep(RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)])
+                backoff = RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)]
+                with contextlib.suppress(TimeoutError):  # a retire ends the wait at once
+                    await asyncio.wait_for(self._retired.wait(), backoff)
+                if self.closed:
+                    raise PoolRetired("the link's pool was replaced") from exc
         else:  # pragma: no cover - the deadline ends the loop long before
             raise TimeoutError("no connection")
         self.ever_connected = True
@@ -234,7 +241,7 @@ class LinkPool:
 
     async def close(self, timeout: float = 5.0) -> None:
         """Shutdown: close idle connections gracefully; terminate the ones still busy."""
-        self.closed = True
+        self._mark_closed()
         for connection in self._in_use:
             connection.terminate()
         await self._close_idle(timeout)
@@ -242,10 +249,16 @@ class LinkPool:
     async def retire(self, timeout: float = 5.0) -> None:
         """A link update or delete: take no new calls, let running ones finish, then close.
 
-        Busy connections are closed gracefully when their call gives them back.
+        Busy connections are closed gracefully when their call gives them back; callers
+        waiting for one are told at once (PoolRetired), so they move to the link's new pool.
         """
-        self.closed = True
+        self._mark_closed()
         await self._close_idle(timeout)
+
+    def _mark_closed(self) -> None:
+        self.closed = True
+        self._retired.set()
+        self._slots.refuse_waiters(lambda: PoolRetired("the link's pool was replaced"))
 
     async def _close_idle(self, timeout: float) -> None:
         idle, self._idle = list(self._idle), deque()
