@@ -1,6 +1,14 @@
 """The wRPC data path's own NATS connection, against a real nats-server (and nats-py as the
 peer): delivery with headers, queue groups, publishing with a reply, the server's max_payload,
-and through a nats-server restart, a provider serving again with its subscriptions re-sent."""
+flush() across a reconnect, and through a nats-server restart, a provider serving again with its
+subscriptions re-sent.
+
+A nats-py peer's subscription is confirmed with a message of its own (`confirmed_subscription`),
+never with `peer.flush()` alone: nats-py writes flush's PING to the socket at once while the SUB
+waits for its flusher task, so the PONG can come back before the server has the SUB, and a
+message another connection publishes in between has no subscriber (it is dropped, as NATS does).
+That was the "first subscription got nothing" flake (about 1 run in 25; server trace: the peer's
+PING and PONG, then our PUB, then the peer's SUB)."""
 
 from __future__ import annotations
 
@@ -8,19 +16,23 @@ import asyncio
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
 import nats.errors
 import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg as PeerMsg
+from nats.aio.subscription import Subscription as PeerSubscription
 
 from host_shim.local_nats import free_port, nats_server_executable, stop_process, tcp_answers
-from provider.wrpc.data_connection import DataConnection
+from provider.wrpc.data_connection import MAX_PENDING_WHILE_DOWN, DataConnection
+from provider.wrpc.nats_client import WrpcClient
 from provider.wrpc.nats_wire import Msg
 from provider.wrpc.values import Case, Ok
-from tests.provider_harness import Caller, RunningProvider, linked_caller
+from tests.provider_harness import RunningProvider, linked_caller
 
 
 class RestartableNats:
@@ -74,55 +86,171 @@ def restartable_nats() -> Iterator[RestartableNats]:
             server.stop()
 
 
+DEADLINE = 5.0  # seconds for anything that takes a few milliseconds when nothing is wrong
+
+
+async def confirmed_subscription(peer: Client, prefix: str) -> PeerSubscription:
+    """`peer.subscribe(f"{prefix}.>")`, returned once the server routes messages to it.
+
+    `await peer.flush()` does not prove that (see the module's docstring). A message the peer
+    publishes on its own connection after the SUB comes back only once the server has the SUB;
+    anything published after that, from any connection, reaches the subscription."""
+    subscription = await peer.subscribe(f"{prefix}.>")
+    await peer.publish(f"{prefix}.ready", b"")
+    try:
+        probe = await subscription.next_msg(timeout=DEADLINE)
+    except nats.errors.TimeoutError:
+        raise AssertionError(
+            f"the peer's own message on {prefix}.ready did not come back in {DEADLINE} s"
+        ) from None
+    assert probe.subject == f"{prefix}.ready"
+    return subscription
+
+
+async def received(
+    subscription: PeerSubscription, what: str, context: Callable[[], str]
+) -> PeerMsg:
+    """The subscription's next message, or a failure that says which one went missing."""
+    try:
+        message: PeerMsg = await subscription.next_msg(timeout=DEADLINE)
+    except nats.errors.TimeoutError:
+        raise AssertionError(
+            f"{what} never reached the peer in {DEADLINE} s; {context()}"
+        ) from None
+    return message
+
+
 async def test_delivery_queue_groups_and_publish(restartable_nats: RestartableNats) -> None:
-    received: list[Msg] = []
+    delivered: list[Msg] = []
     data = await DataConnection.open(restartable_nats.url)
     peer = await nats.connect(restartable_nats.url)
+
+    def context() -> str:
+        return (f"peer stats {peer.stats}, data connection reconnects {data.reconnects}; "
+                f"server log:\n{restartable_nats.log_tail()}")  # fmt: skip
+
     try:
-        await data.subscribe("calls.>", queue="q", cb=received.append)
+        await data.subscribe("calls.>", queue="q", cb=delivered.append)
         inbox = data.new_inbox()
-        await data.subscribe(f"{inbox}.>", cb=received.append)
-        await data.flush()
+        await data.subscribe(f"{inbox}.>", cb=delivered.append)
+        await data.flush()  # our SUBs and this PING go out in one write, in order
         assert data.max_payload == 1024 * 1024  # nats-server's default, from INFO
 
         await peer.publish("calls.one", b"payload", reply="reply.to", headers={"source-id": "c1"})
         await peer.publish(f"{inbox}.7.params", b"")
-        await peer.flush()
-        for _ in range(100):
-            if len(received) == 2:
-                break
+        await peer.flush()  # not proof that the server has both PUBs (nats-py): wait for them
+        deadline = time.monotonic() + DEADLINE
+        while len(delivered) < 2 and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-        first, second = received
+        assert len(delivered) == 2, f"delivered {delivered}; {context()}"
+        first, second = delivered
         assert (first.subject, first.reply, first.data) == ("calls.one", "reply.to", b"payload")
         assert first.headers == {"source-id": "c1"}
         assert (second.subject, second.data, second.headers) == (f"{inbox}.7.params", b"", None)
 
+        # Published once each, after the peer's subscription is confirmed: nothing may be lost.
+        replies = await confirmed_subscription(peer, "answers")
         big = bytes(range(256)) * 1000
-        # Twice at most, on a fresh subscription each time: in 2 of ~30 full-suite runs the
-        # peer's first subscription got nothing (never reproduced alone; under investigation).
-        for attempt in range(2):
-            replies = await peer.subscribe(f"answers{attempt}.>")
-            await peer.flush()
-            await data.publish(f"answers{attempt}.x", b"result", reply="back.here")
-            await data.publish(f"answers{attempt}.big", big)
-            await data.flush()  # both have reached the server (a PING answered after them)
-            try:
-                one = await replies.next_msg(timeout=5)
-                two = await replies.next_msg(timeout=5)
-                break
-            except nats.errors.TimeoutError as exc:
-                if attempt == 1:
-                    raise AssertionError(
-                        f"the peer got nothing more; peer stats {peer.stats}, data connection "
-                        f"reconnects {data.reconnects}; server log:\n"
-                        f"{restartable_nats.log_tail()}"
-                    ) from exc
-        assert (one.subject, one.data, one.reply) == (f"answers{attempt}.x", b"result", "back.here")
+        await data.publish("answers.x", b"result", reply="back.here", headers={"k": "v é"})
+        await data.publish("answers.big", big)
+        await data.flush()  # both have reached the server (a PING answered after them)
+        one = await received(replies, "the small PUB (answers.x)", context)
+        assert (one.subject, one.data, one.reply) == ("answers.x", b"result", "back.here")
+        assert one.headers == {"k": "v é"}
+        two = await received(replies, "the 256000-byte PUB (answers.big)", context)
+        assert (two.subject, len(two.data)) == ("answers.big", len(big))
         assert two.data == big
         with pytest.raises(ValueError):
             await data.publish("a subject with blanks", b"")
     finally:
         await peer.close()
+        await data.close()
+
+
+async def test_a_confirmed_subscription_survives_a_late_sub(
+    restartable_nats: RestartableNats,
+) -> None:
+    """The flake's mechanism, made certain: the peer's flusher task writes its SUB 0.5 s late
+    (nats-py writes flush's PING at once, so `subscribe(); flush()` returns before the server
+    has the SUB and this message would be dropped). The confirmed subscription still gets it."""
+    data = await DataConnection.open(restartable_nats.url)
+    peer = await nats.connect(restartable_nats.url)
+    transport: Any = peer._transport
+    loop = asyncio.get_running_loop()
+    send_lines = transport.writelines  # what nats-py's flusher task writes with (SUB, PUB)
+    held: list[list[bytes]] = []
+
+    def release() -> None:
+        send_lines(held.pop(0))
+
+    def late_lines(lines: list[bytes]) -> None:
+        held.append([bytes(line) for line in lines])  # in order, after anything held before
+        loop.call_later(0.5, release)
+
+    transport.writelines = late_lines
+    try:
+        replies = await confirmed_subscription(peer, "late")
+        await data.publish("late.answer", b"result")
+        await data.flush()
+        message = await received(replies, "late.answer", lambda: f"held writes {held}")
+        assert message.data == b"result"
+    finally:
+        transport.writelines = send_lines
+        await peer.close()
+        await data.close()
+
+
+async def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_flush_while_down_is_answered_by_its_own_ping(
+    restartable_nats: RestartableNats,
+) -> None:
+    """A flush() issued while the server is away returns once the connection is back and the
+    PING after what was held is answered: not on the reconnect handshake's PONG (which left the
+    handshake waiting for its connect_timeout, with the held PUB and PING unsent)."""
+    data = await DataConnection.open(restartable_nats.url)
+    try:
+        restartable_nats.stop()
+        await wait_until(lambda: not data.is_connected, "the data connection sees the stop")
+        await data.publish("held.while.down", b"m")
+        flush = asyncio.create_task(data.flush(timeout=10))
+        await asyncio.sleep(0.2)
+        assert not flush.done(), "a flush returned while no server was there"
+        restartable_nats.start()
+        await flush
+        assert data.is_connected, "flush() returned before the connection was back"
+        assert data.reconnects == 1
+        await asyncio.wait_for(data.flush(), 1)  # and the PONGs still pair with their PINGs
+    finally:
+        await data.close()
+
+
+async def test_a_flush_that_cannot_be_held_fails_at_once(
+    restartable_nats: RestartableNats,
+) -> None:
+    """While down, beyond MAX_PENDING_WHILE_DOWN a PING is dropped with the rest: flush() says
+    so at once (it used to wait its whole timeout) and leaves no waiter behind that would take
+    the reconnect handshake's PONG."""
+    data = await DataConnection.open(restartable_nats.url)
+    try:
+        restartable_nats.stop()
+        await wait_until(lambda: not data.is_connected, "the data connection sees the stop")
+        chunk = bytes(1000 * 1000)
+        for _ in range(MAX_PENDING_WHILE_DOWN // len(chunk) + 2):
+            await data.publish("held.while.down", chunk)
+        with pytest.raises(ConnectionError, match="down"):
+            await data.flush(timeout=2)
+        restartable_nats.start()
+        # Back within a reconnect wait (it waited a connect_timeout for a PONG taken away).
+        await wait_until(lambda: data.is_connected, "the reconnect", timeout=4)
+        await asyncio.wait_for(data.flush(), 2)
+        assert data.reconnects == 1
+    finally:
         await data.close()
 
 
@@ -158,9 +286,8 @@ async def test_the_provider_serves_again_after_a_nats_restart(
     provider = RunningProvider(restartable_nats.url)
     await provider.astart()
     try:
-        from provider.wrpc.nats_client import WrpcClient
 
-        async def connected_caller() -> tuple[Any, Caller]:
+        async def connected_caller() -> tuple[Any, WrpcClient]:
             nc = await nats.connect(restartable_nats.url, max_reconnect_attempts=-1,
                                     reconnect_time_wait=0.2)  # fmt: skip
             client = WrpcClient(nc, provider.host.prefix, result_timeout=10)

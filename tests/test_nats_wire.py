@@ -98,6 +98,34 @@ def test_an_endless_control_line_is_refused() -> None:
         NatsReader().feed(b"MSG " + b"a" * (nats_wire.MAX_CONTROL_LINE + 10))
 
 
+@given(
+    subjects,
+    st.one_of(st.just(""), subjects),
+    st.dictionaries(
+        st.text("abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12),
+        st.text("abcdefghijklmnopqrstuvwxyz0123456789-/ é€✓", max_size=20).map(str.strip),
+        max_size=3,
+    ),
+    st.one_of(st.integers(0, 300), st.sampled_from([1023, 65535, 65536, 256000, 1024 * 1024])),
+)
+def test_pub_and_hpub_byte_counts_match_what_follows(
+    subject: str, reply: str, headers: dict[str, str], size: int
+) -> None:
+    """The sizes on a PUB/HPUB line are bytes (multi-byte header values, any payload size):
+    read back as the server would deliver it, the same subject, reply, headers and payload."""
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    command = nats_wire.pub_command(subject, payload, reply, headers)
+    line, _, rest = command.partition(b"\r\n")
+    kind, *fields = line.split(b" ")
+    assert kind == (b"HPUB" if headers else b"PUB")
+    assert len(rest) == int(fields[-1]) + 2 and rest.endswith(b"\r\n")
+    if headers:
+        assert rest[: int(fields[-2])].endswith(b"\r\n\r\n")
+    delivered = kind.replace(b"PUB", b"MSG") + b" " + b" ".join([fields[0], b"9", *fields[1:]])
+    (event,) = NatsReader().feed(delivered + b"\r\n" + rest)
+    assert event == Msg(subject, reply, payload, headers or None, 9)
+
+
 def test_client_commands() -> None:
     assert nats_wire.sub_command("a.>", 3, "q") == b"SUB a.> q 3\r\n"
     assert nats_wire.sub_command("a.b", 4) == b"SUB a.b 4\r\n"

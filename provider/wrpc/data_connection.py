@@ -97,9 +97,15 @@ class DataConnection(asyncio.Protocol):
         self._next_sid = 0
         self._pending = bytearray()
         self._flush_scheduled = False
-        # One entry per PING in flight, in order: a future to complete (connect, flush) or
-        # None (a keep-alive PING), so a PONG always answers the PING it belongs to.
+        # One entry per PING, in order: a future to complete (connect, flush) or None (a
+        # keep-alive PING), so a PONG always answers the PING it belongs to. `_pongs` holds the
+        # PINGs written to the current socket (a PONG completes its first entry);
+        # `_queued_pongs` those still in `_pending` (written while the connection was down, or
+        # not yet sent this turn), which join `_pongs` when `_pending` is written. A PING that
+        # has not reached a socket never takes a PONG meant for another (the handshake's, after
+        # a reconnect), and one lost with a socket never leaves an entry that shifts the rest.
         self._pongs: deque[asyncio.Future[None] | None] = deque()
+        self._queued_pongs: list[asyncio.Future[None] | None] = []
         self._info: asyncio.Future[dict[str, Any]] | None = None
         self._writable: asyncio.Future[None] | None = None
         self._connected = False
@@ -145,6 +151,8 @@ class DataConnection(asyncio.Protocol):
         host, port = parts.hostname or "127.0.0.1", parts.port or 4222
         self._reader = NatsReader()
         self._info = self._loop.create_future()
+        # A new socket: no PING is in flight on it (what a dead one had was failed with it).
+        self._fail_waiters(self._pongs, ConnectionError("connection replaced"))
         try:
             await self._handshake(host, port, parts.scheme)
         except BaseException:
@@ -242,11 +250,18 @@ class DataConnection(asyncio.Protocol):
     def _on_server_error(self, text: str) -> None:
         if self._settings.on_error is not None:
             self._settings.on_error(text)
-        if not self._connected:
-            for pong in self._pongs:  # the CONNECT was refused: fail the attempt with why
-                if pong is not None and not pong.done():
-                    pong.set_exception(ConnectionRefusedError(text))
-            self._pongs.clear()
+        if not self._connected:  # the CONNECT was refused: fail the attempt with why
+            self._fail_waiters(self._pongs, ConnectionRefusedError(text))
+
+    @staticmethod
+    def _fail_waiters(
+        waiters: deque[asyncio.Future[None] | None] | list[asyncio.Future[None] | None],
+        error: Exception,
+    ) -> None:
+        for waiter in waiters:
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(error)
+        waiters.clear()
 
     def pause_writing(self) -> None:
         if self._writable is None or self._writable.done():
@@ -260,10 +275,14 @@ class DataConnection(asyncio.Protocol):
         was_connected, self._connected = self._connected, False
         self._transport = None
         error = ConnectionError(f"connection lost: {exc}" if exc else "connection closed")
-        for future in (*self._pongs, self._info, self._writable):
+        # The PINGs written to this socket are gone with it; those still queued in `_pending`
+        # go out after the reconnect (and are answered then), unless the connection is closing.
+        self._fail_waiters(self._pongs, error)
+        if self._closing:
+            self._fail_waiters(self._queued_pongs, error)
+        for future in (self._info, self._writable):
             if future is not None and not future.done():
                 future.set_exception(error)
-        self._pongs.clear()
         if was_connected and not self._closing:
             log.warning("wRPC data connection lost: reconnecting")
             self._reconnect_task = asyncio.create_task(self._reconnect())
@@ -296,8 +315,7 @@ class DataConnection(asyncio.Protocol):
                 self._transport.abort()  # connection_lost reconnects
                 continue
             self._outstanding_pings += 1
-            self._pongs.append(None)
-            self._write(nats_wire.PING_COMMAND)
+            self._write_ping(None)
 
     # --- what WrpcServer uses (nats-py's names) -----------------------------------------------
 
@@ -341,10 +359,16 @@ class DataConnection(asyncio.Protocol):
             await self._writable  # the socket's buffer is full: wait until it drains
 
     async def flush(self, timeout: float = 5.0) -> None:
-        """Everything written so far has reached the server (a PING answered)."""
-        pong = self._loop.create_future()
-        self._pongs.append(pong)
-        self._write(nats_wire.PING_COMMAND)
+        """Everything written so far has reached the server (a PING after it answered).
+
+        While the connection is down this waits (up to `timeout`) for the reconnect and the
+        answer to this PING; if the bytes held meanwhile are over the limit, the PING cannot be
+        held and this fails at once with ConnectionError."""
+        pong: asyncio.Future[None] = self._loop.create_future()
+        if not self._write_ping(pong):
+            raise ConnectionError(
+                "the wRPC data connection is down and holds too much to take a PING"
+            )
         await asyncio.wait_for(pong, timeout)
 
     async def close(self) -> None:
@@ -354,16 +378,27 @@ class DataConnection(asyncio.Protocol):
                 task.cancel()
         if self._transport is not None:
             self._flush_now()
-            self._transport.close()
+            self._transport.close()  # connection_lost fails the PINGs still unanswered
+        else:
+            self._fail_waiters(self._queued_pongs, ConnectionError("connection closed"))
         self._connected = False
 
     # --- writing: one write per turn of the loop ----------------------------------------------
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: bytes) -> bool:
+        """Queue `data` for this turn's write; False if it was dropped (down, too much held)."""
         if not self._connected and len(self._pending) > MAX_PENDING_WHILE_DOWN:
-            return
+            return False
         self._pending += data
         self._schedule_flush()
+        return True
+
+    def _write_ping(self, waiter: asyncio.Future[None] | None) -> bool:
+        """Queue a PING whose PONG completes `waiter` (None: a keep-alive PING)."""
+        if not self._write(nats_wire.PING_COMMAND):
+            return False
+        self._queued_pongs.append(waiter)
+        return True
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled and self._pending:
@@ -375,3 +410,6 @@ class DataConnection(asyncio.Protocol):
         if self._pending and self._connected and self._transport is not None:
             self._transport.write(bytes(self._pending))
             self._pending.clear()
+            if self._queued_pongs:  # their PINGs are on this socket now, after the earlier ones
+                self._pongs.extend(self._queued_pongs)
+                self._queued_pongs.clear()
