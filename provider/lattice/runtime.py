@@ -39,6 +39,7 @@ from provider.lattice.link_reconciliation import (
 from provider.lattice.links import LinkDefinition, LinkError, secret_text
 from provider.lattice.xkeys import CurveKeyPair, XKeyError
 from provider.redaction import secret_redactor
+from provider.wrpc.live_subscriptions import subscriptions_live
 from provider.wrpc.nats_server import Export, WrpcServer
 
 log = logging.getLogger(__name__)
@@ -167,7 +168,7 @@ class ProviderRuntime:
         self._own_subscriptions = {*link_subjects, *lifecycle, *self._server.subjects()}
         if self._replica_server is not None:
             self._own_subscriptions |= set(self._replica_server.subjects())
-        await self._nc.flush()
+        await subscriptions_live(self._nc)
         self._reconciling = asyncio.create_task(self._reconcile_links())
         log.info("provider started", extra={"prefix": self.prefix, "nats": self.host_data.nats_url})
 
@@ -181,7 +182,7 @@ class ProviderRuntime:
             await self._nc.subscribe(put_subject, cb=self._queued(self._on_link_put))
         delete_subject = subject(self.host_data, key, "linkdefs.del")
         await self._nc.subscribe(delete_subject, cb=self._queued(self._on_link_del))
-        await self._nc.flush()
+        await subscriptions_live(self._nc)
         return [*sorted(puts), delete_subject]
 
     async def _put_missed_link(self, link: dict[str, Any]) -> bool:

@@ -24,6 +24,7 @@ from provider.wrpc.framing import (
     invocation_subject,
     params_subject,
 )
+from provider.wrpc.live_subscriptions import subscriptions_live
 from provider.wrpc.wit_model import Function
 
 
@@ -85,7 +86,7 @@ class WrpcClient:
         self._subscription = await self._nc.subscribe(
             f"{self._inbox}.>", cb=self._on_message, pending_bytes_limit=0
         )
-        await self._nc.flush()
+        await subscriptions_live(self._nc)
 
     async def close(self) -> None:
         if self._subscription is not None:

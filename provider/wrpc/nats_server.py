@@ -29,6 +29,7 @@ from provider.wrpc.framing import (
     message_chunks,
     results_subject,
 )
+from provider.wrpc.live_subscriptions import subscriptions_live
 from provider.wrpc.wit_model import Function, ListType
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ class WrpcServer:
                     subject, queue=self.prefix, cb=self._callback(self._on_invocation)
                 )
             )
-        await self._nc.flush()  # the subscriptions are live at the server once start() returns
+        await subscriptions_live(self._nc)  # live at the server once start() returns
         self.accepting = True
         log.debug(
             "wrpc server listening", extra={"prefix": self.prefix, "functions": len(self._exports)}
