@@ -63,7 +63,7 @@ lint: $(STAMP)
 
 # Re-resolve wit/ after editing it (the test suite fails while the stored copy is stale).
 wit: $(STAMP)
-	$(PY) -m provider.wrpc.wit_resolve
+	$(PY) -m provider.wit.resolve
 
 # The provider's CPU per call against asyncpg's own (bench/results/latest.json, latest.png).
 bench-quick: $(STAMP)

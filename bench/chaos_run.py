@@ -18,7 +18,7 @@ import nats
 
 from host_shim.local_nats import free_port, running_nats
 from host_shim.local_postgres import running_postgres
-from provider.wrpc.nats_client import WrpcClient
+from provider.wrpc.client import WrpcClient
 from tests import chaos
 from tests.provider_harness import RunningProvider
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import msgpack
 
-from provider.wrpc.codec import Codec
-from provider.wrpc.values import Case, Ok
-from provider.wrpc.wit_model import postgres_package
+from provider.wit.codec import Codec
+from provider.wit.model import postgres_package
+from provider.wit.values import Case, Ok
 
 
 def sample_result() -> Ok:

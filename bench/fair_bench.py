@@ -43,11 +43,11 @@ from host_shim.local_nats import running_nats
 from host_shim.local_pgbouncer import pgbouncer_binary, running_pgbouncer
 from host_shim.local_postgres import PostgresServer, running_postgres
 from host_shim.provider_process import LatticeHost, ProviderProcess
-from provider.wrpc.codec import Codec
+from provider.wit.codec import Codec
+from provider.wit.model import Function, postgres_package
+from provider.wit.values import Case, Ok
+from provider.wrpc.client import WrpcClient
 from provider.wrpc.framing import invocation_subject
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Case, Ok
-from provider.wrpc.wit_model import Function, postgres_package
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"

@@ -23,10 +23,10 @@ import nats
 from host_shim.local_nats import running_nats
 from host_shim.local_postgres import PostgresServer, running_postgres
 from host_shim.provider_process import LatticeHost, ProviderProcess
-from provider.wrpc.codec import Codec, encode_uleb128
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Case, Ok
-from provider.wrpc.wit_model import ListType, postgres_package
+from provider.wit.codec import Codec, encode_uleb128
+from provider.wit.model import ListType, postgres_package
+from provider.wit.values import Case, Ok
+from provider.wrpc.client import WrpcClient
 
 PHASE_SECONDS = 4.0
 QUERY = postgres_package().function("query", "query")

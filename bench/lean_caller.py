@@ -23,7 +23,7 @@ from typing import Any
 import uvloop
 
 from bench.lean_nats import LeanConnection
-from provider.wrpc.nats_wire import Msg, pub_command
+from provider.nats.wire import Msg, pub_command
 
 
 @dataclass(slots=True)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from provider.wrpc import nats_wire
-from provider.wrpc.nats_wire import Msg, NatsReader, Ping, Pong, ServerError
+from provider.nats import wire as nats_wire
+from provider.nats.wire import Msg, NatsReader, Ping, Pong, ServerError
 
 
 def connect_line(name: str) -> bytes:

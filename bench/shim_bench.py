@@ -22,8 +22,8 @@ from host_shim.component_host import ComponentHost
 from host_shim.local_nats import running_nats
 from host_shim.local_postgres import running_postgres
 from host_shim.provider_process import LatticeHost, ProviderProcess
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Case, Ok
+from provider.wit.values import Case, Ok
+from provider.wrpc.client import WrpcClient
 
 ROOT = Path(__file__).resolve().parents[1]
 WASM = ROOT / "components" / "example" / "build" / "example.wasm"

@@ -19,9 +19,9 @@ import nats
 from host_shim.local_nats import running_nats
 from host_shim.local_postgres import running_postgres
 from host_shim.provider_process import ProviderProcess
-from provider.lattice.forwarding import replica_prefix
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Ok
+from provider.lattice.replicas import replica_prefix
+from provider.wit.values import Ok
+from provider.wrpc.client import WrpcClient
 from tests.provider_harness import Caller, RunningProvider, wait_linked
 
 CALLS = 1000

@@ -16,10 +16,10 @@ from typing import Any
 import nats
 
 from host_shim.local_nats import running_nats
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.nats_server import CallContext, WrpcServer
-from provider.wrpc.values import Case, Err, Ok
-from provider.wrpc.wit_model import postgres_package
+from provider.wit.model import postgres_package
+from provider.wit.values import Case, Err, Ok
+from provider.wrpc.client import WrpcClient
+from provider.wrpc.server import CallContext, WrpcServer
 
 ROW = [{"column-name": "?column?", "value": Case("int4", 1)}]
 

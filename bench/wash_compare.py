@@ -35,7 +35,7 @@ from host_shim import wasmtime_reflection_cache
 from host_shim.component_host import ComponentHost
 from host_shim.local_nats import running_nats
 from host_shim.local_postgres import PostgresServer, running_postgres
-from provider.wrpc.nats_client import WrpcClient
+from provider.wrpc.client import WrpcClient
 from tests.conformance.harness import running_wash, wash_executable
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -40,7 +40,7 @@ from host_shim.otlp_receiver import Received, running_otlp_receiver
 from host_shim.provider_image import install_provider
 from host_shim.provider_process import SOURCE_COMMAND, LatticeHost, ProviderProcess
 from host_shim.trace_tree import render as render_trace
-from provider.wrpc.nats_client import WrpcClient
+from provider.wrpc.client import WrpcClient
 from provider_archive.archive import ArchiveError
 from provider_archive.oci import OciError
 

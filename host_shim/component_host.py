@@ -53,8 +53,8 @@ from wasmtime.component import (
 
 from host_shim import wasmtime_reflection_cache
 from host_shim.wasm_values import ValueConverters
-from provider.wrpc import wit_model as wit
-from provider.wrpc.nats_client import WrpcClient
+from provider.wit import model as wit
+from provider.wrpc.client import WrpcClient
 
 _PRIMITIVE_NAMES: dict[type, str] = {
     Bool: "bool", S8: "s8", S16: "s16", S32: "s32", S64: "s64", U8: "u8", U16: "u16",

@@ -20,9 +20,9 @@ import nats
 from host_shim.local_nats import running_nats
 from host_shim.local_postgres import PostgresServer, running_postgres
 from host_shim.provider_process import LatticeHost, ProviderProcess
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Case, Err
-from provider.wrpc.wit_model import postgres_package
+from provider.wit.model import postgres_package
+from provider.wit.values import Case, Err
+from provider.wrpc.client import WrpcClient
 
 
 def step(text: str) -> None:
@@ -38,7 +38,7 @@ def show(value: Case) -> str:
         clock = stamp["time"]
         return f"{year:04d}-{month:02d}-{day:02d} {clock['hour']:02d}:{clock['min']:02d}"
     if value.tag == "float8":
-        from provider.postgres.pg_text import float_from_hashable_f64
+        from provider.postgres.values.text import float_from_hashable_f64
 
         return repr(float_from_hashable_f64(value.value))
     return str(value.value)

@@ -3,7 +3,7 @@
 wasmtime-py shows a WIT variant, option or result either *tagged* (`Variant(tag, payload)`) or
 *untagged* (the bare payload, the case found by `isinstance` in declaration order), depending
 on whether two cases' payloads would map to overlapping Python classes. Records are objects
-with kebab-case attributes. The codec (`provider.wrpc.values`) always uses `Case`, `Ok`/`Err`
+with kebab-case attributes. The codec (`provider.wit.values`) always uses `Case`, `Ok`/`Err`
 and dicts. The converters here are built once per wasmtime type from reflection — using the
 same class-overlap rule wasmtime-py applies, through its public `add_classes` — and reused for
 every call.
@@ -27,7 +27,7 @@ from wasmtime.component import (
     VariantType,
 )
 
-from provider.wrpc.values import Case, Err, Ok
+from provider.wit.values import Case, Err, Ok
 
 Convert = Callable[[Any], Any]
 

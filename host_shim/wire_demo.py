@@ -17,12 +17,12 @@ from typing import Any
 import nats
 
 from host_shim.local_nats import running_nats
-from provider.wrpc.codec import Codec
+from provider.wit.codec import Codec
+from provider.wit.model import postgres_package
+from provider.wit.values import Case, Err, Ok
+from provider.wrpc.client import WrpcClient
 from provider.wrpc.framing import invocation_subject
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.nats_server import CallContext, WrpcServer
-from provider.wrpc.values import Case, Err, Ok
-from provider.wrpc.wit_model import postgres_package
+from provider.wrpc.server import CallContext, WrpcServer
 
 
 async def answer_query(context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:

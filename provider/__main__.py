@@ -20,7 +20,7 @@ from provider.lattice.lattice_connection import LatticeUnavailable
 from provider.lattice.logs import setup_logging
 from provider.lattice.runtime import ProviderRuntime
 from provider.observability.otel_settings import otel_settings
-from provider.postgres_provider import PostgresProvider
+from provider.sqldb.hooks import PostgresProvider
 
 if TYPE_CHECKING:
     from provider.observability.telemetry import Telemetry

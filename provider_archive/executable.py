@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent / "pyinstaller"
 ENTRY_POINT = HERE / "entry_point.py"
 RUNTIME_HOOK = HERE / "onefile_cleanup_hook.py"
-TYPE_MODEL = REPO_ROOT / "provider" / "wrpc" / "wit_resolved.json"
+TYPE_MODEL = REPO_ROOT / "provider" / "wit" / "resolved.json"
 # Imported by nothing the provider runs; excluded so a stray import cannot pull them in.
 EXCLUDED_MODULES = ("tkinter", "wasmtime", "host_shim", "provider_archive", "pytest", "yaml")
 
@@ -30,7 +30,7 @@ def pyinstaller_command(name: str, dist_dir: Path, work_dir: Path) -> list[str]:
     command += ["--workpath", str(work_dir), "--specpath", str(work_dir)]
     command += ["--paths", str(REPO_ROOT), "--log-level", "WARN"]
     command += ["--hidden-import", "_cffi_backend"]
-    command += ["--add-data", f"{TYPE_MODEL}:provider/wrpc"]
+    command += ["--add-data", f"{TYPE_MODEL}:provider/wit"]
     command += ["--runtime-hook", str(RUNTIME_HOOK)]
     for module in EXCLUDED_MODULES:
         command += ["--exclude-module", module]

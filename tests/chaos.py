@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from provider.wrpc.values import Case, Ok
+from provider.wit.values import Case, Ok
 from tests.provider_harness import Caller, wait_linked
 
 INSERT = "INSERT INTO chaos (caller, seq) VALUES ($1, $2)"

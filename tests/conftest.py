@@ -56,7 +56,7 @@ def provider(nats_url: str) -> Iterator[Any]:
 @pytest.fixture
 async def client(nc: Any, provider: Any) -> AsyncIterator[Any]:
     """A host-side wRPC client on the module's provider (modules may define their own)."""
-    from provider.wrpc.nats_client import WrpcClient
+    from provider.wrpc.client import WrpcClient
 
     wrpc = WrpcClient(nc, provider.host.prefix, result_timeout=30)
     await wrpc.start()

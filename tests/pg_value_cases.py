@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from provider.postgres.pg_text import hashable_f32, hashable_f64
-from provider.wrpc.values import Case
+from provider.postgres.values.text import hashable_f32, hashable_f64
+from provider.wit.values import Case
 
 
 def f64(x: float) -> tuple[int, int, int]:

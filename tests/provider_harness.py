@@ -12,9 +12,9 @@ from typing import Any
 import nats
 
 from host_shim.provider_process import LatticeHost, ProviderProcess
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Case, Ok
-from provider.wrpc.wit_model import postgres_package
+from provider.wit.model import postgres_package
+from provider.wit.values import Case, Ok
+from provider.wrpc.client import WrpcClient
 
 PACKAGE = postgres_package()
 QUERY = PACKAGE.function("query", "query")

@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Case, Err, Ok
+from provider.wit.values import Case, Err, Ok
+from provider.wrpc.client import WrpcClient
 from tests import capabilities
 from tests.provider_harness import (
     EXEC,
@@ -186,7 +186,7 @@ async def test_sessions_never_pass_between_links_on_a_shared_pool(
 
 def nulls_params(codec: Any, count: int) -> bytes:
     """`query("SELECT 1", [null] * count)` encoded by hand (a client would take ages)."""
-    from provider.wrpc.codec import encode_uleb128
+    from provider.wit.codec import encode_uleb128
 
     out = bytearray(codec.encode_values([QUERY.param_types[0]], ["SELECT 1"]))
     encode_uleb128(count, out)
@@ -194,7 +194,7 @@ def nulls_params(codec: Any, count: int) -> bytes:
 
 
 def test_list_counts_are_read_from_a_prefix_of_the_parameters() -> None:
-    from provider.wrpc.codec import Codec
+    from provider.wit.codec import Codec
 
     codec = Codec()
     data = nulls_params(codec, 70_000)
@@ -213,7 +213,7 @@ async def test_more_parameters_than_postgresql_takes_are_refused_at_once(
     database: str,
     count: int,
 ) -> None:
-    from provider.wrpc.codec import Codec
+    from provider.wit.codec import Codec
 
     attacker = await linked_caller(provider, nc, client, postgres_server.link_config(database))
     bystander = await linked_caller(provider, nc, client, postgres_server.link_config(database))
@@ -371,9 +371,9 @@ async def test_portal_fetch_is_fetch_in_batches(postgres_server: Any, database: 
 
 def test_the_size_estimate_follows_the_encoded_size() -> None:
     from provider.postgres.bounded_fetch import names_size, rows_size
-    from provider.postgres.pg_values import convert_rows
-    from provider.wrpc.codec import Codec
-    from provider.wrpc.wit_model import postgres_package
+    from provider.postgres.values.convert import convert_rows
+    from provider.wit.codec import Codec
+    from provider.wit.model import postgres_package
 
     result_type = postgres_package().function("query", "query").results
     codec = Codec()
@@ -386,8 +386,8 @@ def test_the_size_estimate_follows_the_encoded_size() -> None:
 
 def test_rows_encoded_batch_by_batch_are_the_rows_encoded_whole() -> None:
     """The batch encoder (EncodedList) pinned to the general list encoder."""
-    from provider.wrpc.codec import Codec
-    from provider.wrpc.values import EncodedList
+    from provider.wit.codec import Codec
+    from provider.wit.values import EncodedList
 
     codec = Codec()
     result_types = QUERY.results

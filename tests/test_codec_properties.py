@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provider.wrpc.codec import (
+from provider.wit.codec import (
     Codec,
     CodecLimits,
     DecodeError,
@@ -21,8 +21,8 @@ from provider.wrpc.codec import (
     encode_sleb128,
     encode_uleb128,
 )
-from provider.wrpc.values import Case, Err, Ok
-from provider.wrpc.wit_model import Primitive, VariantType, WitType, postgres_package
+from provider.wit.model import Primitive, VariantType, WitType, postgres_package
+from provider.wit.values import Case, Err, Ok
 from tests.wit_strategies import case_values, values_of
 
 PACKAGE = postgres_package()
@@ -187,8 +187,8 @@ def test_unit_result_sides_refuse_payloads() -> None:
 @settings(max_examples=100, deadline=None)
 @given(data=st.data())
 def test_two_field_record_fast_path_matches_the_general_record_path(data: st.DataObject) -> None:
-    from provider.wrpc.codec import _record_decoder, _two_field_record_decoder
-    from provider.wrpc.wit_model import RecordType
+    from provider.wit.codec import _record_decoder, _two_field_record_decoder
+    from provider.wit.model import RecordType
 
     entry = PACKAGE.type("types", "result-row-entry")
     assert isinstance(entry, RecordType)
@@ -204,8 +204,8 @@ def test_two_field_record_fast_path_matches_the_general_record_path(data: st.Dat
 @settings(max_examples=100, deadline=None)
 @given(data=st.data())
 def test_two_field_record_encoder_fast_path_matches_the_general_path(data: st.DataObject) -> None:
-    from provider.wrpc.codec import _record_encoder, _two_field_record_encoder
-    from provider.wrpc.wit_model import RecordType
+    from provider.wit.codec import _record_encoder, _two_field_record_encoder
+    from provider.wit.model import RecordType
 
     entry = PACKAGE.type("types", "result-row-entry")
     assert isinstance(entry, RecordType)

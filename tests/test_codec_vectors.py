@@ -6,15 +6,15 @@ from typing import Any
 
 import pytest
 
-from provider.wrpc.codec import Codec
-from provider.wrpc.values import Case, Err, Ok
-from provider.wrpc.wit_model import (
+from provider.wit.codec import Codec
+from provider.wit.model import (
     Primitive,
     ResultType,
     TupleType,
     WitType,
     postgres_package,
 )
+from provider.wit.values import Case, Err, Ok
 
 PACKAGE = postgres_package()
 CODEC = Codec()

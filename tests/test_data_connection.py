@@ -28,10 +28,10 @@ from nats.aio.msg import Msg as PeerMsg
 from nats.aio.subscription import Subscription as PeerSubscription
 
 from host_shim.local_nats import free_port, nats_server_executable, stop_process, tcp_answers
-from provider.wrpc.data_connection import MAX_PENDING_WHILE_DOWN, DataConnection
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.nats_wire import Msg
-from provider.wrpc.values import Case, Ok
+from provider.nats.data_connection import MAX_PENDING_WHILE_DOWN, DataConnection
+from provider.nats.wire import Msg
+from provider.wit.values import Case, Ok
+from provider.wrpc.client import WrpcClient
 from tests.provider_harness import RunningProvider, linked_caller
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from provider.wrpc.codec import Codec
+from provider.wit.codec import Codec
+from provider.wit.model import postgres_package
 from provider.wrpc.framing import (
     ByteStream,
     StreamTooLarge,
@@ -14,7 +15,6 @@ from provider.wrpc.framing import (
     header_block_size,
     invocation_subject,
 )
-from provider.wrpc.wit_model import postgres_package
 
 
 def test_a_root_export_has_no_instance_token() -> None:

@@ -32,7 +32,7 @@ from provider.lattice.link_reconciliation import RestartMemo, config_get_subject
 from provider.lattice.links import LinkDefinition, seal_secrets
 from provider.lattice.runtime import FLUSH_BUDGET, ProviderRuntime
 from provider.lattice.xkeys import CurveKeyPair
-from provider.wrpc.nats_server import Export
+from provider.wrpc.server import Export
 from tests.waiting import until
 
 RUNTIME_LOG = "provider.lattice.runtime"

@@ -7,8 +7,8 @@ from typing import Any
 
 import nats
 
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Case, Err, Ok
+from provider.wit.values import Case, Err, Ok
+from provider.wrpc.client import WrpcClient
 from tests.provider_harness import Caller, RunningProvider, values_of
 
 

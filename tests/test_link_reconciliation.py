@@ -28,8 +28,8 @@ from provider.lattice.link_reconciliation import (
     plain_config_names,
     resolved_link,
 )
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Case, Err, Ok
+from provider.wit.values import Case, Err, Ok
+from provider.wrpc.client import WrpcClient
 from tests.provider_harness import Caller
 
 

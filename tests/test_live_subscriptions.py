@@ -6,7 +6,7 @@ from typing import Any
 
 import nats
 
-from provider.wrpc.live_subscriptions import subscriptions_live
+from provider.nats.live_subscriptions import subscriptions_live
 
 
 def record_writes(nc: Any) -> list[bytes]:

@@ -1,4 +1,4 @@
-"""provider/wrpc/nats_wire.py: the same events however the server's bytes are split."""
+"""provider/nats/wire.py: the same events however the server's bytes are split."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provider.wrpc import nats_wire
-from provider.wrpc.nats_wire import (
+from provider.nats import wire as nats_wire
+from provider.nats.wire import (
     OK,
     PING,
     PONG,

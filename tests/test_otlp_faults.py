@@ -17,7 +17,7 @@ import pytest
 from host_shim.local_nats import free_port
 from host_shim.otlp_receiver import attributes
 from provider.postgres.metrics import Metrics
-from provider.wrpc.values import Case, Ok
+from provider.wit.values import Case, Ok
 from tests.otlp_harness import CLIENT, TRACE_ID, spans_of, traced_component
 
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provider.postgres import pg_text as t
-from provider.wrpc.values import Case
+from provider.postgres.values import text as t
+from provider.wit.values import Case
 
 
 @pytest.mark.parametrize(

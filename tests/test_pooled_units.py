@@ -7,7 +7,6 @@ import pytest
 
 from provider.postgres import pooled, retry
 from provider.postgres.config import ConfigError, settings_from_config
-from provider.postgres.pg_values import SESSION_SETTINGS
 from provider.postgres.session import (
     pooled_begin,
     refused_startup_parameter,
@@ -15,6 +14,7 @@ from provider.postgres.session import (
     set_session,
     startup_parameters,
 )
+from provider.postgres.values.convert import SESSION_SETTINGS
 
 BASE = {
     "POSTGRES_HOST": "db", "POSTGRES_PORT": "5432", "POSTGRES_USERNAME": "u",

@@ -20,7 +20,7 @@ import pytest
 
 from host_shim.local_pgbouncer import Bouncer, pgbouncer_binary, running_pgbouncer
 from provider.postgres.service import PostgresService
-from provider.wrpc.values import Case, Err, Ok
+from provider.wit.values import Case, Err, Ok
 from tests import capabilities
 from tests.pg_value_cases import ROUND_TRIPS
 

@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
+from provider.common.redaction import REDACTED, SecretRedactor, secret_redactor
 from provider.lattice.logs import JsonFormatter, RedactSecrets, TextFormatter
-from provider.redaction import REDACTED, SecretRedactor, secret_redactor
-from provider.wrpc.values import Case, Err, Ok
+from provider.wit.values import Case, Err, Ok
 
 
 def test_values_are_redacted_wherever_they_appear_and_short_ones_as_words() -> None:

@@ -8,8 +8,8 @@ from typing import Any
 import nats
 
 from host_shim.provider_process import ProviderProcess
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Case, Err, Ok
+from provider.wit.values import Case, Err, Ok
+from provider.wrpc.client import WrpcClient
 from tests.provider_harness import Caller, RunningProvider, values_of, wait_linked
 
 

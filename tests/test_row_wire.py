@@ -7,8 +7,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provider.postgres.pg_values import column_converter
-from provider.row_wire import RowWire, TimestampTzWire
+from provider.postgres.values.convert import column_converter
+from provider.postgres.values.row_wire import RowWire, TimestampTzWire
 
 WIRE = RowWire()
 

@@ -19,8 +19,8 @@ import pytest
 from nats.aio.client import RawCredentials
 
 from host_shim.provider_process import LatticeHost, ProviderProcess
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Case, Ok
+from provider.wit.values import Case, Ok
+from provider.wrpc.client import WrpcClient
 from tests.provider_harness import Caller, new_source_id, values_of, wait_linked
 from tests.secure_nats import (
     Account,

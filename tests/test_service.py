@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from provider.postgres.service import PostgresService
-from provider.wrpc.values import Case, Ok
+from provider.wit.values import Case, Ok
 
 
 async def test_links_with_share_by_url_share_one_pool(postgres_server: Any, database: str) -> None:
@@ -62,7 +62,7 @@ async def test_a_link_update_lets_running_calls_finish(postgres_server: Any, dat
 
 async def test_share_flag_comes_from_config_even_when_a_secret_names_it() -> None:
     from provider.lattice.links import LinkDefinition
-    from provider.postgres_provider import PostgresProvider
+    from provider.sqldb.hooks import PostgresProvider
 
     seen: dict[str, str] = {}
 

@@ -1,4 +1,4 @@
-"""provider/slots.py: never more slots out than exist, first come first served, none lost."""
+"""provider/common/slots.py: never more slots out than exist, first come first served, none lost."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from provider.slots import Slots
+from provider.common.slots import Slots
 
 
 def test_fast_path_takes_without_waiting() -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from host_shim.local_nats import free_port
 from host_shim.local_postgres import running_postgres
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Case, Err, Ok
+from provider.wit.values import Case, Err, Ok
+from provider.wrpc.client import WrpcClient
 from tests import capabilities, chaos
 from tests.provider_harness import Caller, RunningProvider, values_of, wait_linked
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from provider.postgres.service import PostgresService
-from provider.wrpc.values import Case, Ok
+from provider.wit.values import Case, Ok
 from tests import capabilities
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from host_shim.otlp_receiver import attributes
-from provider.wrpc.values import Case, Err, Ok
+from provider.wit.values import Case, Err, Ok
 from tests import capabilities
 from tests.otlp_harness import (
     CLIENT,

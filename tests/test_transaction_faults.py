@@ -17,8 +17,8 @@ import asyncpg
 
 from host_shim.local_nats import free_port
 from host_shim.provider_process import ProviderProcess
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Case, Err, Ok
+from provider.wit.values import Case, Err, Ok
+from provider.wrpc.client import WrpcClient
 from tests.provider_harness import (
     Caller,
     RunningProvider,

@@ -10,8 +10,8 @@ from typing import Any
 
 import asyncpg
 
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Case, Err, Ok
+from provider.wit.values import Case, Err, Ok
+from provider.wrpc.client import WrpcClient
 from tests.provider_harness import Caller, RunningProvider, linked_caller, values_of
 from tests.waiting import until
 

@@ -45,7 +45,7 @@ async def test_the_wheel_installs_a_console_script_that_serves(
             "sqldb-postgres-provider = provider.__main__:main"
             in archive.read(entry_points).decode()
         )
-    assert "provider/wrpc/wit_resolved.json" in names  # the codec's type model is data
+    assert "provider/wit/resolved.json" in names  # the codec's type model is data
     target = tmp_path / "installed"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),

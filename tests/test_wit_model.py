@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from provider.wrpc.wit_model import (
+from provider.wit.model import (
     EnumType,
     OptionType,
     Primitive,
@@ -14,7 +14,7 @@ from provider.wrpc.wit_model import (
     package_from_resolved,
     postgres_package,
 )
-from provider.wrpc.wit_resolve import render, resolve_wit
+from provider.wit.resolve import render, resolve_wit
 
 # The 97 pg-value cases in wire order, as ../shared/spec/wasmcloud-postgres.md lists them.
 SPEC_PG_VALUE_CASES = [

@@ -6,8 +6,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from provider.wrpc.values import Case, Err, Ok
-from provider.wrpc.wit_model import (
+from provider.wit.model import (
     EnumType,
     FlagsType,
     ListType,
@@ -19,6 +18,7 @@ from provider.wrpc.wit_model import (
     VariantType,
     WitType,
 )
+from provider.wit.values import Case, Err, Ok
 
 _INTEGER_BOUNDS = {
     "u8": (0, 2**8 - 1),

@@ -25,7 +25,7 @@ from nats.errors import AuthorizationError, NoServersError
 from nats.errors import Error as NatsError
 
 from provider.lattice.host_data import HostData
-from provider.wrpc.data_connection import Credentials, DataConnection
+from provider.nats.data_connection import Credentials, DataConnection
 
 log = logging.getLogger(__name__)
 

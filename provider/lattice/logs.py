@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from provider.redaction import secret_redactor
+from provider.common.redaction import secret_redactor
 
 # Attributes every LogRecord has; anything else came from `extra=` and is structured context.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}

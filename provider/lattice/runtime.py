@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from provider.lattice.forwarding import replica_prefix
+from provider.common.redaction import secret_redactor
 from provider.lattice.host_data import HostData
 from provider.lattice.lattice_connection import LatticeConnection, LatticeUnavailable
 from provider.lattice.link_reconciliation import (
@@ -37,10 +37,10 @@ from provider.lattice.link_reconciliation import (
     resolved_link,
 )
 from provider.lattice.links import LinkDefinition, LinkError, secret_text
+from provider.lattice.replicas import replica_prefix
 from provider.lattice.xkeys import CurveKeyPair, XKeyError
-from provider.redaction import secret_redactor
-from provider.wrpc.live_subscriptions import subscriptions_live
-from provider.wrpc.nats_server import Export, WrpcServer
+from provider.nats.live_subscriptions import subscriptions_live
+from provider.wrpc.server import Export, WrpcServer
 
 log = logging.getLogger(__name__)
 LinkHandler = Callable[[Any], Awaitable[None]]

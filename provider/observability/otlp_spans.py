@@ -14,7 +14,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from provider.bounded_tables import remember
+from provider.common.bounded_tables import remember
 
 _SMALL = [bytes([n]) for n in range(128)]
 _DOUBLE = struct.Struct("<d").pack

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 
-from provider.bounded_tables import remember
-from provider.redaction import secret_redactor
+from provider.common.bounded_tables import remember
+from provider.common.redaction import secret_redactor
 
 # Collectors refuse requests of a few MiB, and a span batch holds up to 512 spans.
 MAX_QUERY_TEXT = 2048

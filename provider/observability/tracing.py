@@ -197,7 +197,7 @@ class CallTracer:
         if span is None:
             _NOT_SAMPLED_CALL.reset(token)
             return
-        from provider.wrpc.values import Err
+        from provider.wit.values import Err
 
         if error is not None:
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, type(error).__name__))

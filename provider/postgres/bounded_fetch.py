@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from provider.wrpc.values import EncodedList
+from provider.wit.values import EncodedList
 
 RowsEncoder = Callable[[Sequence[Any]], bytes]  # asyncpg records → their encoded row bytes
 

@@ -26,11 +26,11 @@ from typing import Any
 
 import asyncpg
 
-from provider.postgres import pg_text
 from provider.postgres.config import ConnectionSettings
-from provider.postgres.pg_values import BINARY_ELEMENTS, TEXT_TYPES, row_converters
 from provider.postgres.retry import first_keyword, may_read_twice
 from provider.postgres.session import refused_startup_parameter, set_session, startup_parameters
+from provider.postgres.values import text as pg_text
+from provider.postgres.values.convert import BINARY_ELEMENTS, TEXT_TYPES, row_converters
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import re
 
 import asyncpg
 
-from provider.postgres.pg_values import ParamError
-from provider.wrpc.values import Case
+from provider.postgres.values.convert import ParamError
+from provider.wit.values import Case
 
 # SQLSTATE classes that mean "the SQL itself is wrong" (syntax, names, privileges, features).
 _INVALID_QUERY_CLASSES = {"42", "0A", "3D", "3F", "26", "34"}

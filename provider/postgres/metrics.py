@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from provider.bounded_tables import remember
+from provider.common.bounded_tables import remember
 from provider.postgres.retry import first_keyword
 
 # Why a statement was prepared on a connection.

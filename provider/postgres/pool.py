@@ -23,10 +23,10 @@ from typing import Any
 
 import asyncpg
 
+from provider.common.slots import Slots
 from provider.postgres.config import ConnectionSettings
 from provider.postgres.connections import StatementConnection, connect
 from provider.postgres.pooled import rollback_with_reset
-from provider.slots import Slots
 
 log = logging.getLogger(__name__)
 

@@ -40,12 +40,12 @@ from provider.postgres.config import shares_connections as config_shares_connect
 from provider.postgres.connections import CachedStatement, StatementConnection, probe
 from provider.postgres.errors import query_error, unexpected_text
 from provider.postgres.metrics import Metrics
-from provider.postgres.pg_values import convert_rows, param_values
 from provider.postgres.pool import AcquireTimeout, LinkPool, PoolRetired, describe
 from provider.postgres.session import set_session
 from provider.postgres.statements import StatementRecord, StatementRegistry
 from provider.postgres.transactions import Transactions
-from provider.wrpc.values import Case, Err, Ok
+from provider.postgres.values.convert import convert_rows, param_values
+from provider.wit.values import Case, Err, Ok
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ leave nothing behind on a server connection other clients share.
 from __future__ import annotations
 
 from provider.postgres.config import ConnectionSettings
-from provider.postgres.pg_values import SESSION_SETTINGS
+from provider.postgres.values.convert import SESSION_SETTINGS
 
 
 def startup_parameters(settings: ConnectionSettings) -> dict[str, str]:

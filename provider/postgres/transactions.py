@@ -24,11 +24,11 @@ import asyncpg
 from provider.postgres.bounded_fetch import ResultTooLarge
 from provider.postgres.connections import StatementConnection
 from provider.postgres.errors import describe_postgres_error, query_error, unexpected_text
-from provider.postgres.pg_values import ParamError
 from provider.postgres.pool import AcquireTimeout, LinkPool
 from provider.postgres.pooled import commit_with_reset, rollback_with_reset
 from provider.postgres.session import pooled_begin
-from provider.wrpc.values import Case, Err, Ok
+from provider.postgres.values.convert import ParamError
+from provider.wit.values import Case, Err, Ok
 
 if TYPE_CHECKING:
     from provider.postgres.service import Link, PostgresService

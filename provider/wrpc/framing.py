@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from provider.wrpc.codec import Codec, DecodeError, Incomplete
-from provider.wrpc.wit_model import WitType
+from provider.wit.codec import Codec, DecodeError, Incomplete
+from provider.wit.model import WitType
 
 WRPC_VERSION = "0.0.1"
 NATS_HEADER_LINE = b"NATS/1.0\r\n"

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from provider.wrpc.values import Case
+from provider.wit.values import Case
 from tests.pg_value_cases import ROUND_TRIPS, clock, f64, pt, ymd
 
 DELIBERATE_LINE = "line {A,B,C} travels as ((A,B),(C,0))"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from provider.wrpc import wit_model as wit
-from provider.wrpc.values import Case
+from provider.wit import model as wit
+from provider.wit.values import Case
 
 PG_VALUE = wit.postgres_package().type("types", "pg-value")
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from host_shim.component_host import ComponentError, ComponentHost
 from host_shim.local_nats import free_port
-from provider.wrpc.values import Case
+from provider.wit.values import Case
 from tests.conformance.cases import ConformanceCase
 from tests.conformance.guest_json import error_from_guest, params_to_guest, rows_from_guest
 from tests.conformance.wash_faults import WASH_FAULTS

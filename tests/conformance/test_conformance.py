@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 
 from host_shim.component_host import ComponentHost
-from provider.wrpc.nats_client import WrpcClient
+from provider.wrpc.client import WrpcClient
 from tests import capabilities
 from tests.conformance import harness
 from tests.conformance.cases import ConformanceCase, all_cases

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.wit_model import Function, Primitive
+from provider.wit.model import Function, Primitive
+from provider.wrpc.client import WrpcClient
 
 HERE = Path(__file__).resolve().parent
 

@@ -22,8 +22,8 @@ from typing import Any
 import nats
 import pytest
 
-from provider.wrpc.nats_client import WrpcClient
-from provider.wrpc.values import Ok
+from provider.wit.values import Ok
+from provider.wrpc.client import WrpcClient
 from tests.lattice.real_lattice import (
     EXAMPLE_ID,
     PAR,

@@ -29,8 +29,8 @@ from urllib.parse import unquote, urlsplit
 
 import nkeys  # type: ignore[import-untyped]
 
-from provider.wrpc import nats_wire
-from provider.wrpc.nats_wire import Info, Msg, NatsReader, Ping, Pong, ServerError
+from provider.nats import wire as nats_wire
+from provider.nats.wire import Info, Msg, NatsReader, Ping, Pong, ServerError
 
 log = logging.getLogger(__name__)
 

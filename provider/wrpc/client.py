@@ -15,7 +15,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from provider.wrpc.codec import Codec
+from provider.nats.live_subscriptions import subscriptions_live
+from provider.wit.codec import Codec
+from provider.wit.model import Function
 from provider.wrpc.framing import (
     ByteStream,
     StreamTooLarge,
@@ -24,8 +26,6 @@ from provider.wrpc.framing import (
     invocation_subject,
     params_subject,
 )
-from provider.wrpc.live_subscriptions import subscriptions_live
-from provider.wrpc.wit_model import Function
 
 
 class WrpcError(Exception):

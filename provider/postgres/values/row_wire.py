@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from provider.bounded_tables import remember
-from provider.postgres.pg_values import ColumnConverter
-from provider.wrpc.codec import Codec, encode_sleb128, encode_uleb128
-from provider.wrpc.wit_model import ListType, RecordType, VariantType, postgres_package
+from provider.common.bounded_tables import remember
+from provider.postgres.values.convert import ColumnConverter
+from provider.wit.codec import Codec, encode_sleb128, encode_uleb128
+from provider.wit.model import ListType, RecordType, VariantType, postgres_package
 
 RawRowsEncoder = Callable[[Sequence[Any]], bytes]  # asyncpg records → concatenated row bytes
 ValueWriter = Callable[[Any, bytearray], None]  # one non-NULL value: case index and payload
@@ -163,7 +163,7 @@ class RowWire:
         self, rows: Sequence[Any], converters: Sequence[tuple[str, ColumnConverter]]
     ) -> bytes:
         """The reference: WIT values first, then the codec (what the compiled path must equal)."""
-        from provider.postgres.pg_values import convert_rows
+        from provider.postgres.values.convert import convert_rows
 
         return self._codec.encode_items(self.row_type, convert_rows(rows, list(converters)))
 

@@ -229,7 +229,7 @@ def _world_items(items: dict[str, Any], instance_by_index: dict[int, str]) -> li
     ]
 
 
-RESOLVED_JSON = "wit_resolved.json"
+RESOLVED_JSON = "resolved.json"
 
 
 def load_resolved_json() -> dict[str, Any]:

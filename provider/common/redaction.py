@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from provider.wrpc.values import Case, Err, Ok
+from provider.wit.values import Case, Err, Ok
 
 REDACTED = "[redacted]"
 WHOLE_WORD_BELOW = 8

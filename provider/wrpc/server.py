@@ -19,8 +19,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from provider.slots import Slots
-from provider.wrpc.codec import Codec, CodecError, Incomplete
+from provider.common.slots import Slots
+from provider.nats.live_subscriptions import subscriptions_live
+from provider.wit.codec import Codec, CodecError, Incomplete
+from provider.wit.model import Function, ListType
 from provider.wrpc.framing import (
     ByteStream,
     StreamTooLarge,
@@ -29,8 +31,6 @@ from provider.wrpc.framing import (
     message_chunks,
     results_subject,
 )
-from provider.wrpc.live_subscriptions import subscriptions_live
-from provider.wrpc.wit_model import Function, ListType
 
 log = logging.getLogger(__name__)
 

@@ -9,18 +9,18 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
-from provider.lattice.forwarding import TransactionForwarder
+from provider.common.redaction import secret_redactor
 from provider.lattice.host_data import HostData
 from provider.lattice.links import LinkDefinition
-from provider.lattice.statement_store import JetStreamStatements, StoreUnavailable
 from provider.observability.telemetry import Telemetry
 from provider.observability.tracing import CallTracer, StatementTracer
 from provider.postgres.service import PostgresService
-from provider.redaction import secret_redactor
-from provider.row_wire import RowWire
-from provider.wrpc.nats_server import CallContext, CallObserver, Export, FailureResult, Handler
-from provider.wrpc.values import Case, Err
-from provider.wrpc.wit_model import Function, postgres_package
+from provider.postgres.values.row_wire import RowWire
+from provider.sqldb.forwarding import TransactionForwarder
+from provider.sqldb.statement_store import JetStreamStatements, StoreUnavailable
+from provider.wit.model import Function, postgres_package
+from provider.wit.values import Case, Err
+from provider.wrpc.server import CallContext, CallObserver, Export, FailureResult, Handler
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""pg-values: PostgreSQL text formats, parameters and rows, and the fast row encoder."""

@@ -1,0 +1,1 @@
+"""The provider itself: lattice hooks serving wasmcloud:postgres from the PostgreSQL service."""
