@@ -83,3 +83,45 @@ def test_reads_that_may_run_twice() -> None:
         "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d",
     ):
         assert not may_read_twice(sql), sql
+
+
+@pytest.mark.parametrize(
+    ("error", "may_repeat", "left", "expected"),
+    [
+        (pg(X.InvalidSQLStatementNameError, "gone"), False, True,
+         retry.Decision(True, retry.STALE, same_connection=True)),
+        (pg(X.InvalidSQLStatementNameError, "gone"), True, False,
+         retry.Decision(False, retry.STALE, same_connection=True)),  # prepared again enough
+        (pg(X.FeatureNotSupportedError, "cached plan must not change result type"), False, True,
+         retry.Decision(True, retry.PLAN_CHANGED, same_connection=True)),
+        (X.InterfaceError("connection is closed"), False, False,
+         retry.Decision(True, retry.NOT_SENT)),
+        (retry.NeverCommitted(), False, False, retry.Decision(True, retry.NOT_SENT)),
+        (X.ConnectionDoesNotExistError("closed"), True, False, retry.Decision(True, retry.LOST)),
+        (X.ConnectionDoesNotExistError("closed"), False, True, retry.Decision(False, retry.LOST)),
+        (pg(X.UniqueViolationError, "duplicate key"), True, True,
+         retry.Decision(False, retry.FINAL)),
+    ],
+)  # fmt: skip
+def test_the_one_retry_policy(
+    error: BaseException, may_repeat: bool, left: bool, expected: retry.Decision
+) -> None:
+    assert retry.decide(error, may_repeat=may_repeat, stale_retries_left=left) == expected
+
+
+@pytest.mark.parametrize(
+    ("error", "lost"),
+    [
+        (pg(X.AdminShutdownError, "terminating connection due to administrator command"), True),
+        (pg(X.IdleSessionTimeoutError, "terminating connection due to idle-session timeout"), True),
+        (pg(X.ProtocolViolationError, "protocol violation"), True),  # 08P01: the server hangs up
+        (X.InterfaceError("connection is closed"), True),
+        (ConnectionResetError(), True),
+        (pg(X.QueryCanceledError, "canceling statement due to statement timeout"), False),
+        (pg(X.SerializationError, "could not serialize access"), False),
+        (pg(X.UniqueViolationError, "duplicate key"), False),
+    ],
+)
+def test_is_lost_means_the_session_is_gone(error: BaseException, lost: bool) -> None:
+    """One answer for the runner, the transactions and the retry policy alike."""
+    assert retry.is_lost(error) is lost

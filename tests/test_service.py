@@ -16,7 +16,7 @@ async def test_links_with_share_by_url_share_one_pool(postgres_server: Any, data
         await service.put_link("a", shared)
         await service.put_link("b", shared)
         await service.put_link("c", postgres_server.link_config(database))  # not shared
-        pools = {name: service._pool(service.links[name]) for name in "abc"}
+        pools = {name: service.links[name].pool for name in "abc"}
         assert pools["a"] is pools["b"] and pools["c"] is not pools["a"]
         await service.delete_link("a")
         assert isinstance(await service.query("b", "SELECT 1", []), Ok)  # b keeps the pool

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -34,6 +35,36 @@ _LOST = (
     asyncpg.exceptions.ConnectionFailureError,  # 08006
     OSError,
 )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do after a failed try: run it `again` (on the `same_connection`, after
+    preparing again, or on another), with `reason` (one of the kinds above) for the metrics."""
+
+    again: bool
+    reason: str
+    same_connection: bool = False
+
+
+def decide(error: BaseException, *, may_repeat: bool, stale_retries_left: bool) -> Decision:
+    """The one retry policy. `may_repeat`: running the statement twice is harmless (a plain
+    read, or only a prepare was asked for). `stale_retries_left`: preparing again is still
+    allowed (a guest that DEALLOCATEs in a loop cannot keep us retrying)."""
+    kind = classify(error)
+    if kind in (STALE, PLAN_CHANGED):
+        return Decision(stale_retries_left, kind, same_connection=True)
+    if kind == NOT_SENT:
+        return Decision(True, kind)
+    if kind == LOST:
+        return Decision(may_repeat, kind)
+    return Decision(False, kind)
+
+
+def is_lost(error: BaseException) -> bool:
+    """The session the error came from is gone (or unusable): whatever it held, an open
+    transaction included, is rolled back by PostgreSQL."""
+    return classify(error) in (LOST, NOT_SENT)
 
 
 class NeverCommitted(Exception):
@@ -58,13 +89,21 @@ def classify(error: BaseException) -> str:
         return PLAN_CHANGED
     if isinstance(error, asyncpg.exceptions.DataError):
         return FINAL  # a parameter asyncpg could not encode: the guest's to fix
-    if isinstance(error, _LOST):
+    if isinstance(error, _LOST) or _session_ended(error):
         return LOST
     if isinstance(
         error, asyncpg.exceptions.InternalClientError | asyncpg.exceptions.InterfaceError
     ):
         return NOT_SENT
     return FINAL
+
+
+def _session_ended(error: BaseException) -> bool:
+    """The server ended the session: 57P (operator intervention: terminated, shut down,
+    cannot connect now, database dropped, idle session timeout) or class 08 (connection
+    exception)."""
+    sqlstate = getattr(error, "sqlstate", None) or ""
+    return isinstance(sqlstate, str) and sqlstate.startswith(("57P", "08"))
 
 
 _COMMENTS = re.compile(r"(--[^\n]*\n?|/\*.*?\*/|\s|\()+", re.S)

@@ -4,7 +4,7 @@
 a lost connection, the link's removal or shutdown; the token it returns is unguessable, names
 this replica, and is honoured only for the component that began it. Calls on one token run one
 at a time, in arrival order. At most `POSTGRES_MAX_TRANSACTIONS` per link are open, so
-autocommit calls always find a connection. Semantics: ../shared/spec/transactions.md.
+autocommit calls always find a connection. Semantics: docs/transactions.md.
 """
 
 from __future__ import annotations
@@ -15,23 +15,23 @@ import re
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 
+from provider.postgres import retry
 from provider.postgres.bounded_fetch import ResultTooLarge
 from provider.postgres.connections import StatementConnection
 from provider.postgres.errors import describe_postgres_error, query_error, unexpected_text
+from provider.postgres.metrics import Metrics
 from provider.postgres.pool import AcquireTimeout, LinkPool
 from provider.postgres.pooled import commit_with_reset, rollback_with_reset
-from provider.postgres.session import pooled_begin
+from provider.postgres.runner import BeginFailed, Link, StatementRunner
+from provider.postgres.statements import StatementRegistry
 from provider.postgres.values.convert import ParamError
 from provider.wit.values import Case, Err, Ok
-
-if TYPE_CHECKING:
-    from provider.postgres.service import Link, PostgresService
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,18 @@ class Ended:
 
 
 class Transactions:
-    def __init__(self, service: PostgresService, replica: str | None = None) -> None:
-        self._service = service
+    """The guest's transactions on links: `link` names a caller's link (or why it has none),
+    `registry` its prepared statements; statements run through `runner`."""
+
+    def __init__(
+        self,
+        runner: StatementRunner,
+        link: Callable[[str | None], Link | Case],
+        registry: StatementRegistry,
+        metrics: Metrics,
+        replica: str | None = None,
+    ) -> None:
+        self._runner, self._link, self._registry, self._metrics = runner, link, registry, metrics
         self.replica = replica or secrets.token_hex(6)
         self._open: dict[str, Transaction] = {}
         self._per_link: dict[str, int] = {}
@@ -102,14 +112,13 @@ class Transactions:
     # --- the five functions -------------------------------------------------------------------
 
     async def begin(self, link_key: str | None, options: Mapping[str, Any]) -> Ok | Err:
-        service = self._service
-        link = service._link(link_key)
+        link = self._link(link_key)
         if isinstance(link, Case):
             return Err(Case("unexpected", link.value))
         settings = link.settings
         isolation = ISOLATION.get(str(options.get("isolation")), "READ COMMITTED")
         if self.open_count(link.source_id) >= settings.max_transactions:
-            service.metrics.transactions.labels(link.source_id, "refused_too_many").inc()
+            self._metrics.transactions.labels(link.source_id, "refused_too_many").inc()
             return Err(Case("too-many-transactions", settings.max_transactions))
         self._per_link[link.source_id] = self.open_count(link.source_id) + 1  # reserved now
         backstop = round((settings.transaction_idle_timeout + BACKSTOP_MARGIN) * 1000)
@@ -117,14 +126,17 @@ class Transactions:
         start = (f"BEGIN ISOLATION LEVEL {isolation}{mode}; "
                  f"SET LOCAL idle_in_transaction_session_timeout = {backstop}")  # fmt: skip
         try:
-            begun = await self._begun_connection(link, start)
+            pool, connection = await self._runner.begin(link, start)
+        except BeginFailed as failed:
+            self._unreserve(link.source_id)
+            return Err(Case("unexpected", f"cannot begin a transaction: {_text(failed.cause)}"))
+        except Exception as exc:  # no connection for it
+            self._unreserve(link.source_id)
+            text = str(exc) if isinstance(exc, AcquireTimeout) else unexpected_text(exc)
+            return Err(Case("unexpected", text))
         except BaseException:  # cancelled: the reservation goes (the connection went back)
             self._unreserve(link.source_id)
             raise
-        if isinstance(begun, Err):
-            self._unreserve(link.source_id)
-            return begun
-        pool, connection = begun
         token = f"tx_{self.replica}_{secrets.token_hex(18)}"  # 144 random bits
         now = time.monotonic()
         transaction = Transaction(token, link.source_id, link, pool, connection, now,
@@ -132,40 +144,13 @@ class Transactions:
                                   settings.transaction_max_duration, last_call=now)  # fmt: skip
         self._open[token] = transaction
         self._arm(transaction)
-        service.metrics.transactions.labels(link.source_id, "begun").inc()
-        tracer = service.statement_tracer
+        self._metrics.transactions.labels(link.source_id, "begun").inc()
+        tracer = self._runner.tracer
         if tracer is not None:
             transaction.span = tracer.transaction(isolation, bool(options.get("read-only")),
                                                   settings.database, settings.host,
                                                   settings.port)  # fmt: skip
         return Ok(token)
-
-    async def _begun_connection(
-        self, link: Link, start: str
-    ) -> tuple[LinkPool, StatementConnection] | Err:
-        """A pool connection with `start` (BEGIN ...) run on it, past connections that died
-        idle (a restart, a killed backend); given back on any failure or cancellation."""
-        for attempt in range(link.pool.size + 2):
-            try:
-                pool, connection = await self._service._acquire(link)
-            except Exception as exc:
-                text = str(exc) if isinstance(exc, AcquireTimeout) else unexpected_text(exc)
-                return Err(Case("unexpected", text))
-            try:
-                # Behind a pooler, with the session's settings for this transaction only.
-                sent = pooled_begin(link.settings, start) if connection.behind_pooler else start
-                await self._service.observed(link, start, connection.execute(sent))
-                return pool, connection
-            except Exception as exc:
-                await pool.release(connection)
-                if (connection.is_closed() or _lost(exc)) and attempt <= link.pool.size:
-                    continue
-                return Err(Case("unexpected", f"cannot begin a transaction: {_text(exc)}"))
-            except BaseException:  # cancelled mid-BEGIN: the session's state is unknown
-                connection.terminate()
-                await pool.release(connection)
-                raise
-        return Err(Case("unexpected", "cannot begin a transaction: no live connection"))
 
     async def query(
         self, link_key: str | None, token: str, sql: str, params: Sequence[Any]
@@ -178,12 +163,11 @@ class Transactions:
         found = self._find(link_key, token)
         if isinstance(found, Err):
             return found
-        service = self._service
-        record = service.registry.lookup(found.link_key, statement_token)
+        record = self._registry.lookup(found.link_key, statement_token)
         if record is None:
-            link = service.links.get(found.link_key)
-            if link is not None:
-                record = await service.registry.find(
+            link = self._link(found.link_key)
+            if not isinstance(link, Case):
+                record = await self._registry.find(
                     found.link_key, statement_token, link.settings.max_statements
                 )
         if record is None:
@@ -204,7 +188,7 @@ class Transactions:
                 return Err(Case("query-error", found.aborted))
             try:
                 commit = found.connection.execute(_commit_sql(found.connection))
-                await self._service.observed(found.link, "COMMIT", commit)
+                await self._runner.observed(found.link, "COMMIT", commit)
             except Exception as exc:
                 return await self._failed_commit(found, exc)
             await self._end(found, "committed", UNKNOWN, rollback=False)
@@ -249,15 +233,16 @@ class Transactions:
     ) -> Any:
         # The autocommit path's own statement runner (session tracking, tracing, the result
         # bound), told that the connection holds the guest's transaction.
-        return await self._service.run_on(transaction.link, transaction.connection, sql,
-                                          params, rows_wanted, guest_transaction=True)  # fmt: skip
+        return await self._runner.run_on(transaction.link, transaction.connection, sql,
+                                         params, rows_wanted, guest_transaction=True)  # fmt: skip
 
     async def _failed_statement(self, transaction: Transaction, exc: Exception) -> Err:
         sqlstate = getattr(exc, "sqlstate", "") or ""
         if sqlstate in SERIALIZATION_FAILURES:
             await self._end(transaction, "serialization_failure", UNKNOWN)
             return Err(Case("serialization-failure", _text(exc)))
-        if transaction.connection.is_closed() or _lost(exc):
+        if transaction.connection.is_closed() or retry.is_lost(exc):
+            transaction.connection.terminate()  # whatever is left of it: PostgreSQL rolls back
             await self._end(transaction, "lost", UNKNOWN, rollback=False)
             lost = "the database connection was lost, so PostgreSQL rolled the transaction back: "
             return Err(Case("unexpected", lost + _text(exc)))
@@ -273,7 +258,8 @@ class Transactions:
         if sqlstate in SERIALIZATION_FAILURES:
             await self._end(transaction, "serialization_failure", UNKNOWN, rollback=False)
             return Err(Case("serialization-failure", _text(exc)))
-        if transaction.connection.is_closed() or _lost(exc):
+        if transaction.connection.is_closed() or retry.is_lost(exc):
+            transaction.connection.terminate()
             await self._end(transaction, "commit_outcome_unknown", UNKNOWN, rollback=False)
             return Err(Case("commit-outcome-unknown", "the database connection was lost while "
                                                       f"committing: {_text(exc)}"))  # fmt: skip
@@ -350,13 +336,13 @@ class Transactions:
             return False
         self._unreserve(transaction.link_key)
         self._remember(transaction, answer)
-        self._service.metrics.transactions.labels(transaction.link_key, outcome).inc()
+        self._metrics.transactions.labels(transaction.link_key, outcome).inc()
         self._end_span(transaction, outcome)
         return True
 
     def _end_span(self, transaction: Transaction, outcome: str) -> None:
         span, transaction.span = transaction.span, None
-        tracer = self._service.statement_tracer
+        tracer = self._runner.tracer
         if span is not None and tracer is not None:
             tracer.transaction_ended(span, outcome)
 
@@ -366,7 +352,7 @@ class Transactions:
         try:
             if rollback and not connection.is_closed():
                 sql = rollback_with_reset(connection) if connection.behind_pooler else "ROLLBACK"
-                undo = self._service.observed(transaction.link, "ROLLBACK", connection.execute(sql))
+                undo = self._runner.observed(transaction.link, "ROLLBACK", connection.execute(sql))
                 await asyncio.wait_for(undo, ROLLBACK_TIMEOUT)
         except Exception:
             connection.terminate()  # PostgreSQL rolls back when the session ends
@@ -407,16 +393,6 @@ class Transactions:
             self._remember(transaction, Case("unexpected", "the provider shut down"))
             self._end_span(transaction, "provider_shut_down")
         self._per_link.clear()
-
-
-def _lost(exc: BaseException) -> bool:
-    """The session is gone: a socket error, or the server ending it (57P01 administrator
-    command, 57P02 crash, 57P03 cannot connect now, class 08 connection exceptions)."""
-    sqlstate = getattr(exc, "sqlstate", "") or ""
-    return sqlstate.startswith(("57P", "08")) or isinstance(
-        exc, OSError | asyncpg.exceptions.ConnectionDoesNotExistError |
-        asyncpg.exceptions.InterfaceError
-    )  # fmt: skip
 
 
 def _text(exc: BaseException) -> str:
