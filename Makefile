@@ -57,8 +57,8 @@ demo-lattice: $(STAMP) component par
 	$(PY) -m tests.lattice.demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check provider provider_archive host_shim tests bench components
-	$(PY) -m ruff format --check provider provider_archive host_shim tests bench components
+	$(PY) -m ruff check provider provider_archive host_shim devkit tests bench components
+	$(PY) -m ruff format --check provider provider_archive host_shim devkit tests bench components
 	$(PY) -m mypy
 
 # Re-resolve wit/ after editing it (the test suite fails while the stored copy is stale).

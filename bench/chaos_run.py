@@ -16,11 +16,11 @@ from typing import Any
 
 import nats
 
-from host_shim.local_nats import free_port, running_nats
-from host_shim.local_postgres import running_postgres
+from devkit import chaos
+from devkit.local_nats import free_port, running_nats
+from devkit.local_postgres import running_postgres
+from devkit.provider_harness import RunningProvider
 from provider.wrpc.client import WrpcClient
-from tests import chaos
-from tests.provider_harness import RunningProvider
 
 CALLERS = 64
 EXECS = int(os.environ.get("CHAOS_EXECS", "2000"))

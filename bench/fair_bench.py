@@ -39,9 +39,9 @@ import nats
 
 from bench.cpu_profile import summarise
 from bench.floor_worker import INSERT, POOL_SIZE, SELECT_1, SELECT_10
-from host_shim.local_nats import running_nats
-from host_shim.local_pgbouncer import pgbouncer_binary, running_pgbouncer
-from host_shim.local_postgres import PostgresServer, running_postgres
+from devkit.local_nats import running_nats
+from devkit.local_pgbouncer import pgbouncer_binary, running_pgbouncer
+from devkit.local_postgres import PostgresServer, running_postgres
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider.wit.codec import Codec
 from provider.wit.model import Function, postgres_package

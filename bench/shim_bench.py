@@ -17,10 +17,10 @@ from typing import Any
 
 import nats
 
+from devkit.local_nats import running_nats
+from devkit.local_postgres import running_postgres
 from host_shim import wasmtime_reflection_cache
 from host_shim.component_host import ComponentHost
-from host_shim.local_nats import running_nats
-from host_shim.local_postgres import running_postgres
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider.wit.values import Case, Ok
 from provider.wrpc.client import WrpcClient

@@ -40,8 +40,8 @@ from bench.fair_bench import (
     start_provider,
     workloads,
 )
-from host_shim.local_nats import running_nats
-from host_shim.local_postgres import PostgresServer, running_postgres
+from devkit.local_nats import running_nats
+from devkit.local_postgres import PostgresServer, running_postgres
 from host_shim.otlp_receiver import Received, running_otlp_receiver
 from host_shim.provider_process import LatticeHost, ProviderProcess
 

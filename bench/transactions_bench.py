@@ -16,13 +16,13 @@ from typing import Any
 
 import nats
 
-from host_shim.local_nats import running_nats
-from host_shim.local_postgres import running_postgres
+from devkit.local_nats import running_nats
+from devkit.local_postgres import running_postgres
+from devkit.provider_harness import Caller, RunningProvider, wait_linked
 from host_shim.provider_process import ProviderProcess
 from provider.lattice.replicas import replica_prefix
 from provider.wit.values import Ok
 from provider.wrpc.client import WrpcClient
-from tests.provider_harness import Caller, RunningProvider, wait_linked
 
 CALLS = 1000
 

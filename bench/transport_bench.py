@@ -15,7 +15,7 @@ from typing import Any
 
 import nats
 
-from host_shim.local_nats import running_nats
+from devkit.local_nats import running_nats
 from provider.wit.model import postgres_package
 from provider.wit.values import Case, Err, Ok
 from provider.wrpc.client import WrpcClient

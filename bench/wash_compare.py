@@ -31,12 +31,12 @@ from bench.fair_bench import (
     start_provider,
     workloads,
 )
+from devkit.local_nats import running_nats
+from devkit.local_postgres import PostgresServer, running_postgres
+from devkit.local_wash import running_wash, wash_executable
 from host_shim import wasmtime_reflection_cache
 from host_shim.component_host import ComponentHost
-from host_shim.local_nats import running_nats
-from host_shim.local_postgres import PostgresServer, running_postgres
 from provider.wrpc.client import WrpcClient
-from tests.conformance.harness import running_wash, wash_executable
 
 ROOT = Path(__file__).resolve().parents[1]
 WASM = ROOT / "components" / "example" / "build" / "example.wasm"

@@ -31,9 +31,9 @@ from typing import Any
 
 import nats
 
+from devkit.local_nats import running_nats
+from devkit.local_postgres import PostgresServer, running_postgres
 from host_shim.component_host import ComponentError, ComponentHost
-from host_shim.local_nats import running_nats
-from host_shim.local_postgres import PostgresServer, running_postgres
 from host_shim.manifest import Link, Manifest, ManifestComponent, ManifestError, load_manifest
 from host_shim.observability import InvocationTracer, add_arguments, otel_config
 from host_shim.otlp_receiver import Received, running_otlp_receiver

@@ -17,8 +17,8 @@ from typing import Any
 
 import nats
 
-from host_shim.local_nats import running_nats
-from host_shim.local_postgres import PostgresServer, running_postgres
+from devkit.local_nats import running_nats
+from devkit.local_postgres import PostgresServer, running_postgres
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider.wit.model import postgres_package
 from provider.wit.values import Case, Err

@@ -16,7 +16,7 @@ from typing import Any
 
 import nats
 
-from host_shim.local_nats import running_nats
+from devkit.local_nats import running_nats
 from provider.wit.codec import Codec
 from provider.wit.model import postgres_package
 from provider.wit.values import Case, Err, Ok

@@ -11,7 +11,7 @@ from typing import Any
 import nats
 import pytest
 
-from host_shim.local_nats import running_nats
+from devkit.local_nats import running_nats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def prefix() -> str:
 @pytest.fixture(scope="module")
 def provider(nats_url: str) -> Iterator[Any]:
     """The provider as a child process on a lattice of its own, one per test module."""
-    from tests.provider_harness import RunningProvider
+    from devkit.provider_harness import RunningProvider
 
     running = RunningProvider(nats_url)
     running.start()
@@ -66,7 +66,7 @@ async def client(nc: Any, provider: Any) -> AsyncIterator[Any]:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Any]:
-    from host_shim.local_postgres import running_postgres
+    from devkit.local_postgres import running_postgres
 
     with running_postgres() as server:
         yield server

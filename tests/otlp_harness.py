@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 
 import nats
 
+from devkit.provider_harness import Caller, RunningProvider, linked_caller
 from host_shim.otlp_receiver import Received, running_otlp_receiver
 from provider.wrpc.client import WrpcClient
-from tests.provider_harness import Caller, RunningProvider, linked_caller
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

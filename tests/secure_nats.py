@@ -24,7 +24,7 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from host_shim.local_nats import free_port, nats_server_executable, stop_process, tcp_answers
+from devkit.local_nats import free_port, nats_server_executable, stop_process, tcp_answers
 from provider.lattice.nkey_text import decode_seed, encode_public, encode_seed, seed_prefix
 
 # The Go library's header for v2 JWTs (`ed25519` is the v1 algorithm name, refused for v2).

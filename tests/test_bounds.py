@@ -14,10 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from provider.wit.values import Case, Err, Ok
-from provider.wrpc.client import WrpcClient
-from tests import capabilities
-from tests.provider_harness import (
+from devkit.provider_harness import (
     EXEC,
     QUERY,
     Caller,
@@ -26,6 +23,9 @@ from tests.provider_harness import (
     new_source_id,
     values_of,
 )
+from provider.wit.values import Case, Err, Ok
+from provider.wrpc.client import WrpcClient
+from tests import capabilities
 
 
 async def test_a_char_value_goes_to_a_quoted_char_column_and_back(

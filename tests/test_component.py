@@ -15,12 +15,12 @@ import nats
 import pytest
 from wasmtime.component import FuncType, OptionType, ResultType, ValType, VariantType
 
+from devkit.provider_harness import QUERY, Caller, RunningProvider, wait_linked
 from host_shim.component_host import ComponentError, ComponentHost
 from host_shim.otlp_receiver import attributes, running_otlp_receiver
 from host_shim.wasm_values import is_tagged
 from provider.wit.values import Case
 from provider.wrpc.client import WrpcClient
-from tests.provider_harness import QUERY, Caller, RunningProvider, wait_linked
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPONENT_ID = "sqldb_postgres_example-example"

@@ -27,12 +27,12 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg as PeerMsg
 from nats.aio.subscription import Subscription as PeerSubscription
 
-from host_shim.local_nats import free_port, nats_server_executable, stop_process, tcp_answers
+from devkit.local_nats import free_port, nats_server_executable, stop_process, tcp_answers
+from devkit.provider_harness import RunningProvider, linked_caller
 from provider.nats.data_connection import MAX_PENDING_WHILE_DOWN, DataConnection
 from provider.nats.wire import Msg
 from provider.wit.values import Case, Ok
 from provider.wrpc.client import WrpcClient
-from tests.provider_harness import RunningProvider, linked_caller
 
 
 class RestartableNats:

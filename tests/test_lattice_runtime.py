@@ -24,7 +24,7 @@ from typing import Any
 import nats.errors
 import pytest
 
-from host_shim.local_nats import free_port
+from devkit.local_nats import free_port
 from host_shim.provider_process import LatticeHost
 from provider.lattice.host_data import HostData
 from provider.lattice.lattice_connection import LatticeUnavailable

@@ -81,7 +81,7 @@ def test_no_import_cycle() -> None:
         state[module] = 1
         for target in sorted(edges[module]):
             if state.get(target) == 1:
-                cycle = path[path.index(target) :] + [target]
+                cycle = [*path[path.index(target) :], target]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if target not in state:
                 visit(target, [*path, target])

@@ -7,9 +7,9 @@ from typing import Any
 
 import nats
 
+from devkit.provider_harness import Caller, RunningProvider, values_of
 from provider.wit.values import Case, Err, Ok
 from provider.wrpc.client import WrpcClient
-from tests.provider_harness import Caller, RunningProvider, values_of
 
 
 async def test_initial_links_from_host_data_and_shutdown_with_calls_in_flight(

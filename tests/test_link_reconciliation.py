@@ -17,6 +17,7 @@ from typing import Any
 import nats
 import pytest
 
+from devkit.provider_harness import Caller
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider.lattice.link_reconciliation import (
     RestartMemo,
@@ -30,7 +31,6 @@ from provider.lattice.link_reconciliation import (
 )
 from provider.wit.values import Case, Err, Ok
 from provider.wrpc.client import WrpcClient
-from tests.provider_harness import Caller
 
 
 def _link(source: str, target: str = "sqldb-postgres", name: str | None = None) -> dict[str, Any]:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from devkit.local_registry import registry_executable, running_registry
+from devkit.provider_harness import healthy_then_stopped_like_a_host
 from host_shim.provider_image import cache_file_name, install_provider
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider_archive import __main__ as cli
@@ -22,8 +24,6 @@ from provider_archive.oci import (
     push_archive,
 )
 from tests import capabilities
-from tests.local_registry import registry_executable, running_registry
-from tests.provider_harness import healthy_then_stopped_like_a_host
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from host_shim.local_nats import free_port
+from devkit.local_nats import free_port
 from host_shim.otlp_receiver import attributes
 from provider.postgres.metrics import Metrics
 from provider.wit.values import Case, Ok

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devkit.provider_harness import Caller
 from host_shim.otlp_receiver import Received, attributes, running_otlp_grpc_receiver
 from provider.observability.metric_translation import translate
 from provider.postgres.metrics import Metrics
 from provider.wit.values import Case, Err, Ok
 from tests.otlp_harness import PARENT_ID, SERVER, TRACE_ID, eventually, spans_of, traced_component
-from tests.provider_harness import Caller
 
 DURATION = "db.client.operation.duration"
 

@@ -9,12 +9,12 @@ from typing import Any
 import nats
 import pytest
 
+from devkit.provider_harness import Caller, RunningProvider, values_of, wait_linked
 from provider.wit.model import VariantType, postgres_package
 from provider.wit.values import Case, Ok
 from provider.wrpc.client import WrpcClient
 from tests import capabilities
 from tests.pg_value_cases import ROUND_TRIPS
-from tests.provider_harness import Caller, RunningProvider, values_of, wait_linked
 
 
 @pytest.fixture

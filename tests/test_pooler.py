@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from host_shim.local_pgbouncer import Bouncer, pgbouncer_binary, running_pgbouncer
+from devkit.local_pgbouncer import Bouncer, pgbouncer_binary, running_pgbouncer
 from provider.postgres.service import PostgresService
 from provider.wit.values import Case, Err, Ok
 from tests import capabilities
@@ -432,7 +432,7 @@ async def test_the_provider_process_serves_a_component_through_the_bouncer(
     provider: Any, nc: Any, client: Any, bouncer: Bouncer, make_database: Any
 ) -> None:
     """Over wRPC, as a host calls it: the four functions and the transactions interface."""
-    from tests.provider_harness import linked_caller, values_of
+    from devkit.provider_harness import linked_caller, values_of
 
     database = make_database()
     caller = await linked_caller(provider, nc, client, bouncer.link_config(database))

@@ -7,10 +7,7 @@ from typing import Any
 
 import pytest
 
-from provider.wit.values import Case, Err, Ok
-from provider.wrpc.client import WrpcClient
-from tests import capabilities
-from tests.provider_harness import (
+from devkit.provider_harness import (
     Caller,
     RunningProvider,
     linked_caller,
@@ -18,6 +15,9 @@ from tests.provider_harness import (
     values_of,
     wait_linked,
 )
+from provider.wit.values import Case, Err, Ok
+from provider.wrpc.client import WrpcClient
+from tests import capabilities
 from tests.waiting import until
 
 
@@ -198,7 +198,7 @@ async def test_bad_config_is_refused_clearly_and_health_says_why(
 async def test_health_reports_an_unreachable_database(
     provider: RunningProvider, nc: Any, client: WrpcClient,
 ) -> None:  # fmt: skip
-    from host_shim.local_nats import free_port
+    from devkit.local_nats import free_port
 
     dead = {
         "POSTGRES_HOST": "127.0.0.1", "POSTGRES_PORT": str(free_port()),

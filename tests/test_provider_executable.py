@@ -15,13 +15,13 @@ from typing import Any
 import nats
 import pytest
 
+from devkit.provider_harness import Caller, new_source_id, values_of, wait_linked
 from host_shim.otlp_receiver import running_otlp_grpc_receiver, running_otlp_receiver
 from host_shim.provider_image import InstalledProvider, cache_file_name, install_provider
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider.wit.values import Case, Err, Ok
 from provider.wrpc.client import WrpcClient
 from tests import capabilities
-from tests.provider_harness import Caller, new_source_id, values_of, wait_linked
 
 
 def children_of(pid: int) -> list[int]:

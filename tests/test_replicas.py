@@ -7,10 +7,10 @@ from typing import Any
 
 import nats
 
+from devkit.provider_harness import Caller, RunningProvider, values_of, wait_linked
 from host_shim.provider_process import ProviderProcess
 from provider.wit.values import Case, Err, Ok
 from provider.wrpc.client import WrpcClient
-from tests.provider_harness import Caller, RunningProvider, values_of, wait_linked
 
 
 async def test_a_token_survives_the_replica_that_prepared_it(

@@ -18,10 +18,10 @@ import nats
 import pytest
 from nats.aio.client import RawCredentials
 
+from devkit.provider_harness import Caller, new_source_id, values_of, wait_linked
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider.wit.values import Case, Ok
 from provider.wrpc.client import WrpcClient
-from tests.provider_harness import Caller, new_source_id, values_of, wait_linked
 from tests.secure_nats import (
     Account,
     User,
@@ -304,7 +304,7 @@ def _trusting(ca: Path) -> Any:
 
 
 async def test_no_nats_at_all_exits_within_the_window(tmp_path: Path) -> None:
-    from host_shim.local_nats import free_port
+    from devkit.local_nats import free_port
 
     host = LatticeHost(f"nats://127.0.0.1:{free_port()}")  # nobody listens there
     log_path = tmp_path / "provider.log"

@@ -11,12 +11,13 @@ from typing import Any
 import nats
 import pytest
 
-from host_shim.local_nats import free_port
-from host_shim.local_postgres import running_postgres
+from devkit import chaos
+from devkit.local_nats import free_port
+from devkit.local_postgres import running_postgres
+from devkit.provider_harness import Caller, RunningProvider, values_of, wait_linked
 from provider.wit.values import Case, Err, Ok
 from provider.wrpc.client import WrpcClient
-from tests import capabilities, chaos
-from tests.provider_harness import Caller, RunningProvider, values_of, wait_linked
+from tests import capabilities
 
 CALLERS = 64
 EXECS = int(os.environ.get("CHAOS_EXECS", "25"))  # per caller; `make chaos` runs thousands

@@ -15,17 +15,17 @@ from typing import Any
 
 import asyncpg
 
-from host_shim.local_nats import free_port
-from host_shim.provider_process import ProviderProcess
-from provider.wit.values import Case, Err, Ok
-from provider.wrpc.client import WrpcClient
-from tests.provider_harness import (
+from devkit.local_nats import free_port
+from devkit.provider_harness import (
     Caller,
     RunningProvider,
     values_of,
     wait_linked,
     wait_until_both_replicas_serve,
 )
+from host_shim.provider_process import ProviderProcess
+from provider.wit.values import Case, Err, Ok
+from provider.wrpc.client import WrpcClient
 
 LOOPS, ACCOUNTS, INITIAL, SECONDS = 32, 10, 1_000, 15.0
 CALL_BOUND = 10.0  # no call may take longer than this to answer

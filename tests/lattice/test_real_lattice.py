@@ -22,6 +22,7 @@ from typing import Any
 import nats
 import pytest
 
+from devkit.provider_harness import Caller
 from provider.wit.values import Ok
 from provider.wrpc.client import WrpcClient
 from tests.lattice.real_lattice import (
@@ -39,7 +40,6 @@ from tests.lattice.real_lattice import (
     run_example,
     running_lattice,
 )
-from tests.provider_harness import Caller
 
 ROOT = Path(__file__).resolve().parents[2]
 HEALTH_DEADLINE = 2.0  # the host's request timeout for health checks

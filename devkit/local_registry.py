@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from host_shim.local_nats import free_port, stop_process
+from devkit.local_nats import free_port, stop_process
 
 
 def registry_executable() -> str | None:

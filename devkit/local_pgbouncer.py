@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from host_shim.local_nats import free_port, tcp_answers
-from host_shim.local_postgres import PostgresServer, _run_as, _unprivileged_user
+from devkit.local_nats import free_port, tcp_answers
+from devkit.local_postgres import PostgresServer, _run_as, _unprivileged_user
 
 PGBOUNCER_PATHS = ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer")
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import asyncpg
 
+from devkit.provider_harness import Caller, wait_linked
 from provider.wit.values import Case, Ok
-from tests.provider_harness import Caller, wait_linked
 
 INSERT = "INSERT INTO chaos (caller, seq) VALUES ($1, $2)"
 

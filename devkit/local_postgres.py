@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from host_shim.local_nats import free_port, tcp_answers
+from devkit.local_nats import free_port, tcp_answers
 
 
 @dataclass(frozen=True)
