@@ -31,8 +31,9 @@ from provider.lattice.lattice_connection import LatticeUnavailable
 from provider.lattice.link_reconciliation import RestartMemo, config_get_subject, link_get_subject
 from provider.lattice.links import LinkDefinition, seal_secrets
 from provider.lattice.runtime import FLUSH_BUDGET, ProviderRuntime
+from provider.lattice.services import LatticeServices
 from provider.lattice.xkeys import CurveKeyPair
-from provider.wrpc.server import Export
+from provider.wrpc.server import CallObserver, Export
 from tests.waiting import until
 
 RUNTIME_LOG = "provider.lattice.runtime"
@@ -50,7 +51,9 @@ class RecordingHooks:
         self.calls: list[Call] = []
         self.links: dict[tuple[str, str], dict[str, str]] = {}
         self.markers: set[str] = set()
-        self.attached: list[tuple[Any, HostData]] = []
+        self.attached: list[LatticeServices] = []
+        self.call_observer: CallObserver | None = None
+        self.replica_id = "0123456789ab"
         self.health_checks = 0
         self.health_result: tuple[bool, str] | Exception = (True, "ok")
         self.attach_gate: asyncio.Event | None = None
@@ -62,8 +65,11 @@ class RecordingHooks:
     def exports(self) -> Sequence[Export]:
         return []
 
-    async def attach(self, nc: Any, host_data: HostData) -> None:
-        self.attached.append((nc, host_data))
+    def replica_exports(self) -> Sequence[Export]:
+        return []
+
+    async def attach(self, services: LatticeServices) -> None:
+        self.attached.append(services)
         self.calls.append(("attach",))
         if self.attach_gate is not None:
             await self.attach_gate.wait()
@@ -228,9 +234,9 @@ async def test_links_arriving_while_starting_wait_for_the_host_data_links(
         ]
         assert hooks.links == {("app-early", "default"): {"DB": "early"}}
         assert runtime._link_messages.qsize() == 0
-        ((attached_nc, attached_host_data),) = hooks.attached
-        assert attached_host_data is runtime.host_data
-        assert attached_nc.is_connected
+        (services,) = hooks.attached
+        assert services.host_data is runtime.host_data
+        assert services.prefix == f"{host.lattice}.{host.provider_id}"
         [skipped] = records(caplog, "ignoring malformed link definition")
         assert skipped.error == "link definition lacks 'source_id'"  # type: ignore[attr-defined]
     finally:

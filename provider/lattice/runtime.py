@@ -38,9 +38,10 @@ from provider.lattice.link_reconciliation import (
 )
 from provider.lattice.links import LinkDefinition, LinkError, secret_text
 from provider.lattice.replicas import replica_prefix
+from provider.lattice.services import LatticeServices
 from provider.lattice.xkeys import CurveKeyPair, XKeyError
 from provider.nats.live_subscriptions import subscriptions_live
-from provider.wrpc.server import Export, WrpcServer
+from provider.wrpc.server import CallObserver, Export, WrpcServer
 
 log = logging.getLogger(__name__)
 LinkHandler = Callable[[Any], Awaitable[None]]
@@ -59,9 +60,23 @@ LINK_GET_TIMEOUT = 2.0
 
 
 class ProviderHooks(Protocol):
-    def exports(self) -> Sequence[Export]: ...
+    """What a provider plugs into the runtime: every hook the runtime calls, none optional."""
 
-    async def attach(self, nc: Any, host_data: HostData) -> None:
+    # Told of every call (a span per call when tracing is on); None: calls are not observed.
+    call_observer: CallObserver | None
+
+    def exports(self) -> Sequence[Export]:
+        """The functions every replica serves (one queue group shared by all replicas)."""
+
+    def replica_exports(self) -> Sequence[Export]:
+        """Functions only this replica serves, on `replica_prefix(prefix, replica_id)`: calls
+        other replicas forward to it (e.g. on a transaction it holds). Empty for none."""
+
+    @property
+    def replica_id(self) -> str:
+        """This replica's name among the provider's replicas."""
+
+    async def attach(self, services: LatticeServices) -> None:
         """Called once connected to the lattice, before links are applied."""
 
     async def put_link(self, link: LinkDefinition, values: dict[str, str]) -> None: ...
@@ -132,7 +147,7 @@ class ProviderRuntime:
         """Connect (bounded: raises LatticeUnavailable), subscribe, apply the host's links."""
         self._nc = await self._lattice.connect()
         link_subjects = await self._subscribe_links()
-        await self.hooks.attach(self._nc, self.host_data)
+        await self.hooks.attach(LatticeServices(self._nc, self.host_data))
         for definition in self.host_data.link_definitions:
             await self._put_link_document(definition)
         self._changed_links = set()  # from here on: only what arrives on our subjects
@@ -140,16 +155,16 @@ class ProviderRuntime:
             await self._apply_link_message(*self._link_messages.get_nowait())
         self._link_worker = asyncio.create_task(self._apply_link_messages())
         data_path = await self._lattice.open_data_path()
-        observer = getattr(self.hooks, "call_observer", None)
+        observer = self.hooks.call_observer
         # Functions only this replica serves (calls other replicas forward to it), subscribed
         # first: once the shared subjects are, this replica hands out transaction tokens that
         # name it, and another replica may forward a call on one at once.
-        replica_exports = getattr(self.hooks, "replica_exports", None)
-        if replica_exports is not None:
-            own = replica_prefix(self.prefix, self.hooks.replica_id)  # type: ignore[attr-defined]
+        replica_exports = self.hooks.replica_exports()
+        if replica_exports:
+            own = replica_prefix(self.prefix, self.hooks.replica_id)
             self._replica_server = WrpcServer(data_path, own)
             self._replica_server.observer = observer
-            for export in replica_exports():
+            for export in replica_exports:
                 self._replica_server.add(export)
             await self._replica_server.start()
         self._server = WrpcServer(data_path, self.prefix)

@@ -10,19 +10,24 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from provider.common.redaction import secret_redactor
-from provider.lattice.host_data import HostData
 from provider.lattice.links import LinkDefinition
+from provider.lattice.services import LatticeServices, ReplicaCalls, ServiceUnavailable
 from provider.observability.telemetry import Telemetry
 from provider.observability.tracing import CallTracer, StatementTracer
 from provider.postgres.service import PostgresService
 from provider.postgres.values.row_wire import RowWire
-from provider.sqldb.forwarding import TransactionForwarder
-from provider.sqldb.statement_store import JetStreamStatements, StoreUnavailable
+from provider.sqldb.statement_store import SharedStatementStore
 from provider.wit.model import Function, postgres_package
 from provider.wit.values import Case, Err
 from provider.wrpc.server import CallContext, CallObserver, Export, FailureResult, Handler
 
 log = logging.getLogger(__name__)
+
+# A replica holding a transaction answers a forwarded call's handshake at once, before any SQL
+# runs: one that does not is gone with its transactions. Its statement may then take as long
+# as the host lets a call take.
+FORWARD_HANDSHAKE_TIMEOUT = 1.0
+FORWARD_RESULT_TIMEOUT = 600.0
 
 # Error texts (a database may quote a user name) pass the secret redactor on the way out.
 redact = secret_redactor.redact_value
@@ -63,7 +68,7 @@ class PostgresProvider:
         self.service = service or PostgresService(compile_rows=RowWire().compile)
         self.config: dict[str, str] = {}
         self.unshared_reason: str | None = None  # why tokens are not shared with replicas
-        self.forwarder: TransactionForwarder | None = None  # to other replicas' transactions
+        self.forwarder: ReplicaCalls | None = None  # to other replicas' transactions
         self.call_observer: CallObserver | None = None  # a SERVER span per call (tracing on)
         self.telemetry: Telemetry | None = None  # OTLP export, when the host turned it on
 
@@ -82,13 +87,13 @@ class PostgresProvider:
 
     # --- lifecycle hooks ------------------------------------------------------------------------
 
-    async def attach(self, nc: Any, host_data: HostData) -> None:
-        """Share statement tokens with this provider's other replicas (JetStream KV), and
-        relay calls on their transactions to them."""
-        self.forwarder = TransactionForwarder(nc, f"{host_data.lattice}.{host_data.provider_key}")
+    async def attach(self, services: LatticeServices) -> None:
+        """Share statement tokens with this provider's other replicas (a key-value bucket),
+        and relay calls on their transactions to them."""
+        self.forwarder = services.replica_calls(FORWARD_HANDSHAKE_TIMEOUT, FORWARD_RESULT_TIMEOUT)
         try:
-            store = await JetStreamStatements.open(nc, host_data.lattice, host_data.provider_key)
-        except StoreUnavailable as exc:
+            store = await SharedStatementStore.open(services)
+        except ServiceUnavailable as exc:
             self.unshared_reason = str(exc)
             log.warning(
                 "no usable JetStream key-value bucket: prepared-statement tokens stay on this "
