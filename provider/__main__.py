@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from provider.common.redaction import SecretRedactor
 from provider.lattice.host_data import HostData, HostDataError, parse_host_data
 from provider.lattice.lattice_connection import LatticeUnavailable
 from provider.lattice.logs import setup_logging
@@ -91,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     except HostDataError as exc:
         print(f"sqldb-postgres: {exc}", file=sys.stderr)
         return 2
-    setup_logging(host_data.structured_logging, host_data.log_level)
-    provider = PostgresProvider()
+    # One redactor: the runtime teaches it secrets, logs, answers and spans use it.
+    redactor = SecretRedactor()
+    setup_logging(host_data.structured_logging, host_data.log_level, redactor)
+    provider = PostgresProvider(redactor=redactor)
     metrics_port = host_data.config.get("METRICS_PORT") or os.environ.get("METRICS_PORT")
     if metrics_port:
         address = host_data.config.get("METRICS_ADDRESS") or os.environ.get("METRICS_ADDRESS")
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError) as exc:
             logging.getLogger("provider").error("metrics not served", extra={"error": str(exc)})
     telemetry = start_telemetry(host_data, provider)
-    runtime = ProviderRuntime(host_data, provider)
+    runtime = ProviderRuntime(host_data, provider, redactor)
     try:
         run_event_loop(runtime.run())
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from provider.common.redaction import SecretRedactor
 from provider.observability.query_text import MAX_QUERY_TEXT, error_text, query_text, sanitized
 from provider.postgres.metrics import operation_name
 
@@ -42,6 +43,7 @@ def test_literals_become_markers_and_the_rest_stays() -> None:
 
 SAFE = "abcXYZ019 ,()=<>+-*$_.;\n"  # SQL around a literal that opens none of its own
 SECRET = "ŝęćŕęť"
+NOBODY = SecretRedactor()  # no secret known: only what sanitizing does
 
 
 @given(st.text(alphabet=SAFE, max_size=30), st.text(alphabet=SAFE, max_size=30))
@@ -54,7 +56,7 @@ def test_a_literals_content_never_shows_whatever_surrounds_it(before: str, after
 def test_the_text_is_cut_and_long_text_is_read_only_from_its_start(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    assert len(query_text("SELECT a FROM t WHERE " + "x = y AND " * 1000)) == MAX_QUERY_TEXT
+    assert len(query_text("SELECT a FROM t WHERE " + "x = y AND " * 1000, NOBODY)) == MAX_QUERY_TEXT
     import provider.observability.query_text as module
 
     read: list[int] = []
@@ -65,14 +67,14 @@ def test_the_text_is_cut_and_long_text_is_read_only_from_its_start(
 
     monkeypatch.setattr(module, "sanitized", measured)
     huge = "SELECT a FROM t WHERE " + "x = y AND " * 200_000  # a 2 MB batch
-    text = query_text(huge)
+    text = query_text(huge, NOBODY)
     assert read == [module.READ]  # only its start is scanned, once
-    assert text == query_text(huge[: module.READ + 1])  # and the answer is the start's
+    assert text == query_text(huge[: module.READ + 1], NOBODY)  # and the answer is the start's
 
 
 def test_error_texts_lose_their_quoted_values() -> None:
     error = ValueError("invalid input syntax for type integer: \"hunter2\" near 'x'")
-    assert error_text(error) == "invalid input syntax for type integer: ? near ?"
+    assert error_text(error, NOBODY) == "invalid input syntax for type integer: ? near ?"
 
 
 def test_operation_names() -> None:

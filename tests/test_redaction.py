@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from provider.common.redaction import REDACTED, SecretRedactor, secret_redactor
+from provider.common.redaction import REDACTED, SecretRedactor
 from provider.lattice.logs import JsonFormatter, RedactSecrets, TextFormatter
 from provider.wit.values import Case, Err, Ok
 
@@ -33,11 +33,12 @@ def test_both_log_formats_redact_message_context_and_traceback(
     formatter: logging.Formatter,
 ) -> None:
     secret = "s3cret-user-name"
-    secret_redactor.add([secret])
+    redactor = SecretRedactor()
+    redactor.add([secret])
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
-    handler.addFilter(RedactSecrets())
+    handler.addFilter(RedactSecrets(redactor))
     log = logging.getLogger(f"redaction-test-{id(formatter)}")
     log.addHandler(handler)
     log.propagate = False

@@ -22,6 +22,9 @@ SHORTEST_REDACTED = 4
 
 
 class SecretRedactor:
+    """One per process, made by the entry point and handed to every door text leaves by (the
+    log handler, the hooks' answers, spans); the runtime adds secrets as links bring them."""
+
     def __init__(self) -> None:
         self._values: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
@@ -68,7 +71,3 @@ def _walk(value: Any, redact: Callable[[str], str]) -> Any:
     if isinstance(value, tuple):
         return tuple(_walk(item, redact) for item in value)
     return value
-
-
-# One per process: secrets arrive with links, text leaves through many doors.
-secret_redactor = SecretRedactor()

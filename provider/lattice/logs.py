@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from provider.common.redaction import secret_redactor
+from provider.common.redaction import SecretRedactor
 
 # Attributes every LogRecord has; anything else came from `extra=` and is structured context.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -21,8 +21,12 @@ def _context(record: logging.LogRecord) -> dict[str, Any]:
 class RedactSecrets(logging.Filter):
     """Every value that came from a secret is redacted: message, context and traceback."""
 
+    def __init__(self, redactor: SecretRedactor) -> None:
+        super().__init__()
+        self._redactor = redactor
+
     def filter(self, record: logging.LogRecord) -> bool:
-        redact = secret_redactor.redact
+        redact = self._redactor.redact
         message = record.getMessage()
         redacted = redact(message)
         if redacted != message:
@@ -72,10 +76,10 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-def setup_logging(structured: bool, level: str | None) -> None:
+def setup_logging(structured: bool, level: str | None, redactor: SecretRedactor) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if structured else TextFormatter())
-    handler.addFilter(RedactSecrets())
+    handler.addFilter(RedactSecrets(redactor))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     name = (level or "info").upper()

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from provider.common.redaction import secret_redactor
+from provider.common.redaction import SecretRedactor
 from provider.lattice.host_data import HostData
 from provider.lattice.lattice_connection import LatticeConnection, LatticeUnavailable
 from provider.lattice.link_reconciliation import (
@@ -102,9 +102,13 @@ def subject(host_data: HostData, key: str, suffix: str) -> str:
 
 
 class ProviderRuntime:
-    def __init__(self, host_data: HostData, hooks: ProviderHooks) -> None:
+    def __init__(
+        self, host_data: HostData, hooks: ProviderHooks, redactor: SecretRedactor | None = None
+    ) -> None:
         self.host_data = host_data
         self.hooks = hooks
+        # Learns every secret (HostData's, then each link's) before anything can log it.
+        self.redactor = redactor or SecretRedactor()
         self.prefix = f"{host_data.lattice}.{host_data.provider_key}"
         self.xkeys: CurveKeyPair | None = None
         if host_data.provider_xkey_private_key:
@@ -130,7 +134,7 @@ class ProviderRuntime:
         self._changed_links: set[LinkKey] | None = set()
         self._reconciling: asyncio.Task[None] | None = None
         self._lattice = LatticeConnection(host_data, self._on_fatal)
-        secret_redactor.add(
+        self.redactor.add(
             [
                 host_data.lattice_rpc_user_seed,
                 host_data.lattice_rpc_user_jwt,
@@ -359,8 +363,8 @@ class ProviderRuntime:
             secrets = link.opened_secrets(self.xkeys, self.host_data.host_xkey_public_key)
             # Before anything can log or answer them: every secret, and a password even when
             # it came as plain config.
-            secret_redactor.add(secrets.values())
-            secret_redactor.add(
+            self.redactor.add(secrets.values())
+            self.redactor.add(
                 value for key, value in link.target_config.items() if "PASSWORD" in key.upper()
             )
         except LinkError as exc:  # the guest's calls say why, not only the log
@@ -415,7 +419,7 @@ class ProviderRuntime:
         if denied:
             healthy = False
             message = f"NATS permissions deny subscribing to {', '.join(denied)}; {message}"
-        message = secret_redactor.redact(message)
+        message = self.redactor.redact(message)
         report: dict[str, Any] = {"healthy": healthy, "message": message}
         if msg.reply:
             await self._nc.publish(msg.reply, json.dumps(report).encode())

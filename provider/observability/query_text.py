@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 
 from provider.common.bounded_tables import remember
-from provider.common.redaction import secret_redactor
+from provider.common.redaction import SecretRedactor
 
 # Collectors refuse requests of a few MiB, and a span batch holds up to 512 spans.
 MAX_QUERY_TEXT = 2048
@@ -74,19 +74,19 @@ def _sanitize(sql: str) -> str:
     return "".join(out)
 
 
-def query_text(sql: str) -> str:
+def query_text(sql: str, redactor: SecretRedactor) -> str:
     """What `db.query.text` says: the start of `sql` sanitized, then redacted (secrets are
     known late, so that is never cached), then cut."""
     if len(sql) <= READ:
-        return secret_redactor.redact(sanitized(sql))[:MAX_QUERY_TEXT]
+        return redactor.redact(sanitized(sql))[:MAX_QUERY_TEXT]
     text = sanitized(sql[:READ])
     # The read stopped inside the statement: a secret running across that point would show
     # its first half unredacted, so the end of the read is left out.
-    text = text[: max(0, len(text) - secret_redactor.longest)]
-    return secret_redactor.redact(text)[:MAX_QUERY_TEXT]
+    text = text[: max(0, len(text) - redactor.longest)]
+    return redactor.redact(text)[:MAX_QUERY_TEXT]
 
 
-def error_text(error: BaseException) -> str:
+def error_text(error: BaseException, redactor: SecretRedactor) -> str:
     """An error's message for a span's status: quoted parts (the values PostgreSQL and asyncpg
     quote: `invalid input syntax for type integer: "hunter2"`) as `?`, secrets redacted."""
-    return secret_redactor.redact(_QUOTED.sub("?", str(error)[:1000]))[:200]
+    return redactor.redact(_QUOTED.sub("?", str(error)[:1000]))[:200]

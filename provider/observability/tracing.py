@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
+from provider.common.redaction import SecretRedactor
 from provider.observability.exporters import otlp_exporter
 from provider.observability.otel_settings import SERVICE_NAME, OtelSettings, loggable
 from provider.observability.query_text import error_text, query_text
@@ -214,9 +215,10 @@ class StatementTracer:
     """The service's observer: a CLIENT span per database statement (child of the call's
     span, never made current: nothing runs under it), events on the call's span."""
 
-    def __init__(self, tracing: Tracing) -> None:
+    def __init__(self, tracing: Tracing, redactor: SecretRedactor) -> None:
         from opentelemetry import trace
 
+        self._redactor = redactor
         self._tracer = tracing.tracer
         self._trace = trace
         self._client = trace.SpanKind.CLIENT
@@ -241,8 +243,8 @@ class StatementTracer:
         if span.is_recording():  # a span the sampler dropped reads no SQL
             # Never the parameters' values, nor the SQL's literals (a batch's ALTER ROLE ...
             # PASSWORD '...'), nor a known secret written into it.
-            span.set_attribute("db.query.text", query_text(sql))
-        return _StatementSpan(span, self._trace)
+            span.set_attribute("db.query.text", query_text(sql, self._redactor))
+        return _StatementSpan(span, self._trace, self._redactor)
 
     def transaction(
         self, isolation: str, read_only: bool, database: str, host: str, port: int
@@ -280,10 +282,10 @@ class StatementTracer:
 class _StatementSpan:
     """Ends a statement's span; a failure marks it ERROR with its SQLSTATE."""
 
-    __slots__ = ("_span", "_trace")
+    __slots__ = ("_redactor", "_span", "_trace")
 
-    def __init__(self, span: Any, trace: Any) -> None:
-        self._span, self._trace = span, trace
+    def __init__(self, span: Any, trace: Any, redactor: SecretRedactor) -> None:
+        self._span, self._trace, self._redactor = span, trace, redactor
 
     def __enter__(self) -> Any:
         return self._span
@@ -295,7 +297,10 @@ class _StatementSpan:
             if sqlstate:
                 span.set_attribute("db.response.status_code", sqlstate)
             span.set_attribute("error.type", sqlstate or type(exc).__name__)
-            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR, error_text(exc)))
+            status = self._trace.Status(
+                self._trace.StatusCode.ERROR, error_text(exc, self._redactor)
+            )
+            span.set_status(status)
         span.end()
 
 

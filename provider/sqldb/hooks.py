@@ -9,7 +9,7 @@ from typing import Any
 
 from prometheus_client import start_http_server
 
-from provider.common.redaction import secret_redactor
+from provider.common.redaction import SecretRedactor
 from provider.lattice.links import LinkDefinition
 from provider.lattice.services import LatticeServices, ReplicaCalls, ServiceUnavailable
 from provider.observability.telemetry import Telemetry
@@ -28,9 +28,6 @@ log = logging.getLogger(__name__)
 # as the host lets a call take.
 FORWARD_HANDSHAKE_TIMEOUT = 1.0
 FORWARD_RESULT_TIMEOUT = 600.0
-
-# Error texts (a database may quote a user name) pass the secret redactor on the way out.
-redact = secret_redactor.redact_value
 
 SHARE_KEY = "POSTGRES_SHARE_CONNECTIONS_BY_URL"
 
@@ -64,8 +61,12 @@ too_many_transaction_params = too_many_exec_params
 
 
 class PostgresProvider:
-    def __init__(self, service: PostgresService | None = None) -> None:
+    def __init__(
+        self, service: PostgresService | None = None, redactor: SecretRedactor | None = None
+    ) -> None:
         self.service = service or PostgresService(compile_rows=RowWire().compile)
+        # Error texts (a database may quote a user name) pass it on the way out.
+        self.redactor = redactor or SecretRedactor()
         self.config: dict[str, str] = {}
         self.unshared_reason: str | None = None  # why tokens are not shared with replicas
         self.forwarder: ReplicaCalls | None = None  # to other replicas' transactions
@@ -78,7 +79,7 @@ class PostgresProvider:
         self.telemetry = telemetry
         if telemetry.tracing is not None:
             self.call_observer = CallTracer(telemetry.tracing)
-            self.service.statement_tracer = StatementTracer(telemetry.tracing)
+            self.service.statement_tracer = StatementTracer(telemetry.tracing, self.redactor)
 
     def serve_metrics(self, port: int, address: str = "127.0.0.1") -> None:
         """Expose the Prometheus text format on http://{address}:{port}/metrics."""
@@ -182,19 +183,19 @@ class PostgresProvider:
 
     async def _query(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
         sql, values = params
-        return (redact(await self.service.query(_link(context), sql, values)),)
+        return (self.redactor.redact_value(await self.service.query(_link(context), sql, values)),)
 
     async def _query_batch(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
         (sql,) = params
-        return (redact(await self.service.query_batch(_link(context), sql)),)
+        return (self.redactor.redact_value(await self.service.query_batch(_link(context), sql)),)
 
     async def _prepare(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
         (sql,) = params
-        return (redact(await self.service.prepare(_link(context), sql)),)
+        return (self.redactor.redact_value(await self.service.prepare(_link(context), sql)),)
 
     async def _exec(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
         token, values = params
-        return (redact(await self.service.exec(_link(context), token, values)),)
+        return (self.redactor.redact_value(await self.service.exec(_link(context), token, values)),)
 
     def _forwarding(self, function: Function, local: Handler) -> Handler:
         """`local`, unless the call's transaction token names another replica: then the
@@ -213,29 +214,49 @@ class PostgresProvider:
 
     async def _begin(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
         (options,) = params
-        return (redact(await self.service.transactions.begin(_link(context), options)),)
+        return (
+            self.redactor.redact_value(
+                await self.service.transactions.begin(_link(context), options)
+            ),
+        )
 
     async def _transaction_query(
         self, context: CallContext, params: tuple[Any, ...]
     ) -> tuple[Any, ...]:
         token, sql, values = params
         transactions = self.service.transactions
-        return (redact(await transactions.query(_link(context), token, sql, values)),)
+        return (
+            self.redactor.redact_value(
+                await transactions.query(_link(context), token, sql, values)
+            ),
+        )
 
     async def _transaction_exec(
         self, context: CallContext, params: tuple[Any, ...]
     ) -> tuple[Any, ...]:
         token, statement, values = params
         transactions = self.service.transactions
-        return (redact(await transactions.exec(_link(context), token, statement, values)),)
+        return (
+            self.redactor.redact_value(
+                await transactions.exec(_link(context), token, statement, values)
+            ),
+        )
 
     async def _commit(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
         (token,) = params
-        return (redact(await self.service.transactions.commit(_link(context), token)),)
+        return (
+            self.redactor.redact_value(
+                await self.service.transactions.commit(_link(context), token)
+            ),
+        )
 
     async def _rollback(self, context: CallContext, params: tuple[Any, ...]) -> tuple[Any, ...]:
         (token,) = params
-        return (redact(await self.service.transactions.rollback(_link(context), token)),)
+        return (
+            self.redactor.redact_value(
+                await self.service.transactions.rollback(_link(context), token)
+            ),
+        )
 
 
 def _link(context: CallContext) -> str:
