@@ -29,7 +29,10 @@ def test_a_listed_fault_passes_only_as_listed() -> None:
     ours = harness.Outcome("rows", [["NaN"]])
     verdict, _ = harness.classify(case, ours, harness.Outcome("crash", "HTTP 500"))
     assert verdict == harness.OURS_ONLY
-    verdict, reason = harness.classify(case, ours, harness.Outcome("error", ("unexpected",)))
-    assert verdict == harness.UNEXPLAINED and "gives crash here, it gave error" in reason
+    # How wash fails varies from run to run; that it fails, or what rows it gets wrong, not.
+    verdict, _ = harness.classify(case, ours, harness.Outcome("error", ("invalid-query",)))
+    assert verdict == harness.OURS_ONLY
+    verdict, reason = harness.classify(case, ours, harness.Outcome("rows", [["0"]]))
+    assert verdict == harness.UNEXPLAINED and "gives crash here, it gave rows" in reason
     verdict, reason = harness.classify(case, ours, ours)  # wash fixed: the ledger is stale
     assert verdict == harness.UNEXPLAINED and "now answers as we do" in reason

@@ -10,7 +10,9 @@ filed. Deliberate differences (where the spec leaves room) are on the cases them
 
 from __future__ import annotations
 
-# case id -> (what wash answers: "crash", "hang", "error" or "rows"; why that is wrong)
+# case id -> (what wash answered when listed: "crash", "hang", "error" or "rows"; why that is
+# wrong). Crash, hang and error are one family when compared: which of them wash gives for a
+# value it cannot handle varies from run to run.
 WASH_FAULTS: dict[str, tuple[str, str]] = {
     "param-float8-9": ("rows", "NaN comes back as +infinity"),
     "param-float8-11": ("rows", "the smallest denormal (5e-324) comes back as 0"),
