@@ -22,15 +22,14 @@ from typing import Any, Protocol
 from provider.common.slots import Slots
 from provider.nats.live_subscriptions import subscriptions_live
 from provider.wit.codec import Codec, CodecError, Incomplete
-from provider.wit.model import Function, ListType
+from provider.wit.model import Function
 from provider.wrpc.framing import (
-    ByteStream,
-    StreamTooLarge,
     decode_first_payload,
     invocation_subject,
     message_chunks,
     results_subject,
 )
+from provider.wrpc.params import ParamsReception, list_over_bound
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +98,10 @@ class _Call:
 
 @dataclass
 class _PendingParams:
-    stream: ByteStream
-    export: Export
+    """A call waiting for its params stream: what has arrived, and the event its task awaits."""
+
+    reception: ParamsReception
     done: asyncio.Event = field(default_factory=asyncio.Event)
-    error: str | None = None
-    refused: str | None = None  # a list parameter over its bound
-    lengths_checked: bool = False
 
 
 class WrpcServer:
@@ -248,29 +245,8 @@ class WrpcServer:
         pending = self._pending_params.get(call_inbox)
         if pending is None or pending.done.is_set():
             return  # a call already served from its first payload, or one given up on
-        try:
-            if pending.stream.feed(msg.data):
-                pending.done.set()
-        except StreamTooLarge as exc:
-            pending.error = str(exc)
+        if pending.reception.feed(msg.data):
             pending.done.set()
-            return
-        self._check_list_lengths(pending)
-
-    def _check_list_lengths(self, pending: _PendingParams) -> None:
-        """Refuse a call whose list parameter is over its bound as soon as the count is in."""
-        bound = pending.export.max_list_items
-        if bound is None or pending.lengths_checked:
-            return
-        types = pending.export.function.param_types
-        lengths = self._codec.leading_list_lengths(types, pending.stream.data())
-        expected = sum(1 for t in types if isinstance(t, ListType))
-        for length in lengths:
-            if length > bound:
-                pending.refused = _too_many(length, bound)
-                pending.done.set()
-                break
-        pending.lengths_checked = len(lengths) == expected
 
     # -- one call --
 
@@ -347,51 +323,46 @@ class WrpcServer:
     ) -> tuple[Any, ...] | None:
         """Handshake, then the decoded params; on failure, answers the call and returns None."""
         function = export.function
+        reception = ParamsReception(
+            self._codec, function, self._max_params_bytes, export.max_list_items
+        )
         # Registered before the handshake goes out, so no params chunk can slip past; the
         # invocation's own payload is the stream's first part.
-        pending = _PendingParams(ByteStream(self._max_params_bytes), export)
+        pending = _PendingParams(reception)
         self._pending_params[call.call_inbox] = pending
-        oversized = _feed_first(pending, msg.data)
-        if oversized is None and len(msg.data) > PEEK_BEFORE_DECODING:
-            self._check_list_lengths(pending)  # a large first payload: count before decoding
+        if reception.feed_first(msg.data):
+            pending.done.set()
+        elif len(msg.data) > PEEK_BEFORE_DECODING:
+            reception.check_list_lengths()  # a large first payload: count before decoding
         await self._handshake(call)
         try:
-            if pending.refused is None and oversized is None:
-                params: tuple[Any, ...] | None
-                if len(msg.data) > DECODE_IN_STEPS_BYTES:
-                    try:
-                        params = await self._decode_in_steps(function, msg.data, final=False)
-                    except Incomplete:
-                        params = None  # the rest comes on the params stream
-                else:
-                    params = decode_first_payload(self._codec, function.param_types, msg.data)
+            if not reception.settled or reception.complete:
+                params = await self._decode_first(function, msg.data)
                 if params is not None:
-                    refusal = _over_bound(export, params)
+                    refusal = reception.over_bound(params)
                     if refusal is None:
                         return params
-                    pending.refused = refusal
+                    reception.refused = refusal
                 else:
-                    self._check_list_lengths(pending)
-            if pending.refused is not None:
-                await self._refuse_params(export, call, pending.refused)
+                    reception.check_list_lengths()
+            if not reception.settled:
+                try:
+                    await asyncio.wait_for(pending.done.wait(), self._params_timeout)
+                except TimeoutError:
+                    await self._fail(
+                        export,
+                        call,
+                        f"parameters incomplete after {self._params_timeout:g} s "
+                        f"({reception.size} bytes received, no end of stream)",
+                    )
+                    return None
+            if reception.refused is not None:
+                await self._refuse_params(export, call, reception.refused)
                 return None
-            try:
-                await asyncio.wait_for(pending.done.wait(), self._params_timeout)
-            except TimeoutError:
-                await self._fail(
-                    export,
-                    call,
-                    f"parameters incomplete after {self._params_timeout:g} s "
-                    f"({pending.stream.size} bytes received, no end of stream)",
-                )
+            if reception.malformed is not None:
+                await self._fail(export, call, f"malformed parameters: {reception.malformed}")
                 return None
-            if pending.refused is not None:
-                await self._refuse_params(export, call, pending.refused)
-                return None
-            if pending.error is not None:
-                await self._fail(export, call, f"malformed parameters: {pending.error}")
-                return None
-            data = pending.stream.data()
+            data = reception.data()
             if len(data) > DECODE_IN_STEPS_BYTES:
                 return await self._decode_in_steps(function, data)
             return self._codec.decode_values(function.param_types, data)
@@ -399,6 +370,16 @@ class WrpcServer:
             log.warning("malformed parameters", extra=_call(function, exc))
             await self._fail(export, call, f"malformed parameters: {exc}")
             return None
+
+    async def _decode_first(self, function: Function, payload: bytes) -> tuple[Any, ...] | None:
+        """The parameters, if the invocation's own payload holds them all (None: the rest
+        comes on the params stream)."""
+        if len(payload) > DECODE_IN_STEPS_BYTES:
+            try:
+                return await self._decode_in_steps(function, payload, final=False)
+            except Incomplete:
+                return None
+        return decode_first_payload(self._codec, function.param_types, payload)
 
     async def _decode_in_steps(
         self, function: Function, data: bytes, final: bool = True
@@ -470,35 +451,9 @@ def _complete_first_payload(codec: Codec, export: Export, payload: bytes) -> tup
         return None  # malformed: the general path answers it
     if params is None:
         return None
-    if export.max_list_items is not None and _over_bound(export, params) is not None:
+    if list_over_bound(export.function, export.max_list_items, params) is not None:
         return None
     return params
-
-
-def _over_bound(export: Export, params: tuple[Any, ...]) -> str | None:
-    bound = export.max_list_items
-    if bound is None:
-        return None
-    for wit_type, value in zip(export.function.param_types, params, strict=True):
-        if isinstance(wit_type, ListType) and len(value) > bound:
-            return _too_many(len(value), bound)
-    return None
-
-
-def _too_many(count: int, bound: int) -> str:
-    return f"{count} list items given; at most {bound} are accepted"
-
-
-def _feed_first(pending: _PendingParams, payload: bytes) -> str | None:
-    if not payload:
-        return None  # an empty first payload must not end the stream
-    try:
-        pending.stream.feed(payload)
-    except StreamTooLarge as exc:
-        pending.error = str(exc)
-        pending.done.set()
-        return pending.error
-    return None
 
 
 def _call(function: Function, exc: BaseException) -> dict[str, str]:
