@@ -136,10 +136,21 @@ def encode_sleb128(value: int, out: bytearray) -> None:
         out.append(byte | 0x80)
 
 
-def _uleb128_bytes(value: int) -> bytes:
+def uleb128_bytes(value: int) -> bytes:
     out = bytearray()
     encode_uleb128(value, out)
     return bytes(out)
+
+
+def write_string(value: str, out: bytearray) -> None:
+    """A WIT string: its UTF-8 length (LEB128), then its bytes (UnicodeEncodeError for a lone
+    surrogate). The primitive writers here are public: the fast row encoder writes with them."""
+    data = value.encode("utf-8")
+    if len(data) < 0x80:  # the one-byte length almost every string has
+        out.append(len(data))
+    else:
+        encode_uleb128(len(data), out)
+    out += data
 
 
 def _read_length(buf: bytes, pos: int, limits: CodecLimits, what: str) -> tuple[int, int]:
@@ -468,7 +479,7 @@ class Codec:
             return _record_encoder(field_encoders, record_name)
         if isinstance(t, VariantType):
             cases = {
-                name: (_uleb128_bytes(index), None if ct is None else self.encoder(ct))
+                name: (uleb128_bytes(index), None if ct is None else self.encoder(ct))
                 for index, (name, ct) in enumerate(t.cases)
             }
             variant_name = t.name or "variant"
@@ -715,14 +726,9 @@ def _primitive_encoder(name: str) -> Encoder:
             if not isinstance(value, str):
                 raise EncodeError(f"string expects str, got {type(value).__name__}")
             try:
-                data = value.encode("utf-8")
+                write_string(value, out)
             except UnicodeEncodeError as exc:  # lone surrogates
                 raise EncodeError(f"string is not encodable as UTF-8: {exc.reason}") from None
-            if len(data) < 0x80:  # the one-byte length almost every string has
-                out.append(len(data))
-            else:
-                encode_uleb128(len(data), out)
-            out += data
 
         return encode_string
     if name == "bool":

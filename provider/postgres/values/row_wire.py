@@ -14,26 +14,18 @@ from typing import Any
 
 from provider.common.bounded_tables import remember
 from provider.postgres.values.convert import ColumnConverter
-from provider.wit.codec import Codec, encode_sleb128, encode_uleb128
+from provider.postgres.values.text import offset_case
+from provider.wit.codec import (
+    Codec,
+    encode_sleb128,
+    encode_uleb128,
+    uleb128_bytes,
+    write_string,
+)
 from provider.wit.model import ListType, RecordType, VariantType, postgres_package
 
 RawRowsEncoder = Callable[[Sequence[Any]], bytes]  # asyncpg records → concatenated row bytes
 ValueWriter = Callable[[Any, bytearray], None]  # one non-NULL value: case index and payload
-
-
-def _uleb(value: int) -> bytes:
-    out = bytearray()
-    encode_uleb128(value, out)
-    return bytes(out)
-
-
-def _write_string(value: str, out: bytearray) -> None:
-    data = value.encode("utf-8")
-    if len(data) < 0x80:
-        out.append(len(data))
-    else:
-        encode_uleb128(len(data), out)
-    out += data
 
 
 class TimestampTzWire:
@@ -122,15 +114,14 @@ def _offset_bytes(text: str) -> bytes:
         seconds = int(body[:2]) * 3600 + int(body[3:5]) * 60 + int(body[6:])
     else:
         return b""
-    east = -seconds if text[0] == "-" else seconds
-    out = bytearray()
-    if east > 0:  # as `pg_text.offset_case`: UTC counts as western
-        out.append(0)
-        encode_sleb128(east, out)
-    else:
-        out.append(1)
-        encode_sleb128(-east, out)
+    offset = offset_case(-seconds if text[0] == "-" else seconds)  # the text layer's rule
+    out = bytearray((_OFFSET_INDEX[offset.tag],))
+    encode_sleb128(offset.value, out)
     return bytes(out)
+
+
+# The `offset` variant's cases in WIT order (test_row_wire pins the fast path to the codec's).
+_OFFSET_INDEX = {"eastern-hemisphere-secs": 0, "western-hemisphere-secs": 1}
 
 
 _OTHER, _INTEGER, _STRING, _BOOL = 0, 1, 2, 3
@@ -154,7 +145,7 @@ class RowWire:
         self.row_type = row_type.element
         value_type = entry.fields[1][1]
         assert isinstance(value_type, VariantType)
-        self._case_index = {name: _uleb(i) for i, (name, _) in enumerate(value_type.cases)}
+        self._case_index = {name: uleb128_bytes(i) for i, (name, _) in enumerate(value_type.cases)}
         self._encode_value = self._codec.encoder(value_type)
         self._null = self._case_index["null"]
         self._tz = TimestampTzWire()
@@ -176,14 +167,14 @@ class RowWire:
         columns: list[tuple[bytes, bytes, int, ValueWriter | None]] = []
         for (name, convert), type_name in zip(converters, type_names, strict=True):
             prefix = bytearray()
-            _write_string(name, prefix)
+            write_string(name, prefix)
             kind = _INLINE_KINDS.get(type_name, _OTHER)
             if kind == _OTHER:
                 columns.append((bytes(prefix), b"", kind, self._column_writer(type_name, convert)))
             else:
                 named_case = bytes(prefix) + self._case_index[type_name]
                 columns.append((bytes(prefix), named_case, kind, None))
-        count = _uleb(len(columns))
+        count = uleb128_bytes(len(columns))
         null = self._null
 
         def encode(rows: Sequence[Any]) -> bytes:
