@@ -79,13 +79,13 @@ bench: $(STAMP) component
 	$(PY) -m bench.isolation_bench
 	$(PY) -m bench.tracing_bench
 
-# The long chaos run (tests/test_statements_chaos.py runs a short one in `make test`).
+# The long chaos run (tests/integration/test_statements_chaos.py runs a short one in `make test`).
 chaos: $(STAMP)
 	$(PY) -m bench.chaos_run
 
 # The conformance suite alone, with the differential report against wash 2.10.
 conformance: component
-	$(PY) -m pytest tests/conformance -s -q
+	$(PY) -m pytest tests/e2e/conformance -s -q
 
 wire-demo: $(STAMP)
 	$(PY) -m host_shim.wire_demo

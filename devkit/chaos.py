@@ -1,6 +1,7 @@
 """The seed's scenario, with faults: many callers prepare once and exec many times.
 
-Used by tests/test_statements_chaos.py (short runs) and `make chaos` (long run, a report).
+Used by tests/integration/test_statements_chaos.py (short runs) and `make chaos` (long run,
+a report).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ example component spent 80% of its time in `VariantType.cases`.
 `install()` wraps those reflective properties so that a type equal (by wasmtime's own type
 equality) to one seen before returns the remembered answer. This relies on wasmtime-py's
 internals, so the wasmtime version is pinned in pyproject.toml (`>=50,<51`) and
-`tests/test_component.py` checks the cache is active and changes no result.
+`tests/e2e/test_component.py` checks the cache is active and changes no result.
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ def bench(kind: str, n: int) -> int:
 # A value travels as plain JSON where it can, else tagged: {"v": "PgValue_Int4", "value": ...}
 # for a variant case, {"r": "Time", "f": {...}} for a record, {"t": [...]} for a tuple,
 # {"b": "<hex>"} for bytes, {"e": "LexemeWeight", "n": "A"} for an enum. The host side
-# (tests/conformance/guest_json.py) writes and reads it from the WIT types.
+# (tests/e2e/conformance/guest_json.py) writes and reads it from the WIT types.
 
 
 def from_json(value: Any) -> Any:

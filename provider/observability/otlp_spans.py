@@ -3,7 +3,7 @@
 Why not the exporter's own encoder: `tracing_bench` measured it at ~48 µs of CPU per span
 (it builds a protobuf object per attribute, and the resource's again for every batch), a third
 of what a sampled call costs. This writes the same message straight to bytes: the resource and
-scope once per batch object, each span's fields in order. `tests/test_otlp_spans.py` parses the
+scope once per batch object, each span's fields in order. `tests/unit/test_otlp_spans.py` parses the
 output with opentelemetry-proto and compares it with the library's encoding under hypothesis.
 Anything this cannot encode raises `Unencodable`, and the caller uses the library instead.
 """

@@ -203,7 +203,7 @@ async def _portal_batches(
 async def run_without_rows(statement: Any, args: Sequence[Any]) -> str:
     """The fast path of a statement that returns no rows (an INSERT, an UPDATE): Bind,
     Execute, Sync on the protocol itself, without `PreparedStatement.fetch`'s wrappers
-    (pinned to it by tests/test_bounds.py); returns the command tag."""
+    (pinned to it by tests/integration/test_bounds.py); returns the command tag."""
     _, status, _ = await portal_fetch(statement, args, "", 0)
     return status
 

@@ -240,7 +240,7 @@ async def configure_connection(connection: Any) -> set[int]:
     Arrays are registered as whole text values and parsed by `pg_values`. Registering a codec
     on an array or range type is not possible through asyncpg's public `set_type_codec`, so
     this uses the settings object that method itself uses; the asyncpg version is pinned in
-    pyproject.toml and tests/test_pg_values_wire.py exercises it.
+    pyproject.toml and tests/integration/test_pg_values_wire.py exercises it.
     """
     rows = await connection.fetch(_TEXT_TYPE_QUERY, list(TEXT_TYPES), list(BINARY_ELEMENTS))
     settings = connection._protocol.get_settings()

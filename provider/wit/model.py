@@ -2,7 +2,7 @@
 
 `wit/` is the single source of truth. `wasm-tools component wit --json wit/` (a maintained
 parser) resolves it to JSON; `make wit` stores that output next to this module as
-`wit_resolved.json`, and `tests/test_wit_model.py` fails if the stored copy and `wit/` ever
+`wit_resolved.json`, and `tests/unit/test_wit_model.py` fails if the stored copy and `wit/` ever
 disagree. Nothing here retypes a WIT name or shape by hand: it is all read from that JSON.
 
 Type aliases (`type radius = hashable-f64;`) are resolved away: the model keeps only the shapes

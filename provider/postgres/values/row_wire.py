@@ -4,7 +4,7 @@ The general path turns every value into a WIT value (a `Case`, a dict per column
 encodes that: four to six objects per value, most of a query's CPU. A compiled encoder writes
 each column's name bytes (computed once) and, for the common column types, the value's case
 and payload directly; every other type takes the general path for that column only. Each fast
-encoder is pinned to the general path by tests/test_row_wire.py.
+encoder is pinned to the general path by tests/unit/test_row_wire.py.
 """
 
 from __future__ import annotations

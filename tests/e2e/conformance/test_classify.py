@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tests.conformance import harness
-from tests.conformance.cases import all_cases
-from tests.conformance.wash_faults import WASH_FAULTS
+from tests.e2e.conformance import harness
+from tests.e2e.conformance.cases import all_cases
+from tests.e2e.conformance.wash_faults import WASH_FAULTS
 
 CASES = {case.id: case for case in all_cases()}
 

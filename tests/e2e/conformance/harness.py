@@ -12,9 +12,9 @@ from typing import Any
 
 from host_shim.component_host import ComponentError, ComponentHost
 from provider.wit.values import Case
-from tests.conformance.cases import ConformanceCase
-from tests.conformance.guest_json import error_from_guest, params_to_guest, rows_from_guest
-from tests.conformance.wash_faults import WASH_FAULTS
+from tests.e2e.conformance.cases import ConformanceCase
+from tests.e2e.conformance.guest_json import error_from_guest, params_to_guest, rows_from_guest
+from tests.e2e.conformance.wash_faults import WASH_FAULTS
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import yaml
 
 from host_shim.manifest import ManifestError, derived_id, load_manifest, parse_manifest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WADM = ROOT / "wadm.yaml"
 
 

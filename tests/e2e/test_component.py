@@ -22,7 +22,7 @@ from host_shim.wasm_values import is_tagged
 from provider.wit.values import Case
 from provider.wrpc.client import WrpcClient
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 COMPONENT_ID = "sqldb_postgres_example-example"
 
 

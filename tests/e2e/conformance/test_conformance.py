@@ -26,10 +26,10 @@ from devkit.provider_harness import Caller, RunningProvider, wait_linked
 from host_shim.component_host import ComponentHost
 from provider.wrpc.client import WrpcClient
 from tests import capabilities
-from tests.conformance import harness
-from tests.conformance.cases import ConformanceCase, all_cases
+from tests.e2e.conformance import harness
+from tests.e2e.conformance.cases import ConformanceCase, all_cases
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 WASM = ROOT / "components" / "example" / "build" / "example.wasm"
 COMPONENT_ID = "conformance-example"
 CASES = all_cases()

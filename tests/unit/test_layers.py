@@ -8,7 +8,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # layer -> the layers it may import (besides itself). Bottom to top.
 ALLOWED: dict[str, set[str]] = {

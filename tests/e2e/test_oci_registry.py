@@ -109,7 +109,7 @@ def test_the_host_shim_runs_the_manifest_with_the_provider_from_the_registry(
     import subprocess
     import sys
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     subprocess.run([sys.executable, str(root / "components" / "build.py")], check=True)
     reference = f"{registry}/you/sqldb-postgres:0.2.0"
     assert cli.main(["push", reference, str(provider_par)]) == 0

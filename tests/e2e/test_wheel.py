@@ -12,7 +12,7 @@ from pathlib import Path
 from devkit.provider_harness import healthy_then_stopped_like_a_host
 from host_shim.provider_process import LatticeHost, ProviderProcess
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("pyproject.toml", "README.md", "provider", "provider_archive", "host_shim", "devkit")
 
 

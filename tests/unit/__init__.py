@@ -1,0 +1,1 @@
+"""Logic tested on its own: no server, no child process."""
