@@ -118,14 +118,15 @@ class StatementRunner:
         stale_retries = 0
         attempts = link.pool.size + 2  # enough to get past every dead connection of the pool
         prefer = record.pinned() if record is not None else None
-        read_only = record.read_only if record is not None else retry.is_read_only(sql)
         for attempt in range(1, attempts + 1):
             pool, connection = await self.acquire(link, prefer)
             try:
                 try:
                     result = await self.run_on(link, connection, sql, params, rows_wanted)
                 except Exception as exc:
-                    # Nothing ran when only a prepare was asked for (params None).
+                    # Nothing ran when only a prepare was asked for (params None). Read only
+                    # here: scanning the SQL costs every call when done up front.
+                    read_only = record.read_only if record is not None else retry.is_read_only(sql)
                     decision = retry.decide(
                         exc, may_repeat=read_only or params is None,
                         stale_retries_left=stale_retries < STALE_RETRIES,
