@@ -1,0 +1,1 @@
+"""Traces and metrics over OTLP as the host asks, and what a span may say."""
