@@ -17,7 +17,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,15 +185,6 @@ async def serving(
 
 def records(caplog: pytest.LogCaptureFixture, message: str) -> list[logging.LogRecord]:
     return [r for r in caplog.records if r.name == RUNTIME_LOG and r.getMessage() == message]
-
-
-@pytest.fixture
-def host(nats_url: str) -> Iterator[LatticeHost]:
-    """A host on a lattice of its own; the restart memo a test may leave is removed."""
-    lattice_host = LatticeHost(nats_url)
-    yield lattice_host
-    memo = RestartMemo(lattice_host.lattice, lattice_host.provider_id, lattice_host.host_id)
-    memo.path.unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -10,12 +10,10 @@ import asyncio
 import json
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import nats
-import pytest
 
 from devkit.provider_harness import Caller
 from host_shim.provider_process import LatticeHost, ProviderProcess
@@ -137,15 +135,6 @@ async def _exit_code(process: ProviderProcess, seconds: float) -> int | None:
             return process.process.returncode
         await asyncio.sleep(0.05)
     return None
-
-
-@pytest.fixture
-def host(nats_url: str) -> Iterator[LatticeHost]:
-    """The host side of one provider; the restart memo it leaves is removed afterwards."""
-    lattice_host = LatticeHost(nats_url)
-    yield lattice_host
-    memo = RestartMemo(lattice_host.lattice, lattice_host.provider_id, lattice_host.host_id)
-    memo.path.unlink(missing_ok=True)
 
 
 async def _exits_for_a_restart(host: LatticeHost, log_file: Any) -> None:
