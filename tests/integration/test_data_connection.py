@@ -33,6 +33,7 @@ from provider.nats.data_connection import MAX_PENDING_WHILE_DOWN, DataConnection
 from provider.nats.wire import Msg
 from provider.wit.values import Case, Ok
 from provider.wrpc.client import WrpcClient
+from tests.waiting import until
 
 
 class RestartableNats:
@@ -200,13 +201,6 @@ async def test_a_confirmed_subscription_survives_a_late_sub(
         await data.close()
 
 
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.01)
-
-
 async def test_a_flush_while_down_is_answered_by_its_own_ping(
     restartable_nats: RestartableNats,
 ) -> None:
@@ -216,7 +210,7 @@ async def test_a_flush_while_down_is_answered_by_its_own_ping(
     data = await DataConnection.open(restartable_nats.url)
     try:
         restartable_nats.stop()
-        await wait_until(lambda: not data.is_connected, "the data connection sees the stop")
+        await until(lambda: not data.is_connected, "the data connection sees the stop", DEADLINE)
         await data.publish("held.while.down", b"m")
         flush = asyncio.create_task(data.flush(timeout=10))
         await asyncio.sleep(0.2)
@@ -239,7 +233,7 @@ async def test_a_flush_that_cannot_be_held_fails_at_once(
     data = await DataConnection.open(restartable_nats.url)
     try:
         restartable_nats.stop()
-        await wait_until(lambda: not data.is_connected, "the data connection sees the stop")
+        await until(lambda: not data.is_connected, "the data connection sees the stop", DEADLINE)
         chunk = bytes(1000 * 1000)
         for _ in range(MAX_PENDING_WHILE_DOWN // len(chunk) + 2):
             await data.publish("held.while.down", chunk)
@@ -247,7 +241,7 @@ async def test_a_flush_that_cannot_be_held_fails_at_once(
             await data.flush(timeout=2)
         restartable_nats.start()
         # Back within a reconnect wait (it waited a connect_timeout for a PONG taken away).
-        await wait_until(lambda: data.is_connected, "the reconnect", timeout=4)
+        await until(lambda: data.is_connected, "the reconnect", seconds=4)
         await asyncio.wait_for(data.flush(), 2)
         assert data.reconnects == 1
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
@@ -22,18 +23,14 @@ import pytest
 from provider.postgres import pool as pool_module
 from provider.postgres.config import ConnectionSettings
 from provider.postgres.pool import AcquireTimeout, LinkPool, PoolRetired, describe
+from tests import waiting
 
 BOUND = 5.0  # seconds any single step may take before the test calls it a hang
 STARTUP_DATESTYLE = "ISO, YMD"  # what every connection is opened with (session.py)
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = BOUND) -> None:
-    """Poll `condition` until it holds; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.002)
+# Polled every 2 ms: some steps race with a slot being handed over.
+until = functools.partial(waiting.until, seconds=BOUND, every=0.002)
 
 
 # --- a TCP proxy in front of the test server --------------------------------------------------
