@@ -152,8 +152,8 @@ class ProviderRuntime:
         self._nc = await self._lattice.connect()
         link_subjects = await self._subscribe_links()
         await self.hooks.attach(LatticeServices(self._nc, self.host_data))
-        for definition in self.host_data.link_definitions:
-            await self._put_link_document(definition)
+        for definition in self.host_data.link_definitions:  # a failing hook never stops us
+            await self._apply_link_message(self._put_link_document, definition)
         self._changed_links = set()  # from here on: only what arrives on our subjects
         while not self._link_messages.empty():  # held ones, before any call is taken
             await self._apply_link_message(*self._link_messages.get_nowait())
@@ -257,10 +257,7 @@ class ProviderRuntime:
             self._changed_links = None  # only needed while comparing: nothing grows after
 
     async def _compare_links(self) -> None:
-        memo = RestartMemo(self.host_data.lattice, self.host_data.provider_key,
-                           self.host_data.host_id)  # fmt: skip
         request = link_get_subject(self.host_data.lattice)
-        changed = self._changed_links if self._changed_links is not None else set()
         for delay in RECONCILE_AT:
             await asyncio.sleep(delay)
             if self._shutting_down:
@@ -274,32 +271,50 @@ class ProviderRuntime:
             lattice = lattice_links(reply.data, self.host_data.provider_key)
             if lattice is None:
                 return
+            # Applied from the link queue, in turn with the puts and deletes arriving live: a
+            # put queued behind the answer is applied after it, never overtaken by it.
+            applied = asyncio.Event()
+            self._link_messages.put_nowait(
+                (self._apply_lattice_links, (lattice, asked_with, applied))
+            )
+            await applied.wait()
+            if self._fatal is not None:
+                return
+
+    async def _apply_lattice_links(
+        self, answer: tuple[dict[LinkKey, dict[str, Any]], set[LinkKey], asyncio.Event]
+    ) -> None:
+        """The lattice's links against ours (a link-queue handler): what it no longer holds is
+        deleted, what we missed is put from its configs, or the provider exits for the host to
+        restart it with them (once per set of links)."""
+        lattice, asked_with, applied = answer
+        try:
+            changed = self._changed_links if self._changed_links is not None else set()
             found = differences(lattice, self._applied_links, asked_with, changed)
             for source_id, name in sorted(found.gone):
-                if (source_id, name) in changed:
-                    continue  # a live put or delete arrived meanwhile: it decides
                 log.info("link deleted while starting", extra={"source_id": source_id,
                                                                  "link_name": name})  # fmt: skip
                 await self._delete_link(source_id, name)
-            unresolved: set[LinkKey] = set()
-            for key in sorted(found.missing):
-                if key not in changed and not await self._put_missed_link(lattice[key]):
-                    unresolved.add(key)
-            unresolved = {
-                k for k in unresolved if k not in changed and k not in self._applied_links
-            }
-            if not unresolved:
-                continue
-            missing = ", ".join(f"{source} ({name})" for source, name in sorted(unresolved))
-            if memo.already_restarted_for(frozenset(unresolved)):
-                log.error("links in the lattice were not handed over, even after a restart "
-                          "(their config or secrets may not resolve on the host)",
-                          extra={"links": missing})  # fmt: skip
-                continue
-            memo.remember(frozenset(unresolved))
-            self._on_fatal(f"links were put while this provider started ({missing}); exiting "
-                           "so that the host restarts it with them")  # fmt: skip
+            unresolved = {key for key in sorted(found.missing)
+                          if not await self._put_missed_link(lattice[key])}  # fmt: skip
+            if unresolved:
+                self._restart_for(unresolved)
+        finally:
+            applied.set()
+
+    def _restart_for(self, unresolved: set[LinkKey]) -> None:
+        """Links only the host can hand over: exit so that it restarts us with them."""
+        memo = RestartMemo(self.host_data.lattice, self.host_data.provider_key,
+                           self.host_data.host_id)  # fmt: skip
+        missing = ", ".join(f"{source} ({name})" for source, name in sorted(unresolved))
+        if memo.already_restarted_for(frozenset(unresolved)):
+            log.error("links in the lattice were not handed over, even after a restart "
+                      "(their config or secrets may not resolve on the host)",
+                      extra={"links": missing})  # fmt: skip
             return
+        memo.remember(frozenset(unresolved))
+        self._on_fatal(f"links were put while this provider started ({missing}); exiting "
+                       "so that the host restarts it with them")  # fmt: skip
 
     async def run(self) -> None:
         """Start, then serve until shut down by the host or a signal; raises

@@ -4,11 +4,8 @@ Links are keyed by the calling component's id (the `source-id` of each call). Ea
 pool (or shares one, with `POSTGRES_SHARE_CONNECTIONS_BY_URL`) and its statement tokens. Every
 function returns the WIT result value: `Ok(...)` or `Err(<error case>)`.
 
-Running a statement (`_run`) is where the pooling guarantees live: the statement is prepared on
-whichever connection serves the call (its token's pin when that one is idle), and a failure
-that proves the statement never ran — PostgreSQL forgot it, its plan changed, the connection
-was dead before sending — is retried, so a guest never sees `prepared statement "..." does not
-exist` or any other error that only exists because of how connections are pooled.
+Statements run through the link's `StatementRunner` (`runner`), where the pooling guarantees
+live; this module is the link registry, the four functions and their error shapes, and health.
 """
 
 from __future__ import annotations

@@ -677,3 +677,35 @@ async def test_a_wrong_shaped_interfaces_field_does_not_stop_the_start(
     good = host.link_definition("app-good", {"DB": "g"})
     async with serving(host, nc, hooks, link_definitions=[wrong, good]):
         assert hooks.links == {("app-good", "default"): {"DB": "g"}}
+
+
+async def test_the_lattices_answer_waits_its_turn_behind_live_link_messages(
+    host: LatticeHost, nc: Any, hooks: RecordingHooks
+) -> None:
+    """What the comparison at start changes goes through the one link queue: a delete it
+    decides on waits behind a put already being applied, never runs beside it."""
+    hooks.put_gates["app-slow"] = gate = asyncio.Event()
+
+    async def answer(msg: Any) -> None:  # once the live put is being applied
+        await until(lambda: ("put", "app-slow", "default", {"S": "1"}) in hooks.calls, "slow")
+        await msg.respond(control_reply([{"source_id": "app-kept", "target": host.provider_id,
+                                          "name": "default", "target_config": []}]))  # fmt: skip
+
+    await nc.subscribe(link_get_subject(host.lattice), cb=answer)
+    kept = host.link_definition("app-kept", {"K": "1"})
+    gone = host.link_definition("app-gone", {"G": "1"})
+    gone_stub = LinkDefinition("app-gone", host.provider_id, "default", "", "", (), {}, None)
+    async with serving(host, nc, hooks, link_definitions=[kept, gone]) as served:
+        await host.put_link(nc, host.link_definition("app-slow", {"S": "1"}))
+        queued = served.runtime._link_messages
+        # The slow put's second copy and the lattice's answer wait behind it.
+        await until(lambda: queued.qsize() == 2, "the answer queued behind the slow put")
+        assert ("delete", gone_stub) not in hooks.calls
+        gate.set()
+        await until(lambda: ("delete", gone_stub) in hooks.calls, "the delete, in its turn")
+        assert hooks.after_attach() == [
+            ("put", "app-kept", "default", {"K": "1"}),
+            ("put", "app-gone", "default", {"G": "1"}),
+            ("put", "app-slow", "default", {"S": "1"}),
+            ("delete", gone_stub),
+        ]
