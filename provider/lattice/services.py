@@ -9,6 +9,9 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import KeyNotFoundError, NoKeysError
+
 from provider.lattice.host_data import HostData
 from provider.lattice.replicas import replica_prefix
 from provider.wit.model import Function
@@ -33,8 +36,6 @@ class KeyValueBucket:
         await self._kv.put(key, value)
 
     async def get(self, key: str) -> bytes | None:
-        from nats.js.errors import KeyNotFoundError
-
         try:
             entry = await self._kv.get(key)
         except KeyNotFoundError:
@@ -46,8 +47,6 @@ class KeyValueBucket:
         await self._kv.purge(key)
 
     async def keys(self) -> list[str]:
-        from nats.js.errors import NoKeysError
-
         try:
             return list(await self._kv.keys())
         except NoKeysError:
@@ -94,8 +93,6 @@ class LatticeServices:
         """The bucket (created if missing), once a probe showed every operation is allowed:
         an account may allow creating it but deny `$KV.>`, or have no JetStream at all, and
         every use would then wait for a timeout. Raises ServiceUnavailable saying why."""
-        from nats.js.api import KeyValueConfig, StorageType
-
         try:
             js = self._nc.jetstream(timeout=JETSTREAM_TIMEOUT)
             kv = await js.create_key_value(
