@@ -84,8 +84,9 @@ class PostgresServer:
 
 
 @contextlib.contextmanager
-def running_postgres(own: bool = False) -> Iterator[PostgresServer]:
-    """A server to use; `own=True` never reuses `DATABASE_URL` (e.g. to restart it)."""
+def running_postgres(own: bool = False, max_connections: int = 200) -> Iterator[PostgresServer]:
+    """A server to use; `own=True` never reuses `DATABASE_URL` (e.g. to restart it, or to
+    give it a small `max_connections`, which only the machine's PostgreSQL honours)."""
     configured = None if own else os.environ.get("DATABASE_URL")
     if configured:
         parts = urlsplit(configured)
@@ -100,7 +101,7 @@ def running_postgres(own: bool = False) -> Iterator[PostgresServer]:
             return
     binaries = server_binaries()
     if binaries is not None:
-        with _machine_postgres(binaries) as server:
+        with _machine_postgres(binaries, max_connections) as server:
             yield server
         return
     _announce_fallback()
@@ -174,7 +175,7 @@ def _make_certificates(directory: Path) -> tuple[Path, Path, Path]:
 
 
 @contextlib.contextmanager
-def _machine_postgres(binaries: Path) -> Iterator[PostgresServer]:
+def _machine_postgres(binaries: Path, max_connections: int) -> Iterator[PostgresServer]:
     run_as = _unprivileged_user()
     workdir = Path(tempfile.mkdtemp(prefix="pg-"))
     try:
@@ -203,7 +204,7 @@ def _machine_postgres(binaries: Path) -> Iterator[PostgresServer]:
         port = free_port()
         command = [str(binaries / "postgres"), "-D", str(data), "-p", str(port),
                    "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={workdir}",
-                   "-c", "max_connections=200",
+                   "-c", f"max_connections={max_connections}",
                    "-c", "fsync=off", "-c", "full_page_writes=off"]  # fmt: skip
         if cert is not None and key is not None:
             command += ["-c", "ssl=on", "-c", f"ssl_cert_file={cert}", "-c", f"ssl_key_file={key}"]

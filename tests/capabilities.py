@@ -22,6 +22,7 @@ CAPABILITIES: dict[str, str] = {
     "xml": "xml and xml[] values (a server built with libxml)",
     "secrets": "password authentication: secrets override config, wrong passwords refused",
     "restart": "the PostgreSQL server restarted under load",
+    "small-server": "200 links sharing a server of our own with max_connections 60",
     "oci-registry": "push and pull through a real OCI registry (docker-registry)",
     "pgbouncer": "transaction-mode pooling behind PgBouncer",
     "wash": "the differential comparison against wash's own provider",

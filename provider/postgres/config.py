@@ -46,11 +46,17 @@ class ConnectionSettings:
     transaction_idle_timeout: float = 30.0  # seconds between a transaction's calls, at most
     transaction_max_duration: float = 120.0  # seconds from begin to its end, at most
     pooler: str = "auto"  # POSTGRES_POOLER: "auto", "transaction" or "none" (see POOLER_MODES)
+    server_connections: int | None = None  # POSTGRES_SERVER_CONNECTIONS: caps the server budget
 
     def describe(self) -> str:
         """Where this link points, for logs and health messages (no secrets)."""
         tls = " tls" if self.tls_required else ""
         return f"{self.username}@{self.host}:{self.port}/{self.database}{tls}"
+
+    @property
+    def server(self) -> str:
+        """The server whose `max_connections` this link's connections count against."""
+        return f"{self.host}:{self.port}"
 
     def pool_key(self) -> tuple[object, ...]:
         """Links with equal keys may share one pool (POSTGRES_SHARE_CONNECTIONS_BY_URL)."""
@@ -125,6 +131,7 @@ def settings_from_config(values: Mapping[str, str]) -> ConnectionSettings:
             values, "POSTGRES_TRANSACTION_MAX_DURATION", 120.0, zero_allowed=False, most=600
         ),
         pooler=POOLER_MODES[pooler_word],
+        server_connections=_positive_int(values, "POSTGRES_SERVER_CONNECTIONS", 0) or None,
     )
     if settings.max_transactions > settings.pool_size:
         raise ConfigError(

@@ -28,6 +28,7 @@ import asyncpg
 
 from provider.postgres.config import ConnectionSettings
 from provider.postgres.retry import first_keyword, may_read_twice
+from provider.postgres.server_budget import room_from_settings
 from provider.postgres.session import refused_startup_parameter, set_session, startup_parameters
 from provider.postgres.values import text as pg_text
 from provider.postgres.values.convert import BINARY_ELEMENTS, TEXT_TYPES, row_converters
@@ -88,6 +89,7 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         self.text_oids: set[int] = set()  # types this connection exchanges as text
         self.session_dirty = False  # a guest may have changed session state (SET, ...)
         self.last_user = ""  # the link whose call used this connection last (shared pools)
+        self.idle_since = 0.0  # time.monotonic() when it was last given back
         self._reported_at_start: tuple[object, ...] = ()
 
     async def cached_statement(self, sql: str) -> CachedStatement:
@@ -310,6 +312,16 @@ async def connect(settings: ConnectionSettings) -> StatementConnection:
         connection.terminate()
         raise
     return connection
+
+
+async def server_room(connection: Any) -> int:
+    """What the server lets this replica open (see server_budget.room_from_settings)."""
+    row = await connection.fetchrow(
+        "SELECT current_setting('max_connections')::int,"
+        " current_setting('superuser_reserved_connections')::int"
+        " + coalesce(current_setting('reserved_connections', true)::int, 0)"
+    )
+    return room_from_settings(int(row[0]), int(row[1]))
 
 
 async def _behind_pooler(connection: Any, pooler: str) -> bool:

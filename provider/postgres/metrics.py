@@ -14,7 +14,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
@@ -105,6 +109,10 @@ class Metrics:
     def watch(self, snapshot: Callable[[], dict[str, dict[str, Any]]]) -> None:
         """Report live pool/statement state; `snapshot()` maps link → numbers."""
         self.registry.register(ServiceCollector(snapshot))
+
+    def watch_servers(self, snapshot: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        """Report each server's connection budget; `snapshot()` maps server → numbers."""
+        self.registry.register(ServerCollector(snapshot))
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
@@ -249,3 +257,33 @@ class ServiceCollector(Collector):
             for link, numbers in sorted(state.items()):
                 family.add_metric([link], float(numbers.get(key, 0)))
             yield family
+
+
+class ServerCollector(Collector):
+    """Each PostgreSQL server's connection budget (see server_budget), labelled host:port."""
+
+    _GAUGES = (
+        ("server_connections_budget", "Connections this replica may hold on the server"),
+        ("server_connections_open", "Connections open (or opening) on the server, all links"),
+        ("server_connections_waiting", "Calls waiting for room in the server's budget"),
+    )
+    _COUNTERS = (
+        ("server_room_closes", "Idle connections closed to give another link room"),
+        ("server_refusals", "Connections the server refused (53300 too many clients)"),
+    )
+
+    def __init__(self, snapshot: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        state = sorted(self._snapshot().items())
+        for key, help_text in self._GAUGES:
+            gauge = GaugeMetricFamily(f"sqldb_postgres_{key}", help_text, labels=["server"])
+            for server, numbers in state:
+                gauge.add_metric([server], float(numbers[key]))
+            yield gauge
+        for key, help_text in self._COUNTERS:
+            counter = CounterMetricFamily(f"sqldb_postgres_{key}", help_text, labels=["server"])
+            for server, numbers in state:
+                counter.add_metric([server], float(numbers[key]))
+            yield counter

@@ -9,6 +9,10 @@ call wait, so one hot token runs on every connection in parallel.
 Connections are opened lazily, so an unreachable database fails calls (clearly) instead of
 failing the link. After the pool has once connected, a failed connect is retried for a while
 with backoff: that is a server restart or failover, and the calls waiting through it succeed.
+
+Every connection counts against its server's budget (`server_budget`), shared with every other
+pool on that server: a new one is opened only with a unit of it, and a call that finds none
+waits for room (bounded by POSTGRES_ACQUIRE_TIMEOUT) instead of being refused by the server.
 """
 
 from __future__ import annotations
@@ -25,13 +29,17 @@ import asyncpg
 
 from provider.common.slots import Slots
 from provider.postgres.config import ConnectionSettings
-from provider.postgres.connections import StatementConnection, connect
+from provider.postgres.connections import StatementConnection, connect, server_room
 from provider.postgres.pooled import rollback_with_reset
+from provider.postgres.server_budget import Grant, ServerBudget, room_from_settings
 
 log = logging.getLogger(__name__)
 
 RECONNECT_WINDOW = 15.0  # seconds a once-working database may take to come back
 RECONNECT_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0)
+# The room assumed when the server's settings cannot be read: PostgreSQL's default
+# max_connections (100, 3 reserved), less the margin.
+DEFAULT_ROOM = room_from_settings(100, 3)
 
 # Connect failures that a server restart produces; anything else fails at once.
 _TRANSIENT_CONNECT_ERRORS = (
@@ -40,7 +48,6 @@ _TRANSIENT_CONNECT_ERRORS = (
     asyncpg.exceptions.CannotConnectNowError,  # 57P03: starting up / shutting down
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.ConnectionDoesNotExistError,
 )
 
@@ -53,6 +60,10 @@ class AcquireTimeout(Exception):
     """No connection of the pool came free within the link's POSTGRES_ACQUIRE_TIMEOUT."""
 
 
+# The server's "too many clients": nothing was sent, the call waits for room (server_budget).
+_REFUSED = asyncpg.exceptions.TooManyConnectionsError
+
+
 class LinkPool:
     def __init__(
         self,
@@ -63,6 +74,7 @@ class LinkPool:
         on_wait: Callable[[float], None] | None = None,
         on_hand_over: Callable[[float], None] | None = None,
         statements_per_connection: int | None = None,
+        budget: ServerBudget | None = None,
     ) -> None:
         self.settings = settings
         self.size = settings.pool_size
@@ -78,6 +90,9 @@ class LinkPool:
         self.closed = False
         self._retired = asyncio.Event()  # set with `closed`: ends a reconnect backoff early
         self.ever_connected = False
+        self.held = 0  # units of the server budget: connections open or being opened
+        self.budget = budget if budget is not None else ServerBudget(settings.server)
+        self.budget.join(self)
 
     # --- numbers ------------------------------------------------------------------------------
 
@@ -117,17 +132,18 @@ class LinkPool:
         cannot see a change made inside a function."""
         if self.closed:
             raise PoolRetired("the link's pool was replaced")
+        started = None
         if not self._slots.try_take():  # the common case takes a free slot without awaiting
-            await self._wait_for_slot()
+            started = await self._wait_for_slot()
         try:
-            connection = self._take_idle(prefer, user) or await self._connect()
+            connection = self._take_idle(prefer, user) or await self._open(started)
             # (Behind a pooler each call sets and resets its session in its own transaction.)
             if (
                 connection.last_user not in ("", user)
                 and not connection.behind_pooler
                 and not await self._handed_over(connection)
             ):
-                connection = await self._connect()  # the reset failed: a fresh session
+                connection = await self._open(started)  # the reset failed: a fresh session
         except BaseException:
             self._slots.give()
             raise
@@ -135,7 +151,9 @@ class LinkPool:
         self._in_use.add(connection)
         return connection
 
-    async def _wait_for_slot(self) -> None:
+    async def _wait_for_slot(self) -> float:
+        """Wait for one of the link's `size` slots; the event loop's time the wait began."""
+        began = asyncio.get_running_loop().time()
         started = time.perf_counter()
         self.waiting += 1
         try:
@@ -152,6 +170,54 @@ class LinkPool:
             raise PoolRetired("the link's pool was replaced")
         if self._on_wait is not None:
             self._on_wait(time.perf_counter() - started)
+        return began
+
+    async def _open(self, started: float | None) -> StatementConnection:
+        """A new connection within the server's budget, or one of ours that came free while
+        this call waited for room; bounded by POSTGRES_ACQUIRE_TIMEOUT from the call's start."""
+        loop = asyncio.get_running_loop()
+        deadline = (loop.time() if started is None else started) + self.settings.acquire_timeout
+        while True:
+            if self.closed:
+                raise PoolRetired("the link's pool was replaced")
+            if not self.budget.try_take(self):
+                given = await self._wait_for_room(deadline)
+                if isinstance(given, StatementConnection):
+                    return given  # released by one of our calls while this one waited
+            try:
+                connection = await self._connect()
+            except _REFUSED:
+                self.budget.refused(self)  # not sent: wait for room like any other call
+                if loop.time() >= deadline:
+                    raise AcquireTimeout(self._no_room()) from None
+                continue
+            except BaseException:
+                self.budget.give(self)
+                raise
+            if self.budget.room is None and not self.budget.reading:
+                try:
+                    await self._learn_room(connection)
+                except BaseException:  # cancelled: the connection must not linger unowned
+                    connection.terminate()
+                    raise
+            return connection
+
+    async def _wait_for_room(self, deadline: float) -> StatementConnection | Grant:
+        self.waiting += 1
+        try:
+            given: StatementConnection | Grant = await self.budget.wait(self, deadline)
+            return given
+        except TimeoutError:
+            raise AcquireTimeout(self._no_room()) from None
+        finally:
+            self.waiting -= 1
+
+    def _no_room(self) -> str:
+        return (
+            f"no database connection free within {self.settings.acquire_timeout:g} s "
+            f"(POSTGRES_ACQUIRE_TIMEOUT; the server's connection budget is in use: "
+            f"{self.budget.describe()}; see POSTGRES_SERVER_CONNECTIONS)"
+        )
 
     async def release(self, connection: StatementConnection) -> None:
         """Give back a connection from `acquire` (reset first if its call changed the session)."""
@@ -160,11 +226,39 @@ class LinkPool:
             if connection.is_closed():
                 return
             if not self.closed and not connection.needs_reset():
-                self._idle.append(connection)
+                self.settle(connection)
                 return
             await self._give_back(connection)
         finally:
             self._slots.give()
+
+    def settle(self, connection: StatementConnection) -> None:
+        """A connection free for the next call: one of ours waiting for room gets it, or it
+        closes so another pool's waiting call gets its unit (fair shares), or it waits idle."""
+        budget = self.budget
+        if self.closed:
+            connection.terminate()  # only a hand-over abandoned after the retire gets here
+            return
+        if budget.waiting:
+            if budget.should_yield(self):
+                budget.close_for_room(connection)
+                return
+            if budget.hand_to_waiter(self, connection):
+                return
+        connection.idle_since = time.monotonic()
+        self._idle.append(connection)
+
+    def oldest_idle_since(self) -> float | None:
+        return self._idle[0].idle_since if self._idle else None
+
+    def close_oldest_idle(self) -> bool:
+        """Close the least recently used idle connection for another pool (server_budget)."""
+        while self._idle:
+            connection = self._idle.popleft()
+            if not connection.is_closed():
+                self.budget.close_for_room(connection)
+                return True
+        return False
 
     def _take_idle(
         self, prefer: StatementConnection | None, user: str
@@ -205,12 +299,33 @@ class LinkPool:
                     raise PoolRetired("the link's pool was replaced") from exc
         else:  # pragma: no cover - the deadline ends the loop long before
             raise TimeoutError("no connection")
+        connection.add_termination_listener(self._connection_closed)
         self.ever_connected = True
+        self.budget.connected()
         if self._statements_per_connection is not None:
             connection.max_statements = self._statements_per_connection
         connection.on_prepare = self._on_prepare
         connection.on_evict = self._on_evict
         return connection
+
+    def _connection_closed(self, _connection: object) -> None:
+        self.budget.give(self)  # asyncpg calls this once, however the connection closed
+
+    async def _learn_room(self, connection: StatementConnection) -> None:
+        """The server's room for this replica, read once per server from its settings."""
+        budget = self.budget
+        budget.reading = True
+        try:
+            room = await asyncio.wait_for(server_room(connection), 5)
+        except Exception as exc:
+            log.warning(
+                "cannot read the server's max_connections; assuming PostgreSQL's default",
+                extra={"server": budget.server, "error": str(exc), "room": DEFAULT_ROOM},
+            )
+            room = DEFAULT_ROOM
+        finally:
+            budget.reading = False
+        budget.learn(room)
 
     async def _handed_over(self, connection: StatementConnection) -> bool:
         """The full reset between two links' calls; False (connection gone) if it failed."""
@@ -237,7 +352,7 @@ class LinkPool:
         # settings the connection was opened with.
         if connection.needs_reset() and not await _reset_session(connection):
             return
-        self._idle.append(connection)
+        self.settle(connection)
 
     async def close(self, timeout: float = 5.0) -> None:
         """Shutdown: close idle connections gracefully; terminate the ones still busy."""
@@ -259,6 +374,7 @@ class LinkPool:
         self.closed = True
         self._retired.set()
         self._slots.refuse_waiters(lambda: PoolRetired("the link's pool was replaced"))
+        self.budget.leave(self, lambda: PoolRetired("the link's pool was replaced"))
 
     async def _close_idle(self, timeout: float) -> None:
         idle, self._idle = list(self._idle), deque()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from provider.postgres.runner import (
     StatementRunner,
     StatementTracer,
 )
+from provider.postgres.server_budget import ServerBudgets
 from provider.postgres.statements import StatementRegistry
 from provider.postgres.transactions import Transactions
 from provider.wit.values import Case, Err, Ok
@@ -40,6 +41,13 @@ from provider.wit.values import Case, Err, Ok
 log = logging.getLogger(__name__)
 
 HEALTH_PROBE_TIMEOUT = 2.0
+
+
+@dataclass
+class _Prober:
+    """A health probe's share of a server budget: one connection while it runs."""
+
+    held: int = 0
 
 
 @dataclass
@@ -60,7 +68,9 @@ class PostgresService:
         self.refused_links: dict[str, str] = {}  # source id → why its config was refused
         self.registry = registry or StatementRegistry()
         self.metrics = metrics or Metrics()
-        self.metrics.watch(self._snapshot_from_any_thread)
+        self.budgets = ServerBudgets()  # one connection budget per server, for every pool
+        self.metrics.watch(lambda: self._on_service_loop(self._snapshot))
+        self.metrics.watch_servers(lambda: self._on_service_loop(self._server_snapshot))
         self._lock = asyncio.Lock()
         self._retiring: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -97,6 +107,7 @@ class PostgresService:
             pool_key = settings.pool_key() if shared else (source_id, *settings.pool_key())
             if old is not None and old.pool_key == pool_key:
                 old.settings = settings  # e.g. a new POSTGRES_MAX_STATEMENTS; same pool
+                self._update_caps()
                 return
             if old is not None:  # another database (or pool): its transactions end first
                 await self.transactions.end_link(source_id, "link_removed")
@@ -108,6 +119,7 @@ class PostgresService:
             self._links[source_id] = Link(source_id, settings, pool_key, entry.pool)
             if old is not None:
                 self._release_pool(old)
+            self._update_caps()
             log.info("link ready", extra={"source_id": source_id, "database": settings.describe()})
 
     async def refuse_link(self, source_id: str, reason: str) -> None:
@@ -116,6 +128,18 @@ class PostgresService:
         async with self._lock:
             self.refused_links[source_id] = reason
             self._drop_link(source_id)
+
+    def _update_caps(self) -> None:
+        """Each server's budget capped by the smallest POSTGRES_SERVER_CONNECTIONS of its
+        links; budgets no pool uses any more are dropped."""
+        caps: dict[str, int | None] = {}
+        for link in self._links.values():
+            cap, server = link.settings.server_connections, link.settings.server
+            if cap is not None:
+                known = caps.get(server)
+                caps[server] = cap if known is None else min(cap, known)
+        self.budgets.set_caps(caps)
+        self.budgets.forget_unused()
 
     def _new_pool(self, label: str, settings: ConnectionSettings) -> LinkPool:
         metrics = self.metrics
@@ -126,6 +150,7 @@ class PostgresService:
             on_wait=metrics.acquire_wait.labels(label).observe,
             on_hand_over=metrics.hand_over_reset.labels(label).observe,
             statements_per_connection=settings.statements_per_connection,
+            budget=self.budgets.for_server(settings.server),
         )
 
     def _prepared(self, label: str, cause: str) -> None:
@@ -145,6 +170,7 @@ class PostgresService:
         link = self._links.pop(source_id, None)
         if link is not None:
             self._release_pool(link)
+            self._update_caps()
 
     def _release_pool(self, link: Link) -> None:
         """The link no longer uses its pool; retire the pool once nobody does."""
@@ -165,6 +191,7 @@ class PostgresService:
         self._pools.clear()
         self._links.clear()
         await asyncio.gather(*(pool.close(timeout) for pool in pools))
+        await self.budgets.close()
 
     def link(self, source_id: str | None) -> Link | Case:
         """The link `source_id` calls through, or the error case saying why there is none."""
@@ -178,16 +205,21 @@ class PostgresService:
 
     # --- health and metrics -------------------------------------------------------------------
 
-    def _snapshot_from_any_thread(self) -> dict[str, dict[str, Any]]:
+    def _on_service_loop(
+        self, read: Callable[[], dict[str, dict[str, Any]]]
+    ) -> dict[str, dict[str, Any]]:
         """prometheus-client collects on its HTTP thread: read the state on the loop's."""
         loop = self._loop
         if loop is None or not loop.is_running() or _on_loop(loop):
-            return self._snapshot()
+            return read()
 
         async def snapshot() -> dict[str, dict[str, Any]]:
-            return self._snapshot()
+            return read()
 
         return asyncio.run_coroutine_threadsafe(snapshot(), loop).result(timeout=2)
+
+    def _server_snapshot(self) -> dict[str, dict[str, Any]]:
+        return {budget.server: budget.snapshot() for budget in self.budgets.budgets()}
 
     def _snapshot(self) -> dict[str, dict[str, Any]]:
         return {
@@ -202,11 +234,22 @@ class PostgresService:
         }
 
     async def health(self) -> tuple[bool, str]:
-        """Probe every link's database; (healthy, message naming what is wrong)."""
+        """Probe every link's database, once per distinct database and credentials; (healthy,
+        message naming what is wrong, and the servers whose connection budget holds calls)."""
         problems = [f"link {s}: {reason}" for s, reason in sorted(self.refused_links.items())]
-        probes = await asyncio.gather(*(self._probe(link) for link in self._links.values()))
-        problems += [p for p in probes if p]
-        summaries = [self._summary(name) for name in sorted(self._links)]
+        groups: dict[tuple[object, ...], list[Link]] = {}
+        for link in self._links.values():
+            groups.setdefault(link.settings.pool_key(), []).append(link)
+        probes = await asyncio.gather(*(self._probe(links[0]) for links in groups.values()))
+        for links, failure in zip(groups.values(), probes, strict=True):
+            if failure:
+                problems += [f"link {link.source_id}: {failure}" for link in links]
+        busy = [
+            f"the connection budget is the bottleneck: {budget.describe()}"
+            for budget in self.budgets.budgets()
+            if budget.waiting or budget.refused_now
+        ]
+        summaries = busy + [self._summary(name) for name in sorted(self._links)]
         if problems:
             return False, "; ".join(problems + summaries)
         return True, "; ".join([f"{len(self._links)} link(s) healthy", *summaries])
@@ -226,13 +269,23 @@ class PostgresService:
         )
 
     async def _probe(self, link: Link) -> str | None:
-        # Its own connection, not one of the pool's: a busy pool is not an unreachable database.
+        """What is wrong with reaching the link's database, or None. Its own connection, not
+        one of the pool's (a busy pool is not an unreachable database), within the server's
+        budget: with no room there, the calls using the server are the evidence it answers."""
+        budget = link.pool.budget
+        prober = _Prober()
+        if not budget.try_take(prober):
+            return None
         try:
             async with asyncio.timeout(HEALTH_PROBE_TIMEOUT):
                 await probe(link.settings)
             return None
+        except asyncpg.exceptions.TooManyConnectionsError:
+            return None  # it answers; the budget line says the server is full
         except Exception as exc:
-            return f"link {link.source_id}: {link.settings.describe()}: {unexpected_text(exc)}"
+            return f"{link.settings.describe()}: {unexpected_text(exc)}"
+        finally:
+            budget.give(prober)
 
     # --- the four functions -------------------------------------------------------------------
 
