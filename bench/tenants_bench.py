@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import logging
 import statistics
 import sys
 import time
@@ -95,7 +96,7 @@ async def _round(service: Any, links: list[str], calls: int, sleep: float, dsn: 
     }
 
 
-async def _measure(dsn: str, links: int, calls: int, sleep: float) -> dict:
+async def _measure(dsn: str, links: int, calls: int, sleep: float, share: bool) -> dict:
     from provider.postgres.service import PostgresService
 
     parts = urlsplit(dsn)
@@ -113,6 +114,8 @@ async def _measure(dsn: str, links: int, calls: int, sleep: float) -> dict:
         "POSTGRES_PASSWORD": unquote(parts.password or ""),
         "POSTGRES_DATABASE": database,
     }
+    if share:
+        config["POSTGRES_SHARE_CONNECTIONS_BY_URL"] = "true"
     service = PostgresService()
     names = [f"component-{n:03d}" for n in range(links)]
     for name in names:
@@ -150,21 +153,27 @@ def main() -> None:
     parser.add_argument("--max-connections", type=int, default=60)
     parser.add_argument("--dsn", help="an existing server's superuser DSN")
     parser.add_argument("--label", default="", help="a name for this run in the results")
+    parser.add_argument(
+        "--share", action="store_true", help="POSTGRES_SHARE_CONNECTIONS_BY_URL on every link"
+    )
     args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)  # the provider warns once per failed call
     with _server(args.dsn, args.max_connections) as dsn:
-        result = asyncio.run(_measure(dsn, args.links, args.calls, args.sleep))
+        result = asyncio.run(_measure(dsn, args.links, args.calls, args.sleep, args.share))
     result |= {
         "label": args.label,
         "when": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "links": args.links,
         "calls_per_link": args.calls,
         "sleep_s": args.sleep,
+        "shared_by_url": args.share,
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "tenants-latest.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"# {args.links} links x {args.calls} concurrent pg_sleep({args.sleep}) calls, "
-        f"max_connections {result['max_connections']} (budget {result['budget']})",
+        f"max_connections {result['max_connections']} (budget {result['budget']})"
+        + (", POSTGRES_SHARE_CONNECTIONS_BY_URL" if args.share else ""),
         "",
         "| round | ok | errors | wall s | calls/s | p50 ms | p99 ms | peak connections |",
         "|---|---|---|---|---|---|---|---|",

@@ -111,6 +111,9 @@ def attributes_of(labels: Mapping[str, str], target: Target) -> dict[str, str]:
             found["wasmcloud.link.name"] = link_name or "default"
             if target.name.startswith("db.client.connection."):
                 found["db.client.connection.pool.name"] = value
+        elif label == "server":  # a server budget's "host:port"
+            host, _, port = value.rpartition(":")
+            found["server.address"], found["server.port"] = host, port
         elif value:
             found[ATTRIBUTE_NAMES.get(label, label)] = value
     found.update(target.fixed)

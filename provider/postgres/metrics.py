@@ -269,6 +269,7 @@ class ServerCollector(Collector):
     )
     _COUNTERS = (
         ("server_room_closes", "Idle connections closed to give another link room"),
+        ("server_hand_overs", "Connections handed to another link with the same settings"),
         ("server_refusals", "Connections the server refused (53300 too many clients)"),
     )
 

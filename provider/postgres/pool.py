@@ -91,6 +91,8 @@ class LinkPool:
         self._retired = asyncio.Event()  # set with `closed`: ends a reconnect backoff early
         self.ever_connected = False
         self.held = 0  # units of the server budget: connections open or being opened
+        # Pools with equal keys open interchangeable connections (see `adopt`).
+        self.connection_key = settings.pool_key()
         self.budget = budget if budget is not None else ServerBudget(settings.server)
         self.budget.join(self)
 
@@ -241,7 +243,8 @@ class LinkPool:
             return
         if budget.waiting:
             if budget.should_yield(self):
-                budget.close_for_room(connection)
+                if not budget.pass_on(self, connection):
+                    budget.close_for_room(connection)
                 return
             if budget.hand_to_waiter(self, connection):
                 return
@@ -251,14 +254,32 @@ class LinkPool:
     def oldest_idle_since(self) -> float | None:
         return self._idle[0].idle_since if self._idle else None
 
-    def close_oldest_idle(self) -> bool:
-        """Close the least recently used idle connection for another pool (server_budget)."""
+    def take_oldest_idle(self) -> StatementConnection | None:
+        """The least recently used idle connection, given up for another pool (server_budget)."""
         while self._idle:
             connection = self._idle.popleft()
             if not connection.is_closed():
-                self.budget.close_for_room(connection)
-                return True
-        return False
+                return connection
+        return None
+
+    def adopt(self, connection: StatementConnection, giver: LinkPool) -> bool:
+        """Take over `giver`'s connection and its unit of the budget, when both pools open
+        the same database with the same credentials and settings. Its `last_user` stays the
+        giver's link, so the call that gets it resets the session first."""
+        if self.closed or giver.connection_key != self.connection_key:
+            return False
+        connection.remove_termination_listener(giver._connection_closed)
+        giver.held -= 1
+        connection.add_termination_listener(self._connection_closed)
+        self.held += 1
+        self._adopted(connection)
+        return True
+
+    def _adopted(self, connection: StatementConnection) -> None:
+        if self._statements_per_connection is not None:
+            connection.max_statements = self._statements_per_connection
+        connection.on_prepare = self._on_prepare
+        connection.on_evict = self._on_evict
 
     def _take_idle(
         self, prefer: StatementConnection | None, user: str
@@ -302,10 +323,7 @@ class LinkPool:
         connection.add_termination_listener(self._connection_closed)
         self.ever_connected = True
         self.budget.connected()
-        if self._statements_per_connection is not None:
-            connection.max_statements = self._statements_per_connection
-        connection.on_prepare = self._on_prepare
-        connection.on_evict = self._on_evict
+        self._adopted(connection)
         return connection
 
     def _connection_closed(self, _connection: object) -> None:

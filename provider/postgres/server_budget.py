@@ -5,9 +5,11 @@ database or credentials opened it. So each pool takes a unit of its server's bud
 opens a connection, and the unit comes back when that connection closes (asyncpg's termination
 listener: once, however it closed). A call that finds no unit free waits, bounded by its
 deadline, and units go first to the pool holding the fewest connections: every link gets its
-first connection before any link gets its ninth. A waiting call makes room by closing another
+first connection before any link gets its ninth. A waiting call makes room by taking another
 pool's least recently used idle connection; a pool holding more than its fair share hands a
-released connection's unit on instead of keeping it.
+released connection on instead of keeping it. Either way the connection itself moves to the
+waiting pool when both open the same database with the same credentials and settings (the
+usual case: components sharing one database), and is closed to free its unit otherwise.
 
 The budget is what the server allows ordinary users, learned from its first connection
 (`room_from_settings`), capped by `POSTGRES_SERVER_CONNECTIONS`. The server's own refusal
@@ -55,8 +57,12 @@ class Member(Holder, Protocol):
     def oldest_idle_since(self) -> float | None:
         """When its least recently used idle connection went idle (None: none idle)."""
 
-    def close_oldest_idle(self) -> bool:
-        """Close that connection (its unit comes back when it has closed); False: none."""
+    def take_oldest_idle(self) -> Any | None:
+        """That connection, no longer the pool's idle one (None: none)."""
+
+    def adopt(self, connection: Any, giver: Any) -> bool:
+        """Take over `giver`'s connection, with its unit, if it opens the same database with
+        the same credentials and settings; False (nothing changed) otherwise."""
 
     def settle(self, connection: Any) -> None:
         """Take back a connection handed to a waiter that gave up before it got it."""
@@ -80,6 +86,7 @@ class ServerBudget:
         self.waiting = 0  # calls waiting for a unit or a connection
         self.closing = 0  # idle connections being closed to make room
         self.room_closes = 0  # idle connections closed to make room, ever
+        self.hand_overs = 0  # connections passed to another pool with the same settings, ever
         self.refusals = 0  # connections the server refused (53300), ever
         self.members: set[Member] = set()
         self._queues: dict[Member, deque[asyncio.Future[Any]]] = {}
@@ -108,6 +115,7 @@ class ServerBudget:
             "server_connections_open": self.held,
             "server_connections_waiting": self.waiting,
             "server_room_closes": self.room_closes,
+            "server_hand_overs": self.hand_overs,
             "server_refusals": self.refusals,
         }
 
@@ -194,6 +202,12 @@ class ServerBudget:
                 return True
         return False
 
+    def pass_on(self, giver: Member, connection: Any) -> bool:
+        """Hand `connection` (released by `giver`) to the waiting pool holding the fewest
+        connections, if that pool can use it as it is (see `Member.adopt`)."""
+        others = [m for m in self._queues if m is not giver]
+        return bool(others) and self._pass(connection, giver, min(others, key=_held))
+
     def should_yield(self, member: Member) -> bool:
         """A connection `member` just released should close so another pool gets its unit:
         some other pool's call waits, no close already under way covers it, and `member` has
@@ -254,8 +268,23 @@ class ServerBudget:
             if not idle:
                 return
             _, victim = min(idle, key=lambda pair: pair[0])
-            if not victim.close_oldest_idle():
+            connection = victim.take_oldest_idle()
+            if connection is None:
                 return
+            if not self._pass(connection, victim, waiting):
+                self.close_for_room(connection)
+
+    def _pass(self, connection: Any, giver: Member, taker: Member) -> bool:
+        """`connection` with its unit from `giver` to a waiting call of `taker`: no connection
+        closed and opened again (the taker's call resets the session, as a hand-over between
+        links always does)."""
+        queue = self._queues.get(taker)
+        while queue and queue[0].done():
+            queue.popleft()
+        if not queue or not taker.adopt(connection, giver):
+            return False
+        self.hand_overs += 1
+        return self.hand_to_waiter(taker, connection)
 
     async def _close(self, connection: Any) -> None:
         try:

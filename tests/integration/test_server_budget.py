@@ -135,17 +135,21 @@ async def test_the_servers_refusal_makes_calls_wait_not_fail(
     try:
         for n in range(5):
             await service.put_link(f"c{n}", link_config(small_server, database, ROLES[0]))
-        calls = asyncio.gather(
-            *(service.query(f"c{n}", "SELECT pg_sleep(0.2)", []) for n in range(5) for _ in "ab")
-        )
+        calls = [
+            asyncio.create_task(service.query(f"c{n}", "SELECT pg_sleep(0.3)", []))
+            for n in range(5)
+            for _ in "ab"
+        ]
         budget = service.links["c0"].pool.budget
         await until(lambda: budget.refusals > 0 and budget.waiting > 0, "calls refused, waiting")
         healthy, message = await service.health()
+        answered = [call.result() for call in calls if call.done()]
+        assert all(isinstance(r, Ok) for r in answered), answered
         assert healthy, message
         assert "the connection budget is the bottleneck" in message, message
         await asyncio.sleep(0.3)
         await asyncio.gather(*(hog.close() for hog in hogs))
-        results = await calls
+        results = await asyncio.gather(*calls)
         assert all(isinstance(r, Ok) for r in results), results
         healthy, message = await service.health()
         assert healthy and "bottleneck" not in message, message
@@ -180,25 +184,37 @@ async def test_a_full_budget_answers_within_the_acquire_timeout_naming_the_bound
 async def test_a_waiting_link_gets_the_least_recently_used_idle_connection_of_another(
     small_server: Any, database: str
 ) -> None:
+    """Room comes from another link's idle connection: handed over as it is when both links
+    use the same database and credentials (the session reset between them), closed and opened
+    anew when they do not."""
     service = PostgresService()
     extra = {"POSTGRES_SERVER_CONNECTIONS": "2"}
     try:
-        for link in ("a", "b"):
-            await service.put_link(link, link_config(small_server, database, ROLES[2], **extra))
-        both = [service.query("a", "SELECT pg_sleep(0.1)", []) for _ in range(2)]
+        for link, role in (("a", ROLES[2]), ("same", ROLES[2]), ("other", ROLES[3])):
+            await service.put_link(link, link_config(small_server, database, role, **extra))
+        setting = "SELECT set_config('application_name', 'left-by-a', false)"
+        both = [service.query("a", setting, []), service.query("a", "SELECT pg_sleep(0.1)", [])]
         assert all(isinstance(r, Ok) for r in await asyncio.gather(*both))
         a_pool, budget = service.links["a"].pool, service.links["a"].pool.budget
         assert (a_pool.idle, budget.held) == (2, 2)
-        assert isinstance(await service.query("b", "SELECT 1", []), Ok)
-        assert budget.room_closes == 1 and a_pool.idle == 1
-        assert service.links["b"].pool.open_connections == 1
+        pids = {c.get_server_pid() for c in a_pool.connections()}
+
+        seen = await service.query(
+            "same", "SELECT pg_backend_pid(), current_setting('application_name')", []
+        )
+        assert isinstance(seen, Ok), seen
+        pid, application_name = (cell["value"].value for cell in seen.value[0])
+        assert pid in pids and application_name != "left-by-a"  # moved, and reset
+        assert (budget.hand_overs, budget.room_closes, a_pool.idle) == (1, 0, 1)
+
+        assert isinstance(await service.query("other", "SELECT 1", []), Ok)
+        assert (budget.hand_overs, budget.room_closes) == (1, 1)  # another role: closed
+        assert a_pool.idle == 0 and service.links["other"].pool.open_connections == 1
         metrics = service.metrics.text().decode()
-        assert f'sqldb_postgres_server_room_closes_total{{server="{budget.server}"}} 1.0' in (
-            metrics
-        )
-        assert f'sqldb_postgres_server_connections_budget{{server="{budget.server}"}} 2.0' in (
-            metrics
-        )
+        for name, value in (("room_closes_total", 1), ("hand_overs_total", 1),
+                            ("connections_budget", 2)):  # fmt: skip
+            line = f'sqldb_postgres_server_{name}{{server="{budget.server}"}} {value:.1f}'
+            assert line in metrics, metrics
     finally:
         await service.close()
 

@@ -33,8 +33,9 @@ class FakeConnection:
 class FakePool:
     """A pool as the budget sees it: units held, idle connections oldest first."""
 
-    def __init__(self, budget: ServerBudget) -> None:
+    def __init__(self, budget: ServerBudget, key: str = "") -> None:
         self.budget = budget
+        self.key = key or str(id(self))  # pools with equal keys can use each other's connections
         self.held = 0
         self.idle: list[tuple[float, FakeConnection]] = []
         self.settled: list[Any] = []
@@ -49,11 +50,15 @@ class FakePool:
     def oldest_idle_since(self) -> float | None:
         return self.idle[0][0] if self.idle else None
 
-    def close_oldest_idle(self) -> bool:
-        if not self.idle:
+    def take_oldest_idle(self) -> FakeConnection | None:
+        return self.idle.pop(0)[1] if self.idle else None
+
+    def adopt(self, connection: FakeConnection, giver: FakePool) -> bool:
+        if giver.key != self.key:
             return False
-        _, connection = self.idle.pop(0)
-        self.budget.close_for_room(connection)
+        giver.held -= 1
+        self.held += 1
+        connection.pool = self
         return True
 
     def settle(self, connection: Any) -> None:
@@ -279,3 +284,34 @@ async def test_budgets_are_per_server_and_dropped_when_unused() -> None:
     one.give(pool)
     budgets.forget_unused()
     assert budgets.for_server("a:5432") is not one
+
+
+async def test_an_idle_connection_of_the_same_database_moves_instead_of_closing() -> None:
+    budget = learned(2)
+    a, b = FakePool(budget, key="same"), FakePool(budget, key="same")
+    moved = a.open_idle(since=1.0)
+    a.open_idle(since=2.0)
+    got = await budget.wait(b, asyncio.get_running_loop().time() + 5)
+    assert got is moved and not moved.closed
+    assert (budget.hand_overs, budget.room_closes) == (1, 0)
+    assert (a.held, b.held, budget.held) == (1, 1, 2)
+
+
+async def test_a_released_connection_passes_to_the_neediest_pool_that_can_use_it() -> None:
+    budget = learned(2)
+    rich, same, other = (FakePool(budget, key) for key in ("k", "k", "x"))
+    assert budget.try_take(rich) and budget.try_take(rich)
+    deadline = asyncio.get_running_loop().time() + 5
+    other_waits = asyncio.create_task(budget.wait(other, deadline))
+    await asyncio.sleep(0)
+    connection = FakeConnection(budget, rich)
+    assert budget.should_yield(rich)
+    assert not budget.pass_on(rich, connection)  # `other` (a different database) is neediest
+    same_waits = asyncio.create_task(budget.wait(same, deadline))
+    await asyncio.sleep(0)
+    assert not budget.pass_on(rich, connection)  # still `other` first (it came first)
+    other_waits.cancel()
+    await asyncio.sleep(0)
+    assert budget.pass_on(rich, connection)
+    assert await same_waits is connection
+    assert (rich.held, same.held, budget.hand_overs) == (1, 1, 1)
