@@ -19,7 +19,7 @@ from provider.common.redaction import SecretRedactor
 from provider.lattice.host_data import HostData, HostDataError, parse_host_data
 from provider.lattice.lattice_connection import LatticeUnavailable
 from provider.lattice.logs import setup_logging
-from provider.lattice.runtime import ProviderRuntime
+from provider.lattice.runtime import ProviderRuntime, health_deadline
 from provider.observability.otel_settings import otel_settings
 from provider.sqldb.hooks import PostgresProvider
 
@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     redactor = SecretRedactor()
     setup_logging(host_data.structured_logging, host_data.log_level, redactor)
     provider = PostgresProvider(redactor=redactor)
+    # The database probes answer with room to spare inside the runtime's own health bound.
+    provider.service.health_deadline = 0.8 * health_deadline(host_data)
     metrics_port = host_data.config.get("METRICS_PORT") or os.environ.get("METRICS_PORT")
     if metrics_port:
         address = host_data.config.get("METRICS_ADDRESS") or os.environ.get("METRICS_ADDRESS")

@@ -44,6 +44,17 @@ from provider.nats.live_subscriptions import subscriptions_live
 from provider.wrpc.server import CallObserver, Export, WrpcServer
 
 log = logging.getLogger(__name__)
+
+# A health reply is useful only inside the host's RPC timeout (HostData's
+# default_rpc_timeout_ms, 2 s when absent): a later one is dropped with a warning.
+HEALTH_SHARE_OF_RPC_TIMEOUT = 0.5
+
+
+def health_deadline(host_data: HostData) -> float:
+    """Seconds the provider gives itself to answer a health check."""
+    return HEALTH_SHARE_OF_RPC_TIMEOUT * (host_data.default_rpc_timeout_ms or 2000) / 1000
+
+
 LinkHandler = Callable[[Any], Awaitable[None]]
 
 # The host waits 300 ms for the reply: 50 ms to drain queued calls, 120 ms for in-flight calls
@@ -426,8 +437,12 @@ class ProviderRuntime:
         await self.hooks.delete_link(link)
 
     async def _on_health(self, msg: Any) -> None:
+        within = health_deadline(self.host_data)
         try:
-            healthy, message = await self.hooks.health()
+            async with asyncio.timeout(within):
+                healthy, message = await self.hooks.health()
+        except TimeoutError:
+            healthy, message = False, f"health not known within {within:g} s"
         except Exception as exc:
             healthy, message = False, f"health check failed: {type(exc).__name__}"
         denied = self.denied_subscriptions()

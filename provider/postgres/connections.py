@@ -15,6 +15,7 @@ prepares an unnamed statement afresh (`fresh_statement`) inside its own transact
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import operator
 import re
@@ -30,6 +31,7 @@ from provider.postgres.config import ConnectionSettings
 from provider.postgres.retry import first_keyword, may_read_twice
 from provider.postgres.server_budget import room_from_settings
 from provider.postgres.session import refused_startup_parameter, set_session, startup_parameters
+from provider.postgres.socket_liveness import bound_silence
 from provider.postgres.values import text as pg_text
 from provider.postgres.values.convert import BINARY_ELEMENTS, TEXT_TYPES, row_converters
 
@@ -265,7 +267,8 @@ def needs_text_registration(pg_types: Any, registered: set[int]) -> bool:
 
 
 async def _open(settings: ConnectionSettings, timeout: float, **options: Any) -> Any:
-    return await asyncpg.connect(
+    """A connection within `timeout` seconds whose peer going silent is noticed in seconds."""
+    connection = await asyncpg.connect(
         host=settings.host,
         port=settings.port,
         user=settings.username,
@@ -276,30 +279,43 @@ async def _open(settings: ConnectionSettings, timeout: float, **options: Any) ->
         timeout=timeout,
         **options,
     )
+    bound_silence(connection._transport)
+    return connection
 
 
-async def probe(settings: ConnectionSettings) -> None:
+async def reach(settings: ConnectionSettings) -> None:
+    """Does the server accept a TCP connection? (health, when the budget has no room for a
+    whole session: this costs the server no backend)"""
+    if settings.host.startswith("/"):
+        path = f"{settings.host}/.s.PGSQL.{settings.port}"
+        _, writer = await asyncio.open_unix_connection(path)
+    else:
+        _, writer = await asyncio.open_connection(settings.host, settings.port)
+    writer.close()
+
+
+async def probe(settings: ConnectionSettings, timeout: float) -> None:
     """Can a new connection reach the database and run a query? (health)"""
-    connection = await _open(settings, 5)
+    connection = await _open(settings, timeout)
     try:
         await connection.fetchval("SELECT 1")
     finally:
         await connection.close(timeout=2)
 
 
-async def connect(settings: ConnectionSettings) -> StatementConnection:
+async def connect(settings: ConnectionSettings, timeout: float = 10) -> StatementConnection:
     """A connection as every call expects it (see `session`): the settings as startup
-    parameters, or, where a pooler refuses them, without them."""
+    parameters, or, where a pooler refuses them, without them; opened within `timeout`."""
     try:
         connection: StatementConnection = await _open(
-            settings, 10, connection_class=StatementConnection,
+            settings, timeout, connection_class=StatementConnection,
             server_settings=startup_parameters(settings),
         )  # fmt: skip
         offered = True
     except asyncpg.exceptions.ProtocolViolationError as exc:
         if not refused_startup_parameter(exc):
             raise
-        connection = await _open(settings, 10, connection_class=StatementConnection)
+        connection = await _open(settings, timeout, connection_class=StatementConnection)
         offered = False
     try:
         connection.text_oids = await configure_connection(connection)

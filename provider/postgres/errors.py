@@ -52,7 +52,8 @@ def query_error(error: BaseException) -> Case:
 
 def unexpected_text(error: BaseException) -> str:
     if isinstance(error, TimeoutError):  # before OSError: it is one since Python 3.10
-        return "database did not answer in time"
+        detail = str(error) if error.errno is None and str(error) else ""
+        return f"database did not answer in time{': ' + detail if detail else ''}"
     if isinstance(error, OSError | asyncpg.exceptions.ConnectionDoesNotExistError):
         return f"database unreachable: {error}"
     message = str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -36,6 +36,7 @@ from provider.postgres.server_budget import Grant, ServerBudget, room_from_setti
 log = logging.getLogger(__name__)
 
 RECONNECT_WINDOW = 15.0  # seconds a once-working database may take to come back
+MIN_CONNECT_TIMEOUT = 0.5  # even a call near its deadline gets this long for one connect
 RECONNECT_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0)
 # The room assumed when the server's settings cannot be read: PostgreSQL's default
 # max_connections (100, 3 reserved), less the margin.
@@ -187,7 +188,7 @@ class LinkPool:
                 if isinstance(given, StatementConnection):
                     return given  # released by one of our calls while this one waited
             try:
-                connection = await self._connect()
+                connection = await self._connect(deadline)
             except _REFUSED:
                 self.budget.refused(self)  # not sent: wait for room like any other call
                 if loop.time() >= deadline:
@@ -302,18 +303,29 @@ class LinkPool:
                 return connection
         return None
 
-    async def _connect(self) -> StatementConnection:
-        deadline = time.monotonic() + RECONNECT_WINDOW
+    async def _connect(self, deadline: float) -> StatementConnection:
+        """A new connection, tried again with backoff through a restart or failover (once the
+        pool has connected before), never past `deadline`: the call's, on the loop's clock."""
+        loop = asyncio.get_running_loop()
+        until = min(deadline, loop.time() + RECONNECT_WINDOW)
         for attempt in range(10_000):
+            timeout = max(MIN_CONNECT_TIMEOUT, until - loop.time())
+            refusals_before = self.budget.refusals
             try:
-                connection = await connect(self.settings)
+                connection = await connect(self.settings, timeout)
                 break
             except _TRANSIENT_CONNECT_ERRORS as exc:
                 if self.closed:  # its link has a new pool, which may reach the server
                     raise PoolRetired("the link's pool was replaced") from exc
-                if not self.ever_connected or time.monotonic() > deadline:
+                if not self.ever_connected or loop.time() > until:
+                    if isinstance(exc, TimeoutError):
+                        raise TimeoutError(
+                            f"no connection to {self.settings.describe()} within "
+                            f"{timeout:.3g} s (the server did not answer)"
+                        ) from exc
                     raise
                 backoff = RECONNECT_BACKOFF[min(attempt, len(RECONNECT_BACKOFF) - 1)]
+                backoff = min(backoff, max(0.0, until - loop.time()))
                 with contextlib.suppress(TimeoutError):  # a retire ends the wait at once
                     await asyncio.wait_for(self._retired.wait(), backoff)
                 if self.closed:
@@ -322,7 +334,7 @@ class LinkPool:
             raise TimeoutError("no connection")
         connection.add_termination_listener(self._connection_closed)
         self.ever_connected = True
-        self.budget.connected()
+        self.budget.connected(refusals_before)
         self._adopted(connection)
         return connection
 

@@ -11,6 +11,9 @@
   pooler). Safe to run on another connection.
 - `lost`: the connection died after the statement was sent (the backend was terminated, the
   server went away). A read may run again; a write's outcome is unknown and is not retried.
+- `silent`: the connection was dropped because the server stopped answering
+  (`socket_liveness`). Nothing is retried: a server that went silent will not answer a new
+  connection either, and the call is answered now rather than after another wait.
 - `final`: anything else; the guest gets the error.
 """
 
@@ -21,10 +24,13 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from provider.postgres.socket_liveness import went_silent
+
 STALE = "stale"
 PLAN_CHANGED = "plan_changed"
 NOT_SENT = "not_sent"
 LOST = "lost"
+SILENT = "silent"
 FINAL = "final"
 
 _LOST = (
@@ -58,13 +64,13 @@ def decide(error: BaseException, *, may_repeat: bool, stale_retries_left: bool) 
         return Decision(True, kind)
     if kind == LOST:
         return Decision(may_repeat, kind)
-    return Decision(False, kind)
+    return Decision(False, kind)  # SILENT, FINAL
 
 
 def is_lost(error: BaseException) -> bool:
     """The session the error came from is gone (or unusable): whatever it held, an open
     transaction included, is rolled back by PostgreSQL."""
-    return classify(error) in (LOST, NOT_SENT)
+    return classify(error) in (LOST, SILENT, NOT_SENT)
 
 
 class NeverCommitted(Exception):
@@ -89,6 +95,8 @@ def classify(error: BaseException) -> str:
         return PLAN_CHANGED
     if isinstance(error, asyncpg.exceptions.DataError):
         return FINAL  # a parameter asyncpg could not encode: the guest's to fix
+    if went_silent(error):
+        return SILENT
     if isinstance(error, _LOST) or _session_ended(error):
         return LOST
     if isinstance(

@@ -37,6 +37,7 @@ from provider.postgres.connections import CachedStatement, StatementConnection
 from provider.postgres.metrics import Metrics
 from provider.postgres.pool import LinkPool, PoolRetired
 from provider.postgres.session import pooled_begin, set_session
+from provider.postgres.socket_liveness import SILENCE_BOUND
 from provider.postgres.statements import StatementRecord
 from provider.postgres.values.convert import convert_rows, param_values
 
@@ -64,6 +65,15 @@ class StatementTracer(Protocol):
 
 class OutcomeUnknown(Exception):
     """The connection died after a write was sent: it may or may not have happened."""
+
+
+def silence_text(read_only: bool, error: BaseException) -> str:
+    """What a guest is told when its call's connection was dropped for silence."""
+    outcome = "" if read_only else "; the statement's outcome is unknown, so it was not retried"
+    return (
+        f"the database server stopped answering (nothing for {SILENCE_BOUND:g} s), so the "
+        f"connection was dropped{outcome} ({error})"
+    )
 
 
 class BeginFailed(Exception):
@@ -131,6 +141,9 @@ class StatementRunner:
                         exc, may_repeat=read_only or params is None,
                         stale_retries_left=stale_retries < STALE_RETRIES,
                     )  # fmt: skip
+                    if decision.reason == retry.SILENT:
+                        text = silence_text(read_only or params is None, exc)
+                        raise OutcomeUnknown(text) from exc
                     if decision.reason == retry.LOST and not decision.again:
                         raise OutcomeUnknown(
                             "the database connection was lost after the statement was sent; "

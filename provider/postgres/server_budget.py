@@ -14,8 +14,9 @@ usual case: components sharing one database), and is closed to free its unit oth
 The budget is what the server allows ordinary users, learned from its first connection
 (`room_from_settings`), capped by `POSTGRES_SERVER_CONNECTIONS`. The server's own refusal
 (SQLSTATE 53300: another client or replica took what we counted on, or a closed connection's
-backend has not exited yet) lowers the room to what we hold, for a moment (`refused`); then
-one connection tries again. Calls wait through it instead of failing.
+backend has not exited yet) lowers the room to what we hold (`refused`); after a pause one
+connection tries again, and each that succeeds lets one more try, up to the budget. Calls wait
+through it instead of failing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
@@ -31,6 +33,7 @@ from typing import Any, Protocol
 # to succeed reads the room (so 200 links starting together do not all rush the server).
 UNKNOWN_ROOM = 4
 REFUSAL_PAUSE = 0.2  # seconds between tries after the server refused a connection (53300)
+RECENT_REFUSAL = 1.0  # seconds a refusal is news (health), when no call waits any more
 
 
 class Grant:
@@ -91,6 +94,7 @@ class ServerBudget:
         self.members: set[Member] = set()
         self._queues: dict[Member, deque[asyncio.Future[Any]]] = {}
         self._ceiling = math.inf  # while refused: what we held when the server said no
+        self._refused_at = -math.inf  # time.monotonic() of the latest refusal
         self._pause: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -107,7 +111,10 @@ class ServerBudget:
 
     @property
     def refused_now(self) -> bool:
-        return self._ceiling < math.inf
+        """The server refused us lately, and calls still feel it (they wait, or it was just
+        now); the ceiling itself lasts until the next connection shows room."""
+        recent = time.monotonic() - self._refused_at < RECENT_REFUSAL
+        return self._ceiling < math.inf and (bool(self._queues) or recent)
 
     def snapshot(self) -> dict[str, float]:
         return {
@@ -230,15 +237,21 @@ class ServerBudget:
         """The server refused `member`'s connection (53300): give the unit back, and open no
         more than we hold until one try after a pause succeeds."""
         self.refusals += 1
+        self._refused_at = time.monotonic()
         self._ceiling = max(0, self.held - 1)
         self.give(member)
         self._pause_then_try()
 
-    def connected(self) -> None:
-        """A connection opened: the server has room again (a refusal is over)."""
-        if self._ceiling < math.inf:
+    def connected(self, tried_after: int) -> None:
+        """A connection opened; `tried_after` is `refusals` when its attempt began. One begun
+        after the latest refusal shows the server has room again: one more connection may be
+        tried, and so on up to the budget (one begun before it shows nothing new)."""
+        if self._ceiling == math.inf or tried_after != self.refusals:
+            return
+        self._ceiling = self.held + 1
+        if self._ceiling >= self.size:
             self._ceiling = math.inf
-            self._grant()
+        self._grant()
 
     # --- inside -------------------------------------------------------------------------------
 

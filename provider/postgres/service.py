@@ -22,7 +22,7 @@ from provider.postgres import retry
 from provider.postgres.bounded_fetch import ResultTooLarge
 from provider.postgres.config import ConfigError, ConnectionSettings, settings_from_config
 from provider.postgres.config import shares_connections as config_shares_connections
-from provider.postgres.connections import probe
+from provider.postgres.connections import probe, reach
 from provider.postgres.errors import query_error, unexpected_text
 from provider.postgres.metrics import Metrics
 from provider.postgres.pool import AcquireTimeout, LinkPool, describe
@@ -40,7 +40,9 @@ from provider.wit.values import Case, Err, Ok
 
 log = logging.getLogger(__name__)
 
-HEALTH_PROBE_TIMEOUT = 2.0
+# Seconds health may take: the lattice sets a share of the host's RPC timeout (a reply later
+# than that is dropped by the host, and the lattice never learns we are unhealthy).
+HEALTH_DEADLINE = 0.8
 
 
 @dataclass
@@ -69,6 +71,7 @@ class PostgresService:
         self.registry = registry or StatementRegistry()
         self.metrics = metrics or Metrics()
         self.budgets = ServerBudgets()  # one connection budget per server, for every pool
+        self.health_deadline = HEALTH_DEADLINE
         self.metrics.watch(lambda: self._on_service_loop(self._snapshot))
         self.metrics.watch_servers(lambda: self._on_service_loop(self._server_snapshot))
         self._lock = asyncio.Lock()
@@ -240,8 +243,17 @@ class PostgresService:
         groups: dict[tuple[object, ...], list[Link]] = {}
         for link in self._links.values():
             groups.setdefault(link.settings.pool_key(), []).append(link)
-        probes = await asyncio.gather(*(self._probe(links[0]) for links in groups.values()))
-        for links, failure in zip(groups.values(), probes, strict=True):
+        probes = [asyncio.create_task(self._probe(links[0])) for links in groups.values()]
+        if probes:
+            await asyncio.wait(probes, timeout=self.health_deadline)
+        for links, task in zip(groups.values(), probes, strict=True):
+            if task.done():
+                failure = task.result()
+            else:  # a server gone silent: say so now, while the host still listens
+                task.cancel()
+                failure = (
+                    f"{links[0].settings.describe()}: no answer within {self.health_deadline:g} s"
+                )
             if failure:
                 problems += [f"link {link.source_id}: {failure}" for link in links]
         busy = [
@@ -271,14 +283,17 @@ class PostgresService:
     async def _probe(self, link: Link) -> str | None:
         """What is wrong with reaching the link's database, or None. Its own connection, not
         one of the pool's (a busy pool is not an unreachable database), within the server's
-        budget: with no room there, the calls using the server are the evidence it answers."""
+        budget; with no room there, a TCP connection shows the server answers."""
         budget = link.pool.budget
         prober = _Prober()
         if not budget.try_take(prober):
+            try:
+                await reach(link.settings)
+            except OSError as exc:
+                return f"{link.settings.describe()}: {unexpected_text(exc)}"
             return None
         try:
-            async with asyncio.timeout(HEALTH_PROBE_TIMEOUT):
-                await probe(link.settings)
+            await probe(link.settings, self.health_deadline)
             return None
         except asyncpg.exceptions.TooManyConnectionsError:
             return None  # it answers; the budget line says the server is full

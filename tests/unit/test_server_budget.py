@@ -243,10 +243,27 @@ async def test_a_refusal_holds_new_connections_at_what_we_hold_then_tries_one() 
     assert budget.waiting == 3  # nothing granted during the pause
     await asyncio.sleep(REFUSAL_PAUSE)
     assert sum(w.done() for w in waits) == 1  # one try after the pause
-    budget.connected()  # it worked: the server has room again
+    budget.connected(budget.refusals - 1)  # begun before the refusal: it shows nothing
     await asyncio.sleep(0)
-    assert all(w.done() for w in waits) and not budget.refused_now
-    assert budget.held == 6
+    assert sum(w.done() for w in waits) == 1
+    budget.connected(budget.refusals)  # the try worked: one more may try
+    await asyncio.sleep(0)
+    assert sum(w.done() for w in waits) == 2 and budget.refused_now
+    budget.connected(budget.refusals)
+    await asyncio.sleep(0)
+    assert all(w.done() for w in waits) and budget.held == 6
+
+
+async def test_room_found_again_opens_up_to_the_whole_budget() -> None:
+    budget = learned(3)
+    pool = FakePool(budget)
+    assert budget.try_take(pool) and budget.try_take(pool)
+    budget.refused(pool)
+    assert budget.try_take(pool) is False
+    await asyncio.sleep(REFUSAL_PAUSE * 1.5)  # nobody waited: the next connection is the try
+    assert budget.try_take(pool)
+    budget.connected(budget.refusals)
+    assert not budget.refused_now and budget.try_take(pool)
 
 
 async def test_a_refusal_with_nobody_waiting_clears_after_the_pause() -> None:
