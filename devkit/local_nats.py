@@ -47,13 +47,14 @@ def nats_server_executable() -> str:
 
 
 @contextlib.contextmanager
-def running_nats(max_payload: int | None = None) -> Iterator[str]:
+def running_nats(max_payload: int | None = None, own: bool = False) -> Iterator[str]:
     """Yield a NATS URL: `NATS_URL` when it answers, else a fresh server stopped on exit.
 
-    A `max_payload` request always starts a fresh server (an external one has its own limit).
+    A `max_payload` request, or `own` (a port of its own, e.g. to silence), always starts a
+    fresh server.
     """
     configured = os.environ.get("NATS_URL")
-    if configured and max_payload is None and tcp_answers(configured):
+    if configured and max_payload is None and not own and tcp_answers(configured):
         yield configured
         return
     with tempfile.TemporaryDirectory(prefix="nats-") as workdir:

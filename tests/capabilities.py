@@ -23,6 +23,7 @@ CAPABILITIES: dict[str, str] = {
     "secrets": "password authentication: secrets override config, wrong passwords refused",
     "restart": "the PostgreSQL server restarted under load",
     "small-server": "200 links sharing a server of our own with max_connections 60",
+    "silence": "a database server gone silent: packets dropped on loopback (iptables, root)",
     "oci-registry": "push and pull through a real OCI registry (docker-registry)",
     "pgbouncer": "transaction-mode pooling behind PgBouncer",
     "wash": "the differential comparison against wash's own provider",

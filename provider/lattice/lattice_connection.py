@@ -25,7 +25,12 @@ from nats.errors import AuthorizationError, NoServersError
 from nats.errors import Error as NatsError
 
 from provider.lattice.host_data import HostData
-from provider.nats.data_connection import Credentials, DataConnection
+from provider.nats.data_connection import (
+    MAX_OUTSTANDING_PINGS,
+    PING_INTERVAL,
+    Credentials,
+    DataConnection,
+)
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +190,10 @@ class LatticeConnection:
             "max_reconnect_attempts": -1,
             "reconnect_time_wait": 1,
             "connect_timeout": min(5.0, window),
+            # A silent server is noticed within about 3 x PING_INTERVAL (nats-py's default:
+            # 2 minutes apart, so up to 6 minutes).
+            "ping_interval": PING_INTERVAL,
+            "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
             "error_cb": self._on_error,
             "closed_cb": self._on_closed,
             "disconnected_cb": self._on_disconnected,

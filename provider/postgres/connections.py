@@ -92,6 +92,8 @@ class StatementConnection(asyncpg.Connection):  # type: ignore[misc]
         self.session_dirty = False  # a guest may have changed session state (SET, ...)
         self.last_user = ""  # the link whose call used this connection last (shared pools)
         self.idle_since = 0.0  # time.monotonic() when it was last given back
+        self.running_since = 0.0  # time.monotonic() its statement began (0.0: none running)
+        self.overdue = False  # terminated: its statement ran far past the statement timeout
         self._reported_at_start: tuple[object, ...] = ()
 
     async def cached_statement(self, sql: str) -> CachedStatement:

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 RECONNECT_WINDOW = 15.0  # seconds a once-working database may take to come back
 MIN_CONNECT_TIMEOUT = 0.5  # even a call near its deadline gets this long for one connect
+# A statement still running this long past POSTGRES_STATEMENT_TIMEOUT means the server is not
+# enforcing it (hung, stopped, or unreachable without TCP noticing): its connection is dropped.
+OVERDUE_MARGIN = 5.0
 RECONNECT_BACKOFF = (0.05, 0.1, 0.2, 0.5, 1.0)
 # The room assumed when the server's settings cannot be read: PostgreSQL's default
 # max_connections (100, 3 reserved), less the margin.
@@ -254,6 +257,22 @@ class LinkPool:
 
     def oldest_idle_since(self) -> float | None:
         return self._idle[0].idle_since if self._idle else None
+
+    def stop_overdue(self, now: float) -> int:
+        """Terminate the connections whose statement has run past the statement timeout plus
+        OVERDUE_MARGIN (time.monotonic() `now`); their calls answer that the server did not
+        answer in time. How many were stopped."""
+        timeout = self.settings.statement_timeout
+        if not timeout:  # 0: the link asked for no bound
+            return 0
+        stopped = 0
+        for connection in list(self._in_use):
+            since = connection.running_since
+            if since and now - since > timeout + OVERDUE_MARGIN:
+                connection.overdue = True
+                connection.terminate()
+                stopped += 1
+        return stopped
 
     def take_oldest_idle(self) -> StatementConnection | None:
         """The least recently used idle connection, given up for another pool (server_budget)."""

@@ -35,7 +35,7 @@ from provider.postgres.bounded_fetch import (
 from provider.postgres.config import ConnectionSettings
 from provider.postgres.connections import CachedStatement, StatementConnection
 from provider.postgres.metrics import Metrics
-from provider.postgres.pool import LinkPool, PoolRetired
+from provider.postgres.pool import OVERDUE_MARGIN, LinkPool, PoolRetired
 from provider.postgres.session import pooled_begin, set_session
 from provider.postgres.socket_liveness import SILENCE_BOUND
 from provider.postgres.statements import StatementRecord
@@ -73,6 +73,16 @@ def silence_text(read_only: bool, error: BaseException) -> str:
     return (
         f"the database server stopped answering (nothing for {SILENCE_BOUND:g} s), so the "
         f"connection was dropped{outcome} ({error})"
+    )
+
+
+def overdue_text(link: Link, read_only: bool, error: BaseException) -> str:
+    """What a guest is told when its statement outlived the statement timeout by the margin."""
+    outcome = "" if read_only else "; the statement's outcome is unknown, so it was not retried"
+    bound = link.settings.statement_timeout + OVERDUE_MARGIN
+    return (
+        f"the database server did not answer within {bound:g} s (POSTGRES_STATEMENT_TIMEOUT "
+        f"plus {OVERDUE_MARGIN:g} s), so the connection was dropped{outcome} ({error})"
     )
 
 
@@ -141,6 +151,9 @@ class StatementRunner:
                         exc, may_repeat=read_only or params is None,
                         stale_retries_left=stale_retries < STALE_RETRIES,
                     )  # fmt: skip
+                    if connection.overdue:
+                        text = overdue_text(link, read_only or params is None, exc)
+                        raise OutcomeUnknown(text) from exc
                     if decision.reason == retry.SILENT:
                         text = silence_text(read_only or params is None, exc)
                         raise OutcomeUnknown(text) from exc
@@ -176,9 +189,12 @@ class StatementRunner:
         for attempt in range(1, attempts + 1):
             pool, connection = await self.acquire(link)
             try:
+                connection.running_since = time.monotonic()
                 try:
                     await self.observed(link, sql, self._batch(link, connection, sql), "BATCH")
                 except Exception as exc:
+                    if connection.overdue:
+                        raise OutcomeUnknown(overdue_text(link, False, exc)) from exc
                     decision = retry.decide(exc, may_repeat=False, stale_retries_left=False)
                     if not decision.again or attempt == attempts:
                         raise
@@ -194,6 +210,7 @@ class StatementRunner:
                     connection.terminate()  # the batch ran; this connection did not survive
                 return
             finally:
+                connection.running_since = 0.0
                 await pool.release(connection)
 
     async def begin(self, link: Link, start: str) -> tuple[LinkPool, StatementConnection]:
@@ -242,9 +259,14 @@ class StatementRunner:
         """One try of `sql` on `connection`: prepare (if needed), then run unless `params` is
         None; inside a CLIENT span when tracing is on. `guest_transaction`: the connection
         holds a component's open transaction (`transactions`), so none of ours is begun."""
-        return await self.observed(
-            link, sql, self._execute(link, connection, sql, params, rows_wanted, guest_transaction)
-        )
+        connection.running_since = time.monotonic()  # (see LinkPool.stop_overdue)
+        try:
+            return await self.observed(
+                link, sql,
+                self._execute(link, connection, sql, params, rows_wanted, guest_transaction),
+            )  # fmt: skip
+        finally:
+            connection.running_since = 0.0
 
     async def observed(
         self, link: Link, sql: str, operation: Awaitable[T], name: str | None = None

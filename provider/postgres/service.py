@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 # Seconds health may take: the lattice sets a share of the host's RPC timeout (a reply later
 # than that is dropped by the host, and the lattice never learns we are unhealthy).
 HEALTH_DEADLINE = 0.8
+OVERDUE_CHECK_INTERVAL = 1.0  # seconds between looks for statements the server left unanswered
 
 
 @dataclass
@@ -72,6 +74,7 @@ class PostgresService:
         self.metrics = metrics or Metrics()
         self.budgets = ServerBudgets()  # one connection budget per server, for every pool
         self.health_deadline = HEALTH_DEADLINE
+        self._overdue_watch: asyncio.Task[None] | None = None
         self.metrics.watch(lambda: self._on_service_loop(self._snapshot))
         self.metrics.watch_servers(lambda: self._on_service_loop(self._server_snapshot))
         self._lock = asyncio.Lock()
@@ -97,6 +100,8 @@ class PostgresService:
     async def put_link(self, source_id: str, values: Mapping[str, str]) -> None:
         """Create or replace the link from `source_id`; `ConfigError` refuses it."""
         self._loop = asyncio.get_running_loop()
+        if self._overdue_watch is None:
+            self._overdue_watch = asyncio.create_task(self._stop_overdue_statements())
         async with self._lock:
             try:
                 settings = settings_from_config(values)
@@ -187,8 +192,23 @@ class PostgresService:
             self._retiring.add(task)
             task.add_done_callback(self._retiring.discard)
 
+    async def _stop_overdue_statements(self) -> None:
+        """Once a second: drop the connections whose statement the server no longer answers
+        in time (LinkPool.stop_overdue); TCP notices a silent network, this a hung server."""
+        while True:
+            await asyncio.sleep(OVERDUE_CHECK_INTERVAL)
+            now = time.monotonic()
+            for entry in list(self._pools.values()):
+                if entry.pool.stop_overdue(now):
+                    log.warning(
+                        "statements overdue: their connections were dropped",
+                        extra={"database": entry.pool.settings.describe()},
+                    )
+
     async def close(self, timeout: float = 0.1) -> None:
         """Close every pool (used at shutdown); connections still busy are terminated."""
+        if self._overdue_watch is not None:
+            self._overdue_watch.cancel()
         await self.transactions.close()
         pools = [entry.pool for entry in self._pools.values()]
         self._pools.clear()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+
 import asyncpg
 import pytest
 
 from provider.postgres import retry
+from provider.postgres.socket_liveness import went_silent
 
 
 def pg(cls: type[asyncpg.PostgresError], message: str) -> asyncpg.PostgresError:
@@ -125,3 +128,23 @@ def test_the_one_retry_policy(
 def test_is_lost_means_the_session_is_gone(error: BaseException, lost: bool) -> None:
     """One answer for the runner, the transactions and the retry policy alike."""
     assert retry.is_lost(error) is lost
+
+
+def _dropped_for_silence() -> BaseException:
+    """What asyncpg raises when the kernel dropped the socket (keepalive, user timeout)."""
+    error = X.ConnectionDoesNotExistError("connection was closed in the middle of operation")
+    error.__cause__ = TimeoutError(errno.ETIMEDOUT, "Connection timed out")
+    return error
+
+
+def test_a_connection_dropped_for_silence_is_never_retried_but_is_lost() -> None:
+    error = _dropped_for_silence()
+    assert retry.classify(error) == retry.SILENT
+    assert went_silent(error) and retry.is_lost(error)
+    for may_repeat in (True, False):
+        decision = retry.decide(error, may_repeat=may_repeat, stale_retries_left=True)
+        assert decision == retry.Decision(False, retry.SILENT)
+    # A loud loss (a reset, a terminated backend) and asyncio's own timeout are not silence.
+    assert not went_silent(X.ConnectionDoesNotExistError("closed"))
+    assert not went_silent(ConnectionResetError(errno.ECONNRESET, "reset"))
+    assert not went_silent(TimeoutError())
