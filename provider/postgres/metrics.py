@@ -110,6 +110,20 @@ class Metrics:
         """Report live pool/statement state; `snapshot()` maps link → numbers."""
         self.registry.register(ServiceCollector(snapshot))
 
+    def forget_link(self, link: str) -> None:
+        """Drop every series labelled with `link`: its link was deleted, and a lattice with
+        component churn must not grow the registry (and each scrape) forever."""
+        for family in (
+            self.hand_over_reset, self.statements_registered, self.prepares, self.evictions,
+            self.retries, self.transactions, self.errors,
+        ):  # fmt: skip
+            # prometheus-client offers `remove` but no way to list the label values in use.
+            for labels in list(family._metrics):
+                if labels[0] == link:
+                    family.remove(*labels)
+        for histogram in (self.acquire_wait, self.operation_duration):
+            histogram.forget(link)
+
     def watch_servers(self, snapshot: Callable[[], dict[str, dict[str, Any]]]) -> None:
         """Report each server's connection budget; `snapshot()` maps server → numbers."""
         self.registry.register(ServerCollector(snapshot))
@@ -200,6 +214,11 @@ class LeanHistogram(Collector):
 
     def labels(self, *values: str) -> LeanHistogramChild:
         return self.child(values)
+
+    def forget(self, first_label: str) -> None:
+        """Drop the series whose first label value is `first_label` (a deleted link's)."""
+        for values in [v for v in self._children if v[0] == first_label]:
+            del self._children[values]
 
     def child(self, values: tuple[str, ...]) -> LeanHistogramChild:
         """The series of these label values (a tuple the caller may keep and reuse)."""

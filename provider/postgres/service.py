@@ -172,6 +172,8 @@ class PostgresService:
             self.refused_links.pop(source_id, None)
             self._drop_link(source_id)
         await self.registry.forget_shared(source_id)
+        if source_id not in self._links:  # (not put again meanwhile)
+            self.metrics.forget_link(source_id)
 
     def _drop_link(self, source_id: str) -> None:
         self.registry.forget_link(source_id)
