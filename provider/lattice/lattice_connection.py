@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import nkeys  # type: ignore[import-untyped]
 from nats.aio.client import Client, RawCredentials
 from nats.errors import AuthorizationError, NoServersError
 from nats.errors import Error as NatsError
@@ -82,8 +83,10 @@ def subject_family(subject: str) -> str:
     nats-py lower-cases the server's text, so families are matched case-insensitively."""
     tokens = subject.split(".")
     head = tokens[0].upper()
-    if head == "_INBOX":
-        return "_INBOX.>"
+    if head == "_INBOX":  # per-call tokens starred, the shape kept: `_INBOX.*.results`
+        if len(tokens) < 3:
+            return "_INBOX.*" if len(tokens) == 2 else "_INBOX"
+        return ".".join(["_INBOX", *("*" * (len(tokens) - 2)), tokens[-1]])
     if head in ("$KV", "$JS") and len(tokens) > 2:
         return f"{head}.{tokens[1].upper() if head == '$JS' else tokens[1]}.>"
     return subject
@@ -154,6 +157,12 @@ def credentials(host_data: HostData) -> RawCredentials | None:
     """A .creds document from the host's JWT and seed, as nats-py takes it."""
     if not (host_data.lattice_rpc_user_jwt and host_data.lattice_rpc_user_seed):
         return None
+    try:  # found now, in one line, rather than as a traceback from inside the first connect
+        nkeys.from_seed(host_data.lattice_rpc_user_seed.encode())
+    except Exception:
+        raise LatticeUnavailable(
+            "HostData's lattice_rpc_user_seed is not a valid NATS user seed"
+        ) from None
     return RawCredentials(
         "-----BEGIN NATS USER JWT-----\n"
         f"{host_data.lattice_rpc_user_jwt}\n"
@@ -172,6 +181,7 @@ class LatticeConnection:
         self.client = Client()
         self.data: DataConnection | None = None  # the wRPC data path's own connection
         self.denials: set[PermissionDenial] = set()
+        self.denied_replies: str | None = None  # the reply subjects' shape, once one is denied
         self._logged: set[tuple[str, str]] = set()
         self._on_fatal = on_fatal
         self._connected_once = False
@@ -278,6 +288,8 @@ class LatticeConnection:
         if denial.operation == "publish" and denial.subject.lower().startswith(OPTIONAL_PUBLISH):
             self._note_optional_denial(denial)
             return
+        if denial.operation == "publish" and denial.subject.upper().startswith("_INBOX."):
+            self.denied_replies = subject_family(denial.subject)  # no call can be answered
         if len(self.denials) < MAX_REMEMBERED_DENIALS:
             self.denials.add(denial)
         key = (denial.operation, subject_family(denial.subject))

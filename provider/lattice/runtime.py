@@ -449,6 +449,13 @@ class ProviderRuntime:
         if denied:
             healthy = False
             message = f"NATS permissions deny subscribing to {', '.join(denied)}; {message}"
+        replies = self._lattice.denied_replies
+        if replies is not None:
+            healthy = False
+            message = (
+                f"NATS permissions deny publishing replies to {replies}: calls cannot be "
+                f"answered; {message}"
+            )
         message = self.redactor.redact(message)
         report: dict[str, Any] = {"healthy": healthy, "message": message}
         if msg.reply:

@@ -7,6 +7,7 @@ denied KV without per-call delay, and never logs a seed or a JWT."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -217,6 +218,71 @@ async def test_denied_function_subscriptions_make_health_unhealthy(
     ]
     assert {entry["operation"] for entry in denials} == {"subscribe"}
     assert len(denials) == len({entry["subject"] for entry in denials})  # once per subject
+
+
+async def test_denied_replies_make_health_unhealthy_with_the_subjects_shape(
+    lattice: OperatorLattice,
+    admin_nc: Any,
+    tmp_path: Path,
+    postgres_server: Any,
+    make_database: Any,
+) -> None:
+    """Results cannot be published: every call would time out at the caller, so health must
+    say so, and the one log line names the subjects' shape, not all inboxes."""
+    host = LatticeHost(lattice.url)
+    # A host's results go to `_INBOX.<id>.results`; this test's client calls from
+    # `_INBOX.<id>.<n>`, so its results go to `_INBOX.<id>.<n>.results`.
+    user = minimal_user(lattice.account, host.lattice, deny_pub=["_INBOX.*.*.results"])
+    log_path = tmp_path / "provider.log"
+    process = start(host, log_path, user)
+    try:
+        assert (await process.wait_healthy(admin_nc))["healthy"] is True
+        source = new_source_id()
+        config = postgres_server.link_config(make_database())
+        await host.put_link(admin_nc, host.link_definition(source, config))
+        client = WrpcClient(admin_nc, host.prefix, result_timeout=1)
+        await client.start()
+        for _ in range(3):  # calls whose results are denied (they time out at the caller)
+            with contextlib.suppress(Exception):
+                await Caller(client, source).query("SELECT 1")
+        await client.close()
+        health: dict[str, Any] = {}
+        for _ in range(50):
+            health = await process.wait_healthy(admin_nc)
+            if not health["healthy"]:
+                break
+            await asyncio.sleep(0.1)
+        assert health["healthy"] is False, health
+        assert "deny publishing replies to _INBOX.*.*.results" in health["message"], health
+    finally:
+        process.kill()
+    log = log_path.read_text()
+    denials = [
+        entry
+        for entry in (json.loads(line) for line in log.splitlines() if line.startswith("{"))
+        if entry["message"] == "permission denied by the lattice's NATS account"
+    ]
+    assert [(d["operation"], d["subject"]) for d in denials] == [("publish", "_INBOX.*.*.results")]
+
+
+async def test_a_malformed_seed_exits_with_one_line_and_no_traceback(
+    lattice: OperatorLattice, tmp_path: Path
+) -> None:
+    host = LatticeHost(lattice.url)
+    user = minimal_user(lattice.account, host.lattice)
+    malformed = User("SUAnot-a-seed", user.public, user.jwt, user.account_public)
+    log_path = tmp_path / "provider.log"
+    process = start(host, log_path, malformed, config={"NATS_CONNECT_TIMEOUT": str(CONNECT_WINDOW)})
+    try:
+        code, seconds = exits_within(process, CONNECT_WINDOW + 10)
+    finally:
+        process.kill()
+    log = log_path.read_text()
+    assert code != 0 and seconds < CONNECT_WINDOW + 5
+    assert "Traceback" not in log, log[-3000:]
+    (line,) = error_lines(log)
+    assert "seed" in line["message"], line
+    assert "SUAnot-a-seed" not in log
 
 
 async def test_a_denied_kv_is_detected_once_and_costs_no_call_any_delay(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
+import nkeys  # type: ignore[import-untyped]
 import pytest
 from nats.errors import AuthorizationError, NoServersError
 from nats.errors import Error as NatsError
@@ -48,8 +49,10 @@ def test_permission_denials_are_parsed_from_the_servers_text(
 
 
 def test_per_call_subjects_are_logged_as_one_family() -> None:
-    assert subject_family("_INBOX.abc.def") == "_INBOX.>"
-    assert subject_family("_inbox.abc.def") == "_INBOX.>"  # as nats-py reports it
+    assert subject_family("_INBOX.abc.results") == "_INBOX.*.results"
+    assert subject_family("_inbox.abc.results") == "_INBOX.*.results"  # as nats-py reports it
+    assert subject_family("_INBOX.abc") == "_INBOX.*"
+    assert subject_family("_INBOX.abc.7.results") == "_INBOX.*.*.results"
     assert subject_family("$kv.bucket.a") == "$KV.bucket.>"
     assert subject_family("$KV.bucket.a.b") == "$KV.bucket.>"
     assert subject_family("$JS.API.STREAM.INFO.x") == "$JS.API.>"
@@ -98,5 +101,9 @@ def test_the_connect_window_is_configurable_and_falls_back_to_its_default() -> N
 def test_credentials_are_built_only_from_both_jwt_and_seed() -> None:
     assert credentials(HostData()) is None
     assert credentials(HostData(lattice_rpc_user_jwt="eyJ")) is None
-    document = credentials(HostData(lattice_rpc_user_jwt="eyJ.x.y", lattice_rpc_user_seed="SUA"))
-    assert document is not None and "eyJ.x.y" in str(document) and "SUA" in str(document)
+    seed = nkeys.encode_seed(bytes(32), nkeys.PREFIX_BYTE_USER).decode()
+    document = credentials(HostData(lattice_rpc_user_jwt="eyJ.x.y", lattice_rpc_user_seed=seed))
+    assert document is not None and "eyJ.x.y" in str(document) and seed in str(document)
+    with pytest.raises(LatticeUnavailable, match="not a valid NATS user seed") as refused:
+        credentials(HostData(lattice_rpc_user_jwt="eyJ.x.y", lattice_rpc_user_seed="SUAbad"))
+    assert "SUAbad" not in str(refused.value)
