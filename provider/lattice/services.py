@@ -46,6 +46,24 @@ class KeyValueBucket:
     async def purge(self, key: str) -> None:
         await self._kv.purge(key)
 
+    async def erase(self, key: str) -> None:
+        """Remove every message of `key`: a KV purge leaves a marker the bucket keeps (its
+        history of one is that marker), so churned keys would fill it; this leaves nothing."""
+        await self._erase_subject(key)
+
+    async def erase_prefix(self, prefix: str) -> None:
+        """Remove every key under `prefix.` in one request, whatever else the bucket holds."""
+        await self._erase_subject(f"{prefix}.>")
+
+    async def _erase_subject(self, keys: str) -> None:
+        # nats-py's KeyValue keeps its stream, subject prefix and JetStream context here.
+        await self._kv._js.purge_stream(self._kv._stream, subject=f"{self._kv._pre}{keys}")
+
+    async def stored(self) -> tuple[int, int]:
+        """(messages, bytes) the bucket holds now: live values and any markers."""
+        info = await self._kv._js.stream_info(self._kv._stream)
+        return int(info.state.messages), int(info.state.bytes)
+
     async def keys(self) -> list[str]:
         try:
             return list(await self._kv.keys())

@@ -127,6 +127,18 @@ class LinkStatements:
         return len(self._by_token)
 
 
+SHARED_FULL = (
+    "the shared statement store is full: new tokens stay on the replica that made them, and "
+    "other replicas answer unknown-prepared-query for them"
+)
+
+
+def _is_full(error: BaseException) -> bool:
+    """JetStream refused a record because the bucket is at its size (it discards new ones)."""
+    text = str(error).lower()
+    return "maximum bytes" in text or "maximum messages" in text or "insufficient" in text
+
+
 class StatementRegistry:
     """All links' statements; the provider-side half of `prepare` / `exec`.
 
@@ -137,6 +149,7 @@ class StatementRegistry:
     def __init__(self, shared: SharedStatements | None = None) -> None:
         self._links: dict[str, LinkStatements] = {}
         self.shared = shared
+        self.shared_full = False  # the shared store refuses new records (said once, in health)
 
     def _statements(self, link: str, max_statements: int) -> LinkStatements:
         """`link`'s statements, bound by its current `max_statements` (a link updated in
@@ -167,15 +180,29 @@ class StatementRegistry:
         evicted = statements.take_evicted() if statements is not None else []
         if self.shared is None:
             return
-        try:
-            await self.shared.save(link, record.token, record.to_bytes())
-            while evicted:  # an evicted token is unknown on every replica
+        forget_failed: Exception | None = None
+        try:  # an evicted token is unknown on every replica; forgetting it first makes room
+            while evicted:
                 await self.shared.forget(link, evicted[0])
                 evicted.pop(0)
-        except Exception as exc:  # the token still works on this replica
-            log.warning("statement not shared with replicas", extra={"error": str(exc)})
+        except Exception as exc:
+            forget_failed = exc
             if statements is not None:  # forgotten at the next share, not never
                 statements.evicted_tokens[:0] = evicted
+        try:
+            await self.shared.save(link, record.token, record.to_bytes())
+        except Exception as exc:  # the token still works on this replica
+            if not _is_full(exc):
+                log.warning("statement not shared with replicas", extra={"error": str(exc)})
+            elif not self.shared_full:
+                self.shared_full = True
+                log.error(SHARED_FULL, extra={"error": str(exc)})
+            return
+        if forget_failed is not None:
+            log.warning("statement not shared with replicas", extra={"error": str(forget_failed)})
+        if self.shared_full:
+            self.shared_full = False
+            log.info("the shared statement store has room again")
 
     async def find(self, link: str, token: str, max_statements: int) -> StatementRecord | None:
         """This replica's record, else the one another replica shared (then kept here too)."""

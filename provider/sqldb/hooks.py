@@ -15,6 +15,7 @@ from provider.lattice.services import LatticeServices, ReplicaCalls, ServiceUnav
 from provider.observability.telemetry import Telemetry
 from provider.observability.tracing import CallTracer, StatementTracer
 from provider.postgres.service import PostgresService
+from provider.postgres.statements import SHARED_FULL
 from provider.postgres.values.row_wire import RowWire
 from provider.sqldb.statement_store import SharedStatementStore
 from provider.wit.model import Function, postgres_package
@@ -119,6 +120,8 @@ class PostgresProvider:
         healthy, message = await self.service.health()
         if self.unshared_reason is not None:
             message += "; replicas will not share statement tokens (no usable JetStream KV)"
+        if self.service.registry.shared_full:
+            message += f"; {SHARED_FULL}"
         return healthy, message
 
     async def config_update(self, config: dict[str, str]) -> None:

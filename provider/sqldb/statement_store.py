@@ -2,8 +2,11 @@
 
 wasmCloud lattices run JetStream (hosts keep their config there). One bucket per lattice and
 provider id; a key per token, prefixed by a hash of the link it belongs to, so a record can
-only be found by the link that made it, and a link delete purges its prefix. Values are the
-records' msgpack bytes. Without a usable bucket the provider works alone (records stay local).
+only be found by the link that made it, and a link delete erases its prefix in one request.
+A token forgotten (evicted at the link's bound, or its link deleted) leaves nothing behind, not
+even a purge marker: the bucket holds live tokens only, at most the links' POSTGRES_MAX_STATEMENTS
+together. Values are the records' msgpack bytes. Without a usable bucket the provider works
+alone (records stay local).
 """
 
 from __future__ import annotations
@@ -46,10 +49,8 @@ class SharedStatementStore:
         return await self._bucket.get(f"{_link_prefix(link)}.{token}")
 
     async def forget(self, link: str, token: str) -> None:
-        await self._bucket.purge(f"{_link_prefix(link)}.{token}")
+        await self._bucket.erase(f"{_link_prefix(link)}.{token}")  # nothing left behind
 
     async def forget_link(self, link: str) -> None:
-        prefix = f"{_link_prefix(link)}."
-        for key in await self._bucket.keys():  # nats-py's filters match substrings: filter here
-            if key.startswith(prefix):
-                await self._bucket.purge(key)
+        """One request for the link's own keys, however many other links' the bucket holds."""
+        await self._bucket.erase_prefix(_link_prefix(link))
