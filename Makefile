@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo component par provider-demo wire-demo test lattice-test demo-lattice lint wit bench bench-quick chaos conformance clean
+.PHONY: demo component par provider-demo wire-demo test lattice-test demo-lattice lint wit bench bench-quick soak chaos conformance clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing the project with its dev extras"
@@ -68,6 +68,10 @@ wit: $(STAMP)
 # The provider's CPU per call against asyncpg's own (bench/results/latest.json, latest.png).
 bench-quick: $(STAMP)
 	$(PY) -m bench.fair_bench --quick
+
+# Two replicas for SOAK_MINUTES (default 20) under load, churn and faults: what they hold.
+soak: $(STAMP)
+	$(PY) -m bench.soak
 
 bench: $(STAMP) component
 	$(PY) -m bench.fair_bench

@@ -97,3 +97,45 @@ def _wait_until_answers(url: str, process: subprocess.Popen[bytes], log_path: Pa
             return
         time.sleep(0.05)
     raise RuntimeError(f"nats-server did not answer on {url} within 15 s")
+
+
+class RestartableNats:
+    """A nats-server with JetStream on a fixed port and store: `restart` keeps both, so
+    clients reconnect to the same URL and the key-value buckets survive (the soak's fault)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self._workdir = workdir
+        self._command = [nats_server_executable(), "-a", "127.0.0.1", "-p", str(self.port),
+                         "-js", "-sd", str(workdir)]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        log_path = Path(self._workdir, f"nats-{self.starts}.log")
+        with open(log_path, "wb") as log_file:
+            self.process = subprocess.Popen(
+                self._command, stdout=log_file, stderr=subprocess.STDOUT
+            )
+        _wait_until_answers(self.url, self.process, log_path)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop_process(self.process)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextlib.contextmanager
+def restartable_nats() -> Iterator[RestartableNats]:
+    with tempfile.TemporaryDirectory(prefix="nats-") as workdir:
+        server = RestartableNats(Path(workdir))
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
