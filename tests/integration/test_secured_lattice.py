@@ -106,6 +106,22 @@ def exits_within(process: ProviderProcess, seconds: float) -> tuple[int, float]:
     return code, time.monotonic() - started
 
 
+async def first_unhealthy(process: ProviderProcess, nc: Any) -> dict[str, Any]:
+    """Health until it says unhealthy (denials arrive asynchronously), for up to ~5 s."""
+    health: dict[str, Any] = {}
+    for _ in range(50):
+        health = await process.wait_healthy(nc)
+        if not health["healthy"]:
+            break
+        await asyncio.sleep(0.1)
+    return health
+
+
+def denial_lines(log: str) -> list[dict[str, Any]]:
+    entries = (json.loads(line) for line in log.splitlines() if line.startswith("{"))
+    return [e for e in entries if e["message"] == "permission denied by the lattice's NATS account"]
+
+
 def error_lines(log: str) -> list[dict[str, Any]]:
     entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     return [entry for entry in entries if entry["level"] == "error"]
@@ -196,12 +212,7 @@ async def test_denied_function_subscriptions_make_health_unhealthy(
     log_path = tmp_path / "provider.log"
     process = start(host, log_path, user)
     try:
-        health: dict[str, Any] = {}
-        for _ in range(50):  # denials arrive asynchronously after the subscriptions
-            health = await process.wait_healthy(admin_nc)
-            if not health["healthy"]:
-                break
-            await asyncio.sleep(0.1)
+        health = await first_unhealthy(process, admin_nc)
         assert health["healthy"] is False
         assert "NATS permissions deny subscribing to" in health["message"]
         assert (
@@ -211,11 +222,7 @@ async def test_denied_function_subscriptions_make_health_unhealthy(
     finally:
         process.kill()
     log = log_path.read_text()
-    denials = [
-        entry
-        for entry in (json.loads(line) for line in log.splitlines() if line.startswith("{"))
-        if entry["message"] == "permission denied by the lattice's NATS account"
-    ]
+    denials = denial_lines(log)
     assert {entry["operation"] for entry in denials} == {"subscribe"}
     assert len(denials) == len({entry["subject"] for entry in denials})  # once per subject
 
@@ -246,22 +253,13 @@ async def test_denied_replies_make_health_unhealthy_with_the_subjects_shape(
             with contextlib.suppress(Exception):
                 await Caller(client, source).query("SELECT 1")
         await client.close()
-        health: dict[str, Any] = {}
-        for _ in range(50):
-            health = await process.wait_healthy(admin_nc)
-            if not health["healthy"]:
-                break
-            await asyncio.sleep(0.1)
+        health = await first_unhealthy(process, admin_nc)
         assert health["healthy"] is False, health
         assert "deny publishing replies to _INBOX.*.*.results" in health["message"], health
     finally:
         process.kill()
     log = log_path.read_text()
-    denials = [
-        entry
-        for entry in (json.loads(line) for line in log.splitlines() if line.startswith("{"))
-        if entry["message"] == "permission denied by the lattice's NATS account"
-    ]
+    denials = denial_lines(log)
     assert [(d["operation"], d["subject"]) for d in denials] == [("publish", "_INBOX.*.*.results")]
 
 
