@@ -143,9 +143,10 @@ class ServerBudget:
         """The pool is retired: its waiting calls get `error()`; its connections still give
         their units back when they close."""
         self.members.discard(member)
-        for waiter in self._queues.pop(member, ()):
+        queue = self._queues.pop(member, deque())
+        self.waiting -= len(queue)
+        for waiter in queue:
             if not waiter.done():
-                self.waiting -= 1
                 waiter.set_exception(error())
 
     def learn(self, room: int) -> None:
@@ -178,7 +179,7 @@ class ServerBudget:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Any] = loop.create_future()
         self._queues.setdefault(member, deque()).append(waiter)
-        self.waiting += 1
+        self.waiting += 1  # (always the number of futures queued, live or not)
         self._make_room(member)
         self._grant()  # room may be free already (a cap raised, a pause ended)
         try:
@@ -198,16 +199,11 @@ class ServerBudget:
 
     def hand_to_waiter(self, member: Member, connection: Any) -> bool:
         """Give `connection` (just released by `member`) to one of its own waiting calls."""
-        queue = self._queues.get(member)
-        while queue:
-            waiter = queue.popleft()
-            if not queue:
-                del self._queues[member]
-            if not waiter.done():
-                self.waiting -= 1
-                waiter.set_result(connection)
-                return True
-        return False
+        waiter = self._next_waiter(member)
+        if waiter is None:
+            return False
+        waiter.set_result(connection)
+        return True
 
     def pass_on(self, giver: Member, connection: Any) -> bool:
         """Hand `connection` (released by `giver`) to the waiting pool holding the fewest
@@ -260,13 +256,9 @@ class ServerBudget:
         the pool that began waiting first)."""
         while self._queues and self.held < self.limit():
             member = min(self._queues, key=_held)
-            queue = self._queues[member]
-            waiter = queue.popleft()
-            if not queue:
-                del self._queues[member]
-            if waiter.done():
+            waiter = self._next_waiter(member)
+            if waiter is None:
                 continue
-            self.waiting -= 1
             self.held += 1
             member.held += 1
             waiter.set_result(GRANT)
@@ -275,9 +267,11 @@ class ServerBudget:
         """Close other pools' least recently used idle connections, one per waiting call not
         already covered by a close under way."""
         while self.closing < self.waiting and self.held >= self.limit():
-            victims = [m for m in self.members if m is not waiting]
-            since = [(m.oldest_idle_since(), m) for m in victims]
-            idle = [(t, m) for t, m in since if t is not None]
+            idle = [
+                (since, m)
+                for m in self.members
+                if m is not waiting and (since := m.oldest_idle_since()) is not None
+            ]
             if not idle:
                 return
             _, victim = min(idle, key=lambda pair: pair[0])
@@ -291,13 +285,28 @@ class ServerBudget:
         """`connection` with its unit from `giver` to a waiting call of `taker`: no connection
         closed and opened again (the taker's call resets the session, as a hand-over between
         links always does)."""
-        queue = self._queues.get(taker)
-        while queue and queue[0].done():
-            queue.popleft()
-        if not queue or not taker.adopt(connection, giver):
+        if self._first_live(taker) is None or not taker.adopt(connection, giver):
             return False
         self.hand_overs += 1
         return self.hand_to_waiter(taker, connection)
+
+    def _first_live(self, member: Member) -> asyncio.Future[Any] | None:
+        """`member`'s first waiter still waiting (those given up before it are dropped)."""
+        queue = self._queues.get(member)
+        while queue and queue[0].done():
+            queue.popleft()
+            self.waiting -= 1
+        if not queue:
+            self._queues.pop(member, None)
+            return None
+        return queue[0]
+
+    def _next_waiter(self, member: Member) -> asyncio.Future[Any] | None:
+        """`member`'s first waiter still waiting, out of the queue."""
+        waiter = self._first_live(member)
+        if waiter is not None:
+            self._forget(member, waiter)
+        return waiter
 
     async def _close(self, connection: Any) -> None:
         try:

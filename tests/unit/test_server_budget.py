@@ -332,3 +332,33 @@ async def test_a_released_connection_passes_to_the_neediest_pool_that_can_use_it
     assert budget.pass_on(rich, connection)
     assert await same_waits is connection
     assert (rich.held, same.held, budget.hand_overs) == (1, 1, 1)
+
+
+async def test_a_wait_given_up_as_units_move_is_counted_out_exactly_once() -> None:
+    """A waiter cancelled (its timeout fired) but not yet run when a unit is freed: the grant
+    skips it and serves the next one, and `waiting` ends at zero, not one (a count left behind
+    would refuse every later `try_take`)."""
+    budget = learned(1)
+    busy, waiting = FakePool(budget), FakePool(budget, key="k")
+    assert budget.try_take(busy)
+    deadline = asyncio.get_running_loop().time() + 5
+    gone = asyncio.create_task(budget.wait(waiting, deadline))
+    served = asyncio.create_task(budget.wait(waiting, deadline))
+    await asyncio.sleep(0)
+    gone.cancel()
+    budget.give(busy)  # before `gone` has run its cancellation
+    assert await served is GRANT
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert budget.waiting == 0 and waiting.held == 1
+    # A hand-over to a pool whose only waiter gave up leaves no empty queue behind.
+    other = FakePool(budget, key="k")
+    lost = asyncio.create_task(budget.wait(other, deadline))
+    await asyncio.sleep(0)
+    lost.cancel()
+    assert not budget.pass_on(waiting, FakeConnection(budget, waiting))
+    with pytest.raises(asyncio.CancelledError):
+        await lost
+    assert budget.waiting == 0
+    budget.give(waiting)
+    assert budget.try_take(other)
