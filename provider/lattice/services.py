@@ -29,8 +29,10 @@ class ServiceUnavailable(RuntimeError):
 class KeyValueBucket:
     """A JetStream key-value bucket: bytes under keys, shared by whoever opens the same name."""
 
-    def __init__(self, kv: Any) -> None:
-        self._kv = kv
+    def __init__(self, kv: Any, js: Any, name: str) -> None:
+        self._kv, self._js = kv, js
+        self._stream = f"KV_{name}"  # JetStream's names for a bucket's stream and subjects
+        self._subjects = f"$KV.{name}."
 
     async def put(self, key: str, value: bytes) -> None:
         await self._kv.put(key, value)
@@ -56,12 +58,11 @@ class KeyValueBucket:
         await self._erase_subject(f"{prefix}.>")
 
     async def _erase_subject(self, keys: str) -> None:
-        # nats-py's KeyValue keeps its stream, subject prefix and JetStream context here.
-        await self._kv._js.purge_stream(self._kv._stream, subject=f"{self._kv._pre}{keys}")
+        await self._js.purge_stream(self._stream, subject=f"{self._subjects}{keys}")
 
     async def stored(self) -> tuple[int, int]:
         """(messages, bytes) the bucket holds now: live values and any markers."""
-        info = await self._kv._js.stream_info(self._kv._stream)
+        info = await self._js.stream_info(self._stream)
         return int(info.state.messages), int(info.state.bytes)
 
     async def keys(self) -> list[str]:
@@ -122,7 +123,7 @@ class LatticeServices:
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise ServiceUnavailable(reason) from None
-        return KeyValueBucket(kv)
+        return KeyValueBucket(kv, js, bucket)
 
     def replica_calls(self, handshake_timeout: float, result_timeout: float) -> ReplicaCalls:
         client = WrpcClient(self._nc, self.prefix, handshake_timeout=handshake_timeout,

@@ -159,8 +159,8 @@ class LinkPool:
 
     async def _wait_for_slot(self) -> float:
         """Wait for one of the link's `size` slots; the event loop's time the wait began."""
-        began = asyncio.get_running_loop().time()
-        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
         self.waiting += 1
         try:
             await self._slots.take(self.settings.acquire_timeout)
@@ -175,7 +175,7 @@ class LinkPool:
             self._slots.give()
             raise PoolRetired("the link's pool was replaced")
         if self._on_wait is not None:
-            self._on_wait(time.perf_counter() - started)
+            self._on_wait(loop.time() - began)
         return began
 
     async def _open(self, started: float | None) -> StatementConnection:

@@ -67,23 +67,21 @@ class OutcomeUnknown(Exception):
     """The connection died after a write was sent: it may or may not have happened."""
 
 
-def silence_text(read_only: bool, error: BaseException) -> str:
-    """What a guest is told when its call's connection was dropped for silence."""
-    outcome = "" if read_only else "; the statement's outcome is unknown, so it was not retried"
-    return (
-        f"the database server stopped answering (nothing for {SILENCE_BOUND:g} s), so the "
-        f"connection was dropped{outcome} ({error})"
-    )
-
-
-def overdue_text(link: Link, read_only: bool, error: BaseException) -> str:
-    """What a guest is told when its statement outlived the statement timeout by the margin."""
-    outcome = "" if read_only else "; the statement's outcome is unknown, so it was not retried"
-    bound = link.settings.statement_timeout + OVERDUE_MARGIN
-    return (
-        f"the database server did not answer within {bound:g} s (POSTGRES_STATEMENT_TIMEOUT "
-        f"plus {OVERDUE_MARGIN:g} s), so the connection was dropped{outcome} ({error})"
-    )
+def dropped_text(
+    link: Link, connection: StatementConnection, reason: str, harmless: bool, error: BaseException
+) -> str | None:
+    """What the guest is told when its call's connection was dropped because the server did
+    not answer (our overdue sweep, or TCP noticing silence); None for any other failure."""
+    if connection.overdue:
+        bound = link.settings.statement_timeout + OVERDUE_MARGIN
+        cause = (f"did not answer within {bound:g} s (POSTGRES_STATEMENT_TIMEOUT plus "
+                 f"{OVERDUE_MARGIN:g} s)")  # fmt: skip
+    elif reason == retry.SILENT:
+        cause = f"stopped answering (nothing for {SILENCE_BOUND:g} s)"
+    else:
+        return None
+    outcome = "" if harmless else "; the statement's outcome is unknown, so it was not retried"
+    return f"the database server {cause}, so the connection was dropped{outcome} ({error})"
 
 
 class BeginFailed(Exception):
@@ -151,12 +149,10 @@ class StatementRunner:
                         exc, may_repeat=read_only or params is None,
                         stale_retries_left=stale_retries < STALE_RETRIES,
                     )  # fmt: skip
-                    if connection.overdue:
-                        text = overdue_text(link, read_only or params is None, exc)
-                        raise OutcomeUnknown(text) from exc
-                    if decision.reason == retry.SILENT:
-                        text = silence_text(read_only or params is None, exc)
-                        raise OutcomeUnknown(text) from exc
+                    harmless = read_only or params is None
+                    dropped = dropped_text(link, connection, decision.reason, harmless, exc)
+                    if dropped is not None:
+                        raise OutcomeUnknown(dropped) from exc
                     if decision.reason == retry.LOST and not decision.again:
                         raise OutcomeUnknown(
                             "the database connection was lost after the statement was sent; "
@@ -193,9 +189,10 @@ class StatementRunner:
                 try:
                     await self.observed(link, sql, self._batch(link, connection, sql), "BATCH")
                 except Exception as exc:
-                    if connection.overdue:
-                        raise OutcomeUnknown(overdue_text(link, False, exc)) from exc
                     decision = retry.decide(exc, may_repeat=False, stale_retries_left=False)
+                    dropped = dropped_text(link, connection, decision.reason, False, exc)
+                    if dropped is not None:
+                        raise OutcomeUnknown(dropped) from exc
                     if not decision.again or attempt == attempts:
                         raise
                     self._retried(link, decision.reason, attempt)

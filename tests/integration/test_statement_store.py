@@ -22,7 +22,7 @@ class CountingBucket(KeyValueBucket):
     """The real bucket, counting the requests each operation makes."""
 
     def __init__(self, bucket: KeyValueBucket) -> None:
-        super().__init__(bucket._kv)
+        self.__dict__.update(bucket.__dict__)  # the same bucket, through the same handles
         self.requests = 0
 
     async def put(self, key: str, value: bytes) -> None:
