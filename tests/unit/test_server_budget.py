@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from provider.postgres.config import ConfigError, settings_from_config
 from provider.postgres.server_budget import (
     GRANT,
     REFUSAL_PAUSE,
@@ -362,3 +363,16 @@ async def test_a_wait_given_up_as_units_move_is_counted_out_exactly_once() -> No
     assert budget.waiting == 0
     budget.give(waiting)
     assert budget.try_take(other)
+
+
+@pytest.mark.parametrize("raw", ["0", "-3", "ten", "1.5", "1e9"])
+def test_a_server_cap_that_is_not_a_positive_integer_refuses_the_link(raw: str) -> None:
+    values = {"POSTGRES_HOST": "db", "POSTGRES_PORT": "5432", "POSTGRES_USERNAME": "u",
+              "POSTGRES_PASSWORD": "p", "POSTGRES_DATABASE": "d"}  # fmt: skip
+    with pytest.raises(ConfigError, match="POSTGRES_SERVER_CONNECTIONS"):
+        settings_from_config({**values, "POSTGRES_SERVER_CONNECTIONS": raw})
+    huge = settings_from_config({**values, "POSTGRES_SERVER_CONNECTIONS": "9" * 30})
+    budget = learned(52)
+    budget.set_cap(huge.server_connections)
+    assert budget.size == 52  # a cap above the server's room changes nothing
+    assert settings_from_config(values).server_connections is None
