@@ -2,7 +2,8 @@
 hold, minute by minute (`SOAK_MINUTES`, default 20; a progress line a minute).
 
 Real NATS (JetStream: the replicas share the statement bucket) and PostgreSQL, two replicas of
-the provider from source as a host starts them, and:
+the provider from source as a host starts them, a host's control interface answering their
+`link.get` (what a NATS restart made them miss comes back from it), and:
 - **steady load**: 4 components `exec` a prepared INSERT, `query`, and run a transaction
   (begin, exec, commit), back to back; an `unknown-prepared-query` is a token lost between
   replicas;
@@ -15,7 +16,8 @@ the provider from source as a host starts them, and:
   NATS restart (minute 8, then every 10), replica 2 SIGKILLed and started again (minute 11,
   then every 10).
 
-Each minute: each replica's RSS, open fds and metric series, PostgreSQL client connections,
+Each minute: each replica's RSS, open fds, asyncio tasks and metric series (by family, and
+the links they name), PostgreSQL client connections,
 the bucket's messages and bytes, calls, p50/p99 by call, errors inside and outside fault
 windows, tokens lost. Writes `bench/results/soak-<time>.json` and `.png`.
 """
@@ -26,12 +28,13 @@ import asyncio
 import datetime
 import json
 import os
+import re
 import statistics
 import tempfile
 import time
 import urllib.request
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ import nats
 from devkit.local_nats import RestartableNats, free_port, restartable_nats
 from devkit.local_postgres import running_postgres
 from devkit.provider_harness import Caller
+from host_shim.control_interface import serve_control
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider.sqldb.statement_store import bucket_name
 from provider.wit.values import Case, Ok
@@ -54,6 +58,8 @@ MINUTES = float(os.environ.get("SOAK_MINUTES", "20"))
 # the commit of its transaction, idle meanwhile) counts as injected, not as another error.
 FAULT_WINDOW = 40.0
 STEADY = 4
+LINK_LABEL = re.compile(r'link="([^"]*)"')
+TASKS_GAUGE = "sqldb_postgres_asyncio_tasks "
 
 
 @dataclass
@@ -94,20 +100,20 @@ class Soak:
 
 
 class Replica:
-    def __init__(self, host: LatticeHost, number: int, logs: Path, links: dict[str, Any]) -> None:
+    def __init__(self, host: LatticeHost, number: int, logs: Path) -> None:
         self.port = free_port()
         self.log = open(logs / f"replica-{number}.log", "ab")  # noqa: SIM115 - closed in stop
         config = {"METRICS_PORT": str(self.port)}
-        self.links = links  # the lattice's current links: a (re)started replica gets them
+        self.host = host  # its links are the lattice's: a (re)started replica gets them
         self.process = ProviderProcess(
-            host, log_file=self.log, config=config, link_definitions=list(links.values())
+            host, log_file=self.log, config=config, link_definitions=list(host.links.values())
         )
 
     def restart(self) -> None:
         """SIGKILL, then started again as a host does: with the links of the moment."""
         self.process.kill()
         self.process.host_data = replace(
-            self.process.host_data, link_definitions=list(self.links.values())
+            self.process.host_data, link_definitions=list(self.host.links.values())
         )
         self.process.start()
 
@@ -115,7 +121,7 @@ class Replica:
         assert self.process.process is not None
         return self.process.process.pid
 
-    def sample(self) -> dict[str, float]:
+    def sample(self) -> dict[str, Any]:
         status = Path(f"/proc/{self.pid()}/status").read_text()
         rss_kb = next(
             int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS")
@@ -123,8 +129,14 @@ class Replica:
         fds = len(os.listdir(f"/proc/{self.pid()}/fd"))
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as reply:
             text = reply.read().decode()
-        series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
-        return {"rss_mb": round(rss_kb / 1024, 1), "fds": fds, "series": series}
+        lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+        # Which families hold the series, and how many links they name: growth shows its cause.
+        families = Counter(line.split("{")[0].split(" ")[0] for line in lines)
+        links = {match.group(1) for line in lines if (match := LINK_LABEL.search(line))}
+        tasks = [line.split()[-1] for line in lines if line.startswith(TASKS_GAUGE)]
+        return {"rss_mb": round(rss_kb / 1024, 1), "fds": fds, "series": len(lines),
+                "tasks": int(float(tasks[0])) if tasks else None, "links_in_series": len(links),
+                "families": dict(sorted(families.items()))}  # fmt: skip
 
 
 async def _timed(soak: Soak, kind: str, call: Any) -> Any:
@@ -163,15 +175,14 @@ async def _steady(soak: Soak, caller: Caller, stop: asyncio.Event) -> None:
 
 
 async def _churn(soak: Soak, host: LatticeHost, nc: Any, client: WrpcClient, config: dict[str, str],
-                 links: dict[str, Any], stop: asyncio.Event) -> None:  # fmt: skip
+                 stop: asyncio.Event) -> None:  # fmt: skip
     churn_config = {**config, "POSTGRES_MAX_STATEMENTS": "20",
                     "POSTGRES_TRANSACTION_IDLE_TIMEOUT": "5"}  # fmt: skip
     number = 0
     pending: list[asyncio.Task[None]] = []
 
     async def one(name: str) -> None:
-        links[name] = host.link_definition(name, churn_config)
-        await host.put_link(nc, links[name])
+        await host.put_link(nc, host.link_definition(name, churn_config))
         caller = Caller(client, name)
         await asyncio.sleep(1)  # the put reaches both replicas
         for n in range(40):
@@ -181,7 +192,6 @@ async def _churn(soak: Soak, host: LatticeHost, nc: Any, client: WrpcClient, con
                 await _timed(soak, "churn_exec", caller.exec(prepared.value, [Case("int4", n)]))
         await _timed(soak, "churn_begin", caller.begin())  # abandoned to the idle timeout
         await asyncio.sleep(10)
-        links.pop(name, None)
         await host.delete_link(nc, name)
 
     while not stop.is_set():
@@ -269,21 +279,23 @@ async def soak(minutes: float) -> dict[str, Any]:
         await admin.close()
         host = LatticeHost(nats_server.url)
         config = pg.link_config(database)
-        links = {f"steady-{n}": host.link_definition(f"steady-{n}", config) for n in range(STEADY)}
-        replicas = [Replica(host, n, logs, links) for n in (1, 2)]  # the links in HostData
+        steady = [host.link_definition(f"steady-{n}", config) for n in range(STEADY)]
+        host.links.update({(link["source_id"], "default"): link for link in steady})
+        replicas = [Replica(host, n, logs) for n in (1, 2)]  # the links in HostData
         nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
         for replica in replicas:
             replica.process.start()
             await replica.process.wait_healthy(nc)
         client = WrpcClient(nc, host.prefix, result_timeout=30)
         await client.start()
-        callers = [Caller(client, name) for name in links]
+        await serve_control(nc, host)  # links put or deleted in a NATS restart come back
+        callers = [Caller(client, link["source_id"]) for link in steady]
         await asyncio.sleep(1)
         state, stop = Soak(), asyncio.Event()
         bucket = bucket_name(host.lattice, host.provider_id)
         samples = [await _sample(state, replicas, admin_dsn, nc, bucket)]
         workers = [asyncio.create_task(_steady(state, c, stop)) for c in callers]
-        workers.append(asyncio.create_task(_churn(state, host, nc, client, config, links, stop)))
+        workers.append(asyncio.create_task(_churn(state, host, nc, client, config, stop)))
         workers.append(asyncio.create_task(
             _faults(state, nats_server, pg, replicas, pg.dsn(), stop)))  # fmt: skip
         try:
@@ -292,8 +304,9 @@ async def soak(minutes: float) -> dict[str, Any]:
                 sample = await _sample(state, replicas, admin_dsn, nc, bucket)
                 samples.append(sample)
                 rss = [r.get("rss_mb") for r in sample["replicas"]]
+                tasks = [r.get("tasks") for r in sample["replicas"]]
                 exec_p99 = sample["calls"].get("exec", {}).get("p99_ms")
-                print(f"  minute {sample['minute']:5.1f}: rss {rss} MB, bucket "
+                print(f"  minute {sample['minute']:5.1f}: rss {rss} MB, tasks {tasks}, bucket "
                       f"{sample.get('bucket_messages')} msgs, pg {sample['pg_connections']} conns, "
                       f"exec p99 {exec_p99} ms, errors {sample['injected_errors']} injected / "
                       f"{sample['other_errors']} other, tokens lost {sample['tokens_lost']}",

@@ -41,6 +41,8 @@ class LatticeHost:
     host_id: str = field(default_factory=lambda: f"N{uuid.uuid4().hex.upper()}")
     host_keys: CurveKeyPair = field(default_factory=CurveKeyPair.generate)
     provider_keys: CurveKeyPair = field(default_factory=CurveKeyPair.generate)
+    # The links put and not deleted, by (source id, name): what a host's `link.get` lists.
+    links: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def prefix(self) -> str:
@@ -92,6 +94,7 @@ class LatticeHost:
 
     async def put_link(self, nc: Any, definition: dict[str, Any]) -> None:
         """As hosts >= 1.1: to the xkey subject, and for links without secrets also the id."""
+        self.links[(definition["source_id"], definition.get("name") or "default")] = definition
         payload = json.dumps(definition).encode()
         await nc.publish(self.subject(self.provider_keys.public_key, "linkdefs.put"), payload)
         if not definition.get("target_secrets"):
@@ -100,6 +103,7 @@ class LatticeHost:
 
     async def delete_link(self, nc: Any, source_id: str, name: str = "default") -> None:
         definition = self.link_definition(source_id, {}, name=name)
+        self.links.pop((source_id, name), None)
         await nc.publish(
             self.subject(self.provider_id, "linkdefs.del"), json.dumps(definition).encode()
         )

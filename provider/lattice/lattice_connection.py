@@ -74,6 +74,7 @@ def permission_denial(error_text: str) -> PermissionDenial | None:
 
 
 # Control-interface requests the provider makes only to recover links it missed while starting
+# or cut off
 # (`link_reconciliation`); an account without them still serves everything else.
 OPTIONAL_PUBLISH = "wasmbus.ctl."
 
@@ -190,6 +191,9 @@ class LatticeConnection:
         # A refusal of the credentials or of TLS says more than the resets that follow it.
         self._decisive_error: BaseException | None = None
         self._retry_causes: set[str] = set()
+        # Told when the connection is back after an outage (what was published meanwhile on
+        # subjects we listen to never reached us).
+        self.on_reconnect: Callable[[], None] | None = None
 
     async def connect(self) -> Client:
         window = connect_window(self.host_data.config)
@@ -323,3 +327,5 @@ class LatticeConnection:
 
     async def _on_reconnect(self) -> None:
         log.info("lattice connection restored")
+        if self.on_reconnect is not None and not self._closing:
+            self.on_reconnect()

@@ -1,17 +1,22 @@
-"""Links the lattice holds for this provider that it missed while starting (sans-IO).
+"""Links the lattice holds for this provider that it missed while starting, or while its
+lattice connection was down (sans-IO).
 
 A 1.x host hands a provider the links that exist when it spawns it (HostData) and publishes
 each later put or delete once; one published before the provider has subscribed is lost for
 good. Once subscribed, the runtime asks the lattice for its links (`link.get` on the control
 interface: each link's source, name and target, with config *names*, never values) and
 compares:
-- a link the lattice has and this provider lacks was put while it started. One whose config
-  names no secret is applied from the named configs (`config.get`, merged in order, as a host
-  merges them). One that names a secret only a host can hand over, sealed, and it does so in
-  HostData when it restarts the provider, so the runtime exits for that — once for a given set
-  of links (`RestartMemo`): a link the host cannot resolve would never arrive, and is logged;
+- a link the lattice has and this provider lacks was put while it started (or was cut off).
+  One whose config names no secret is applied from the named configs (`config.get`, merged in
+  order, as a host merges them). One that names a secret only a host can hand over, sealed,
+  and it does so in HostData when it restarts the provider, so the runtime exits for that —
+  once for a given set of links (`RestartMemo`): a link the host cannot resolve would never
+  arrive, and is logged;
 - a link this provider had before asking that the lattice no longer has, and that was neither
-  put nor deleted since, was deleted while it started: it is deleted here too.
+  put nor deleted since, was deleted while it started (or was cut off): deleted here too.
+
+The same comparison runs again each time the lattice connection comes back after an outage:
+NATS delivers nothing published while a subscriber is away.
 """
 
 from __future__ import annotations

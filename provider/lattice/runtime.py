@@ -67,6 +67,10 @@ FLUSH_BUDGET = 0.15
 # The lattice is asked for our links once subscribed and once more a little later (another
 # host answering may not have seen the newest put yet); each answer waits at most this long.
 RECONCILE_AT = (0.0, 3.0)
+# And again after the lattice connection comes back from an outage, when the hosts have had
+# time to reconnect too (a puts or delete published meanwhile never reached us).
+RECONCILE_AFTER_RECONNECT = (1.0, 4.0, 10.0)
+UNHEARD_IN_OUTAGE = "while the lattice connection was down"
 LINK_GET_TIMEOUT = 2.0
 
 
@@ -144,7 +148,9 @@ class ProviderRuntime:
         # Links put or deleted on our subjects since we subscribed (None once compared).
         self._changed_links: set[LinkKey] | None = set()
         self._reconciling: asyncio.Task[None] | None = None
+        self._comparison = 0  # which comparison is current: an older one's answer is dropped
         self._lattice = LatticeConnection(host_data, self._on_fatal)
+        self._lattice.on_reconnect = self._compare_links_again
         self.redactor.add(
             [
                 host_data.lattice_rpc_user_seed,
@@ -199,7 +205,7 @@ class ProviderRuntime:
         if self._replica_server is not None:
             self._own_subscriptions |= set(self._replica_server.subjects())
         await subscriptions_live(self._nc)
-        self._reconciling = asyncio.create_task(self._reconcile_links())
+        self._reconciling = asyncio.create_task(self._reconcile_links(RECONCILE_AT, 0))
         log.info("provider started", extra={"prefix": self.prefix, "nats": self.host_data.nats_url})
 
     async def _subscribe_links(self) -> list[str]:
@@ -215,7 +221,7 @@ class ProviderRuntime:
         await subscriptions_live(self._nc)
         return [*sorted(puts), delete_subject]
 
-    async def _put_missed_link(self, link: dict[str, Any]) -> bool:
+    async def _put_missed_link(self, link: dict[str, Any], when: str) -> bool:
         """Apply a link put before we listened from its named configs; False when only the
         host can hand it over (it names a secret, or a config cannot be read)."""
         names = plain_config_names(link)
@@ -233,7 +239,7 @@ class ProviderRuntime:
                 return False
             configs.append(values)
         where = {"source_id": link.get("source_id"), "link_name": link.get("name")}
-        log.info("link put while starting, applied from its config", extra=where)
+        log.info(f"link put {when}, applied from its config", extra=where)
         await self._put_link_document(resolved_link(link, configs))
         return True
 
@@ -255,30 +261,45 @@ class ProviderRuntime:
         except Exception as exc:  # a hook's failure: logged as such, never as the connection's
             log.error("link message not applied", extra={"error": repr(exc)})
 
-    async def _reconcile_links(self) -> None:
+    def _compare_links_again(self) -> None:
+        """After a lattice outage: links put or deleted meanwhile were published to nobody.
+        Undone, a lost delete keeps its pool, series and shared records for the process's
+        life, and a lost put leaves its component without a link."""
+        if self._shutting_down or self._link_worker is None:
+            return  # still starting: the first comparison is still to come
+        if self._reconciling is not None:
+            self._reconciling.cancel()
+        self._comparison += 1
+        self._changed_links = set()  # what arrives on our subjects from now on is newer
+        self._reconciling = asyncio.create_task(
+            self._reconcile_links(RECONCILE_AFTER_RECONNECT, self._comparison)
+        )
+
+    async def _reconcile_links(self, delays: Sequence[float], comparison: int) -> None:
         """Compare our links with the lattice's (see `link_reconciliation`); a lattice without
         a control interface on this connection (a test host, permissions) is not compared.
         A link put or deleted on our subjects since we subscribed is never touched here: that
         message is newer than whatever a (possibly lagging) host answers."""
         try:
-            await self._compare_links()
+            await self._compare_links(delays, comparison)
         except Exception as exc:  # a bad reply or hook: the provider serves on regardless
             log.warning("links not compared with the lattice", extra={"error": repr(exc)})
         finally:
-            self._changed_links = None  # only needed while comparing: nothing grows after
+            if comparison == self._comparison:  # a newer comparison keeps its own record
+                self._changed_links = None  # only needed while comparing: nothing grows after
 
-    async def _compare_links(self) -> None:
+    async def _compare_links(self, delays: Sequence[float], comparison: int) -> None:
         request = link_get_subject(self.host_data.lattice)
-        for delay in RECONCILE_AT:
+        for delay in delays:
             await asyncio.sleep(delay)
             if self._shutting_down:
                 return
             asked_with = set(self._applied_links)
             try:
                 reply = await self._nc.request(request, b"", timeout=LINK_GET_TIMEOUT)
-            except Exception as exc:
+            except Exception as exc:  # no host answers (yet): the next delay asks again
                 log.debug("links not compared with the lattice", extra={"error": repr(exc)})
-                return
+                continue
             lattice = lattice_links(reply.data, self.host_data.provider_key)
             if lattice is None:
                 return
@@ -286,34 +307,37 @@ class ProviderRuntime:
             # put queued behind the answer is applied after it, never overtaken by it.
             applied = asyncio.Event()
             self._link_messages.put_nowait(
-                (self._apply_lattice_links, (lattice, asked_with, applied))
+                (self._apply_lattice_links, (lattice, asked_with, applied, comparison))
             )
             await applied.wait()
             if self._fatal is not None:
                 return
 
     async def _apply_lattice_links(
-        self, answer: tuple[dict[LinkKey, dict[str, Any]], set[LinkKey], asyncio.Event]
+        self, answer: tuple[dict[LinkKey, dict[str, Any]], set[LinkKey], asyncio.Event, int]
     ) -> None:
         """The lattice's links against ours (a link-queue handler): what it no longer holds is
         deleted, what we missed is put from its configs, or the provider exits for the host to
         restart it with them (once per set of links)."""
-        lattice, asked_with, applied = answer
+        lattice, asked_with, applied, comparison = answer
         try:
+            if comparison != self._comparison:
+                return  # asked before the latest outage: a newer comparison is under way
+            when = "while this provider started" if comparison == 0 else UNHEARD_IN_OUTAGE
             changed = self._changed_links if self._changed_links is not None else set()
             found = differences(lattice, self._applied_links, asked_with, changed)
             for source_id, name in sorted(found.gone):
-                log.info("link deleted while starting", extra={"source_id": source_id,
-                                                                 "link_name": name})  # fmt: skip
+                log.info(f"link deleted {when}", extra={"source_id": source_id,
+                                                        "link_name": name})  # fmt: skip
                 await self._delete_link(source_id, name)
             unresolved = {key for key in sorted(found.missing)
-                          if not await self._put_missed_link(lattice[key])}  # fmt: skip
+                          if not await self._put_missed_link(lattice[key], when)}  # fmt: skip
             if unresolved:
-                self._restart_for(unresolved)
+                self._restart_for(unresolved, when)
         finally:
             applied.set()
 
-    def _restart_for(self, unresolved: set[LinkKey]) -> None:
+    def _restart_for(self, unresolved: set[LinkKey], when: str) -> None:
         """Links only the host can hand over: exit so that it restarts us with them."""
         memo = RestartMemo(self.host_data.lattice, self.host_data.provider_key,
                            self.host_data.host_id)  # fmt: skip
@@ -324,7 +348,7 @@ class ProviderRuntime:
                       extra={"links": missing})  # fmt: skip
             return
         memo.remember(frozenset(unresolved))
-        self._on_fatal(f"links were put while this provider started ({missing}); exiting "
+        self._on_fatal(f"links were put {when} ({missing}); exiting "
                        "so that the host restarts it with them")  # fmt: skip
 
     async def run(self) -> None:

@@ -110,6 +110,7 @@ class PostgresService:
                 self._drop_link(source_id)
                 raise
             self.refused_links.pop(source_id, None)
+            self.registry.keep_shared(source_id)  # deleted before: its records are live again
             old = self._links.get(source_id)
             shared = config_shares_connections(values)
             pool_key = settings.pool_key() if shared else (source_id, *settings.pool_key())

@@ -127,6 +127,9 @@ class LinkStatements:
         return len(self._by_token)
 
 
+# Deleted links whose shared records wait for the store to answer again, at most.
+MAX_UNFORGOTTEN_LINKS = 10_000
+
 SHARED_FULL = (
     "the shared statement store is full: new tokens stay on the replica that made them, and "
     "other replicas answer unknown-prepared-query for them"
@@ -150,6 +153,9 @@ class StatementRegistry:
         self._links: dict[str, LinkStatements] = {}
         self.shared = shared
         self.shared_full = False  # the shared store refuses new records (said once, in health)
+        # Deleted links whose shared records are still to be erased (the store was down when
+        # they were deleted), oldest first: erased at the next delete or share.
+        self._unforgotten: dict[str, None] = {}
 
     def _statements(self, link: str, max_statements: int) -> LinkStatements:
         """`link`'s statements, bound by its current `max_statements` (a link updated in
@@ -203,6 +209,8 @@ class StatementRegistry:
         if self.shared_full:
             self.shared_full = False
             log.info("the shared statement store has room again")
+        if self._unforgotten:  # the store answers again
+            await self._erase_unforgotten()
 
     async def find(self, link: str, token: str, max_statements: int) -> StatementRecord | None:
         """This replica's record, else the one another replica shared (then kept here too)."""
@@ -229,11 +237,36 @@ class StatementRegistry:
         self._links.pop(link, None)
 
     async def forget_shared(self, link: str) -> None:
-        if self.shared is not None:
+        """Erase a deleted link's shared records; while the store is down they are kept to
+        erase later (never lost: every record left behind would stay for good)."""
+        if self.shared is None:
+            return
+        self._unforgotten.pop(link, None)
+        self._unforgotten[link] = None
+        if len(self._unforgotten) > MAX_UNFORGOTTEN_LINKS:  # the store down for very long
+            dropped = next(iter(self._unforgotten))
+            del self._unforgotten[dropped]
+            log.warning("shared statements of a deleted link left in the store",
+                        extra={"link": dropped})  # fmt: skip
+        await self._erase_unforgotten()
+
+    def keep_shared(self, link: str) -> None:
+        """`link` is put again: its records are live, no longer to be erased."""
+        self._unforgotten.pop(link, None)
+
+    def unforgotten(self) -> int:
+        return len(self._unforgotten)
+
+    async def _erase_unforgotten(self) -> None:
+        assert self.shared is not None
+        while self._unforgotten:
+            link = next(iter(self._unforgotten))
             try:
                 await self.shared.forget_link(link)
             except Exception as exc:
                 log.warning("shared statements not forgotten", extra={"error": str(exc)})
+                return
+            self._unforgotten.pop(link, None)
 
     def count(self, link: str) -> int:
         statements = self._links.get(link)

@@ -12,6 +12,7 @@ from prometheus_client import start_http_server
 from provider.common.redaction import SecretRedactor
 from provider.lattice.links import LinkDefinition
 from provider.lattice.services import LatticeServices, ReplicaCalls, ServiceUnavailable
+from provider.observability.loop_metrics import EventLoopCollector
 from provider.observability.telemetry import Telemetry
 from provider.observability.tracing import CallTracer, StatementTracer
 from provider.postgres.service import PostgresService
@@ -73,6 +74,7 @@ class PostgresProvider:
         self.forwarder: ReplicaCalls | None = None  # to other replicas' transactions
         self.call_observer: CallObserver | None = None  # a SERVER span per call (tracing on)
         self.telemetry: Telemetry | None = None  # OTLP export, when the host turned it on
+        self.loop_tasks = EventLoopCollector()  # read by the metrics endpoint, when served
 
     def observe(self, telemetry: Telemetry) -> None:
         """Export over OTLP as `telemetry` says: trace every call and statement when traces
@@ -84,6 +86,7 @@ class PostgresProvider:
 
     def serve_metrics(self, port: int, address: str = "127.0.0.1") -> None:
         """Expose the Prometheus text format on http://{address}:{port}/metrics."""
+        self.service.metrics.registry.register(self.loop_tasks)
         start_http_server(port, addr=address, registry=self.service.metrics.registry)
         log.info("metrics served", extra={"address": address, "port": port})
 
@@ -92,6 +95,7 @@ class PostgresProvider:
     async def attach(self, services: LatticeServices) -> None:
         """Share statement tokens with this provider's other replicas (a key-value bucket),
         and relay calls on their transactions to them."""
+        self.loop_tasks.loop = asyncio.get_running_loop()
         self.forwarder = services.replica_calls(FORWARD_HANDSHAKE_TIMEOUT, FORWARD_RESULT_TIMEOUT)
         try:
             store = await SharedStatementStore.open(services)

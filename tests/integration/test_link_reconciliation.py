@@ -15,7 +15,9 @@ from typing import Any
 
 import nats
 
+from devkit.local_nats import restartable_nats
 from devkit.provider_harness import Caller
+from host_shim.control_interface import serve_control
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider.lattice.link_reconciliation import (
     RestartMemo,
@@ -28,7 +30,7 @@ from provider.lattice.link_reconciliation import (
     resolved_link,
 )
 from provider.wit.values import Case, Err, Ok
-from provider.wrpc.client import WrpcClient
+from provider.wrpc.client import CallTimeout, WrpcClient
 
 
 def _link(source: str, target: str = "sqldb-postgres", name: str | None = None) -> dict[str, Any]:
@@ -296,3 +298,67 @@ async def test_a_secret_that_is_not_utf8_refuses_the_link_and_the_guest_hears_wh
     finally:
         process.kill()
         await nc.close()
+
+
+async def _until(check: Any, seconds: float = 30.0) -> Any:
+    """`check()`'s first truthy result, polled until `seconds` pass (then the last one); a
+    call that times out (the provider still reconnecting) counts as falsy."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            result = await check()
+        except CallTimeout:
+            result = None
+        if result or time.monotonic() > deadline:
+            return result
+        await asyncio.sleep(0.1)
+
+
+NO_OLD_LINK = "no link from source 'app-old' to this provider"
+
+
+async def test_links_put_or_deleted_while_the_lattice_was_down_are_caught_up(
+    postgres_server: Any, database: str
+) -> None:
+    """NATS delivers nothing published while a subscriber is away: after an outage the
+    provider asks the hosts again. The outage here is a NATS restart; the put and delete
+    'published' during it are made on the host's side only (what a lost message looks like)."""
+    config = postgres_server.link_config(database)
+    log_path = _log_path()
+    with restartable_nats() as server, open(log_path, "wb") as log_file:
+        host = LatticeHost(server.url)
+        kept, old = (host.link_definition(s, config) for s in ("app-kept", "app-old"))
+        host.links.update({("app-kept", "default"): kept, ("app-old", "default"): old})
+        process = ProviderProcess(host, log_file=log_file, link_definitions=[kept, old])
+        nc = await nats.connect(server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+        try:
+            await serve_control(nc, host)
+            process.start()
+            await process.wait_healthy(nc)
+            client = WrpcClient(nc, host.prefix, result_timeout=10)
+            await client.start()
+            assert isinstance(await Caller(client, "app-old").query("SELECT 1"), Ok)
+
+            server.stop()
+            del host.links[("app-old", "default")]  # the delete and the put, lost to it
+            host.links[("app-new", "default")] = host.link_definition("app-new", config)
+            server.start()
+
+            async def new_link_answers() -> bool:
+                return isinstance(await Caller(client, "app-new").query("SELECT 1"), Ok)
+
+            async def old_link_is_gone() -> bool:
+                result = await Caller(client, "app-old").query("SELECT 1")
+                return result == Err(Case("unexpected", NO_OLD_LINK))
+
+            assert await _until(new_link_answers)
+            assert await _until(old_link_is_gone)
+            assert isinstance(await Caller(client, "app-kept").query("SELECT 1"), Ok)
+            assert process.process is not None and process.process.poll() is None
+            await client.close()
+        finally:
+            process.kill()
+            await nc.close()
+    logged = log_path.read_text()
+    assert "link deleted while the lattice connection was down" in logged
+    assert "link put while the lattice connection was down, applied from its config" in logged

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from provider.postgres.retry import is_read_only
 from provider.postgres.statements import (
+    MAX_UNFORGOTTEN_LINKS,
     LinkStatements,
     SharedStatements,
     StatementRecord,
@@ -712,3 +713,45 @@ async def test_forget_shared_failure_is_logged_not_raised(
         ("shared statements not forgotten", "forget_link: store down")
     ]
     assert set(store.records) == {(LINK, record.token)}
+
+
+async def test_a_link_deleted_while_the_store_was_down_is_erased_once_it_answers() -> None:
+    store = MemoryStatements()
+    registry = shared_registry(store)
+    for link in (LINK, OTHER_LINK):
+        record, _ = registry.register(link, "SELECT 1", 10)
+        await registry.share(link, record)
+    store.failing.add("forget_link")
+    await registry.forget_shared(LINK)
+    assert registry.unforgotten() == 1
+    store.failing.clear()
+    newer, _ = registry.register(OTHER_LINK, "SELECT 2", 10)
+    await registry.share(OTHER_LINK, newer)  # the store answers: what was kept goes first
+    assert {link for link, _ in store.records} == {OTHER_LINK}
+    assert registry.unforgotten() == 0
+
+
+async def test_a_link_put_again_keeps_its_records() -> None:
+    """Deleted while the store was down, then put again: its new records are live."""
+    store = MemoryStatements()
+    registry = shared_registry(store)
+    store.failing.add("forget_link")
+    await registry.forget_shared(LINK)
+    registry.keep_shared(LINK)
+    store.failing.clear()
+    record, _ = registry.register(LINK, "SELECT 1", 10)
+    await registry.share(LINK, record)
+    assert set(store.records) == {(LINK, record.token)}
+    assert registry.unforgotten() == 0
+
+
+async def test_links_left_to_erase_are_bounded(caplog: pytest.LogCaptureFixture) -> None:
+    store = MemoryStatements()
+    registry = shared_registry(store)
+    store.failing.add("forget_link")
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        for n in range(MAX_UNFORGOTTEN_LINKS + 3):
+            await registry.forget_shared(f"link-{n}")
+    assert registry.unforgotten() == MAX_UNFORGOTTEN_LINKS
+    left = [r for r in caplog.records if r.getMessage().endswith("left in the store")]
+    assert [getattr(r, "link", None) for r in left] == ["link-0", "link-1", "link-2"]
