@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo component par provider-demo wire-demo test lattice-test demo-lattice lint wit bench bench-quick soak chaos conformance clean
+.PHONY: demo component par release-par provider-demo wire-demo test lattice-test demo-lattice lint wit bench bench-quick soak chaos conformance clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing the project with its dev extras"
@@ -18,10 +18,12 @@ component: $(STAMP)
 	$(PY) components/build.py
 
 # The provider as a wasmCloud 1.x host starts it: a self-contained executable (PyInstaller,
-# ~30 s) in a signed provider archive. Rebuilt only when the provider's sources change.
+# ~30 s, in a runtime-only venv under build/) in a signed provider archive, for this machine's
+# target. Rebuilt only when the provider's sources change.
 EXECUTABLE := build/sqldb-postgres
 PAR := build/sqldb-postgres.par
 EXECUTABLE_INPUTS := $(shell find provider provider_archive/pyinstaller provider_archive/executable.py \
+	provider_archive/build_env.py \
 	-name '*.py' -o -name '*.json') pyproject.toml
 
 $(EXECUTABLE): $(STAMP) $(EXECUTABLE_INPUTS)
@@ -34,6 +36,12 @@ $(PAR): $(EXECUTABLE) build/world.wasm
 	$(PY) -m provider_archive create --binary $(EXECUTABLE) --world build/world.wasm --output $@
 
 par: $(PAR)
+
+# The release archive: x86_64-linux (the executable above) and aarch64-linux, built in an
+# emulated arm64 root cached outside the clone (needs root, mmdebstrap, qemu-user-static).
+RELEASE_PAR := build/release/sqldb-postgres.par
+release-par: $(EXECUTABLE) build/world.wasm
+	$(PY) -m provider_archive release --native $(EXECUTABLE) --world build/world.wasm --output $(RELEASE_PAR)
 
 # DEMO_FLAGS=--show-traces: the shim starts an OTLP receiver and prints each invocation's trace.
 DEMO_FLAGS ?=

@@ -139,6 +139,10 @@ class Replica:
                 "families": dict(sorted(families.items()))}  # fmt: skip
 
 
+async def _quiet(error: Exception) -> None:
+    """The soak's own connection through a NATS restart: no traceback per reconnect try."""
+
+
 async def _timed(soak: Soak, kind: str, call: Any) -> Any:
     started = time.perf_counter()
     try:
@@ -282,7 +286,8 @@ async def soak(minutes: float) -> dict[str, Any]:
         steady = [host.link_definition(f"steady-{n}", config) for n in range(STEADY)]
         host.links.update({(link["source_id"], "default"): link for link in steady})
         replicas = [Replica(host, n, logs) for n in (1, 2)]  # the links in HostData
-        nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.5)
+        nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1,
+                                reconnect_time_wait=0.5, error_cb=_quiet)  # fmt: skip
         for replica in replicas:
             replica.process.start()
             await replica.process.wait_healthy(nc)

@@ -5,6 +5,7 @@
     create                a signed PAR from an executable (and the world)
     inspect PAR           claims, targets and hashes; verifies hashes and signature
     insert PAR            add (or replace) a target's binary, re-signing
+    release               a signed PAR with x86_64-linux and aarch64-linux (emulated build)
     push REF PAR          push to an OCI registry
     pull REF              pull from an OCI registry
 
@@ -80,6 +81,14 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
     insert.add_argument("--target", required=True, help="e.g. aarch64-linux, x86_64-macos")
     insert.add_argument("--compress", action="store_true", help="gzip the archive")
 
+    release = commands.add_parser("release", help="a PAR with both Linux targets")
+    release.add_argument("--native", type=Path, required=True, help="this machine's executable")
+    release.add_argument("--world", type=Path, help="world.wasm to include")
+    release.add_argument("--output", type=Path, required=True)
+    for option in ("name", "vendor", "version"):
+        release.add_argument(f"--{option}", default=getattr(info, option))
+    release.add_argument("--revision", type=int, default=0)
+
     for name, text in (("push", "push to an OCI registry"), ("pull", "pull from a registry")):
         transfer = commands.add_parser(name, help=text)
         transfer.add_argument("reference", help="e.g. ghcr.io/you/sqldb-postgres:0.2.0")
@@ -89,7 +98,7 @@ def arguments(argv: list[str] | None) -> argparse.Namespace:
             transfer.add_argument("--output", type=Path, default=Path("sqldb-postgres.par"))
         transfer.add_argument("--insecure", action="store_true", help="plain HTTP")
 
-    for sub in (create, insert):
+    for sub in (create, insert, release):
         sub.add_argument("--keys-dir", type=Path, default=DEFAULT_KEYS_DIR)
     return parser.parse_args(argv)
 
@@ -130,7 +139,8 @@ def print_table(summary: dict[str, Any]) -> None:
     print("  Verified       hashes and issuer signature")
 
 
-def create(args: argparse.Namespace) -> int:
+def signed_archive(args: argparse.Namespace, binaries: dict[str, bytes]) -> str:
+    """Write `args.output` with `binaries` (by target) and `args.world`; the issuer's key."""
     issuer = resolve_key(ISSUER, default_owner(), args.keys_dir)
     subject = resolve_key(SUBJECT, args.name, args.keys_dir)
     template = ProviderClaims(
@@ -142,12 +152,47 @@ def create(args: argparse.Namespace) -> int:
         revision=args.revision,
     )
     world = args.world.read_bytes() if args.world else None
-    binaries = {args.target: args.binary.read_bytes()}
     archive = build_archive(template, binaries, world, issuer, int(time.time()))
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(write_archive(archive, compress=args.compress))
+    args.output.write_bytes(write_archive(archive, compress=getattr(args, "compress", False)))
+    return issuer.public_key
+
+
+def create(args: argparse.Namespace) -> int:
+    issuer = signed_archive(args, {args.target: args.binary.read_bytes()})
     print(f"wrote {args.output}: {args.name} {args.version} for {args.target}, "
-          f"signed by {issuer.public_key}")  # fmt: skip
+          f"signed by {issuer}")  # fmt: skip
+    return 0
+
+
+def release(args: argparse.Namespace) -> int:
+    from provider_archive.emulated_root import RootUnavailable
+    from provider_archive.glibc_floor import executable_floor
+    from provider_archive.release import (
+        EMULATED_TARGET,
+        BuiltTarget,
+        FloorTooHigh,
+        build_emulated,
+        checked,
+        summary_line,
+    )
+
+    native_target = host_target()
+    if native_target != "x86_64-linux":
+        print(f"error: the release is built on x86_64-linux (this is {native_target})",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    native = BuiltTarget(native_target, args.native, executable_floor(args.native), "make par")
+    emulated_output = args.output.parent / EMULATED_TARGET / args.native.name
+    try:
+        built = [checked(native), checked(build_emulated(emulated_output))]
+    except (RootUnavailable, FloorTooHigh) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    issuer = signed_archive(args, {b.target: b.path.read_bytes() for b in built})
+    print(f"wrote {args.output}: {args.output.stat().st_size / 1e6:.1f} MB, signed by {issuer}")
+    for target in built:
+        print(summary_line(target))
     return 0
 
 
@@ -190,6 +235,8 @@ def run(args: argparse.Namespace) -> int:
         return create(args)
     if args.command == "insert":
         return insert(args)
+    if args.command == "release":
+        return release(args)
     if args.command == "inspect":
         return inspect(args)
     if args.command == "push":

@@ -9,6 +9,8 @@ at once if the parent is already gone, and remove the unpacked tree when Python 
 If the parent is still alive then, it removes the directory itself once we exit and warns when
 the directory is gone: so an empty directory is left for it (the entry point exits right after
 this hook runs, without interpreter teardown, so the parent removes it at once).
+
+The same holds under qemu-user emulation (`is_our_bootloader` says how the parent is told).
 """
 
 import atexit
@@ -35,9 +37,30 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 
 def _parent_is_our_bootloader(parent_pid: int) -> bool:
     try:
-        return os.readlink(f"/proc/{parent_pid}/exe") == os.readlink("/proc/self/exe")
+        own = os.readlink("/proc/self/exe")
+        parent = os.readlink(f"/proc/{parent_pid}/exe")
+        with open(f"/proc/{parent_pid}/cmdline", "rb") as cmdline:
+            argv = [arg.decode(errors="replace") for arg in cmdline.read().split(b"\0") if arg]
+        parent_cwd = os.readlink(f"/proc/{parent_pid}/cwd")
     except OSError:
         return False
+    return is_our_bootloader(own, parent, argv, parent_cwd)
+
+
+def is_our_bootloader(
+    own_exe: str, parent_exe: str, parent_argv: list[str], parent_cwd: str
+) -> bool:
+    """Whether the parent runs the same program as we do. Natively both `/proc/*/exe` name it.
+    Under qemu-user (an aarch64 build on an x86-64 machine, through binfmt_misc) ours is the
+    program qemu emulates, while the parent's is the emulator itself: the program it runs is
+    then one of its first arguments (after the interpreter's path; with binfmt's P flag the
+    original argv[0] follows). A reaper or init never matches either way."""
+    if parent_exe == own_exe:
+        return True
+    if not os.path.basename(parent_exe).startswith("qemu-"):
+        return False
+    own = os.path.realpath(own_exe)
+    return any(os.path.realpath(os.path.join(parent_cwd, arg)) == own for arg in parent_argv[1:3])
 
 
 def _install() -> None:
