@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo component par release-par provider-demo wire-demo test lattice-test demo-lattice lint wit bench bench-quick soak chaos conformance clean
+.PHONY: demo component par release-par release-test provider-demo wire-demo test lattice-test demo-lattice lint wit bench bench-quick soak chaos conformance clean
 
 $(STAMP): pyproject.toml
 	@echo "==> creating $(VENV) and installing the project with its dev extras"
@@ -42,6 +42,13 @@ par: $(PAR)
 RELEASE_PAR := build/release/sqldb-postgres.par
 release-par: $(EXECUTABLE) build/world.wasm
 	$(PY) -m provider_archive release --native $(EXECUTABLE) --world build/world.wasm --output $(RELEASE_PAR)
+
+# The release archive checked, and its aarch64 executable put through the executable suite
+# under qemu-user, started as a host starts it (needs libc6:arm64 and zlib1g:arm64, multiarch).
+release-test: release-par
+	RELEASE_TESTS=1 PROVIDER_PAR=$(RELEASE_PAR) $(PY) -m pytest tests/release -v
+	HOST_SHIM_TARGET=aarch64-linux PROVIDER_PAR=$(RELEASE_PAR) $(PY) -m pytest -v -s \
+		tests/e2e/test_provider_executable.py
 
 # DEMO_FLAGS=--show-traces: the shim starts an OTLP receiver and prints each invocation's trace.
 DEMO_FLAGS ?=

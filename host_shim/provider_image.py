@@ -3,7 +3,8 @@
 `file://` paths (relative ones against the manifest's folder, as `wash app deploy` rewrites
 them) or OCI references (`:latest` refused unless `WASMCLOUD_OCI_ALLOW_LATEST`; plain HTTP for
 loopback registries and those in `WASMCLOUD_OCI_ALLOWED_INSECURE`). The archive is read with the
-host's rules (only this machine's target loaded, hashes checked) and the binary is written to
+host's rules (only this machine's target loaded, hashes checked; `HOST_SHIM_TARGET` names
+another, e.g. `aarch64-linux` to run it under qemu-user) and the binary is written to
 `<temp dir>/wasmcloudcache/<host id>/<reference, lower-cased, non-alphanumerics as _>`, mode
 0755 — where the host puts it.
 """
@@ -49,9 +50,14 @@ def archive_bytes(image: str, base_dir: Path) -> tuple[str, bytes]:
     return reference, pull_archive(reference, insecure=insecure)
 
 
+def shim_target() -> str:
+    """The target a host on this machine loads (`{ARCH}-{OS}`), unless HOST_SHIM_TARGET says."""
+    return os.environ.get("HOST_SHIM_TARGET") or host_target()
+
+
 def install_provider(image: str, base_dir: Path, host_id: str) -> InstalledProvider:
     reference, data = archive_bytes(image, base_dir)
-    target = host_target()
+    target = shim_target()
     archive = read_archive(data, target=target)
     executable = cache_path(host_id, reference)
     executable.parent.mkdir(parents=True, exist_ok=True)

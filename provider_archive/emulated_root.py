@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -25,6 +26,14 @@ SUITE = "bookworm"
 PACKAGES = ("python3.11", "python3.11-venv", "python3-pip", "libpython3.11", "zlib1g",
             "ca-certificates", "binutils", "file")  # fmt: skip
 BINFMT_ENTRY = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
+
+
+ROOT_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # where Debian's pip looks
+
+
+def _trusted_cas() -> Path:
+    return Path(os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE")
+                or ssl.get_default_verify_paths().cafile or ROOT_CA_BUNDLE)  # fmt: skip
 
 
 class RootUnavailable(RuntimeError):
@@ -129,10 +138,13 @@ class EmulatedRoot:
                 target.mkdir(exist_ok=True)
                 subprocess.run(["mount", *options, str(target)], check=True)
                 done.append(target)
-            resolv = self.host_path("/etc/resolv.conf")  # pip reaches PyPI from inside
-            if Path("/etc/resolv.conf").exists():
-                resolv.unlink(missing_ok=True)
-                shutil.copy("/etc/resolv.conf", resolv)
+            # pip reaches PyPI from inside as this machine does: its resolver, and the CAs it
+            # trusts (a proxy on the way may present its own).
+            for host_file, inside in ((Path("/etc/resolv.conf"), "/etc/resolv.conf"),
+                                      (_trusted_cas(), ROOT_CA_BUNDLE)):  # fmt: skip
+                if host_file.exists():
+                    self.host_path(inside).unlink(missing_ok=True)
+                    shutil.copy(host_file, self.host_path(inside))
             yield
         finally:
             for target in reversed(done):

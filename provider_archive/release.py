@@ -83,8 +83,9 @@ def build_emulated(output: Path) -> BuiltTarget:
             python = ensure_environment(root, ROOT_ENV, ROOT_PYTHON, requirements)
             built = build_in(root, python, ROOT_SOURCE, ROOT_SCRATCH, cached.with_suffix(".new"))
         shutil.rmtree(source, ignore_errors=True)
-        for stale in cached.parent.glob(f"{EMULATED_TARGET}-*"):
-            stale.unlink()
+        for stale in cached.parent.glob(f"{EMULATED_TARGET}-*"):  # older inputs' builds
+            if stale != built:
+                stale.unlink()
         built.rename(cached)
     output.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(cached, output)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -18,7 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="session")
 def provider_par() -> Path:
-    """`build/sqldb-postgres.par` (`make par`: up to date in a second, else ~30 s to build)."""
+    """`build/sqldb-postgres.par` (`make par`: up to date in a second, else ~30 s to build);
+    or the archive PROVIDER_PAR names (`make release-test`: the release archive)."""
+    given = os.environ.get("PROVIDER_PAR")
+    if given:
+        return Path(given).resolve()
     subprocess.run(["make", "--no-print-directory", "par"], cwd=ROOT, check=True)
     return ROOT / "build" / "sqldb-postgres.par"
 

@@ -1,6 +1,7 @@
 """The provider executable, started from its PAR exactly as a wasmCloud 1.x host starts it:
 extracted to the host's cache path, no arguments, environment cleared, HostData on stdin;
-stopped with the shutdown request and a SIGKILL — and nothing left behind."""
+stopped with the shutdown request and a SIGKILL — and nothing left behind. `make release-test`
+runs the same suite on the release archive's aarch64 executable, under qemu-user."""
 
 from __future__ import annotations
 
@@ -17,11 +18,21 @@ import pytest
 
 from devkit.provider_harness import Caller, new_source_id, values_of, wait_linked
 from host_shim.otlp_receiver import running_otlp_grpc_receiver, running_otlp_receiver
-from host_shim.provider_image import InstalledProvider, cache_file_name, install_provider
+from host_shim.provider_image import (
+    InstalledProvider,
+    cache_file_name,
+    install_provider,
+    shim_target,
+)
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider.wit.values import Case, Err, Ok
 from provider.wrpc.client import WrpcClient
+from provider_archive.archive import host_target
 from tests import capabilities
+
+# Another machine's target (HOST_SHIM_TARGET=aarch64-linux, `make release-test`): run by
+# qemu-user through binfmt_misc, as on an x86-64 machine that emulates an arm64 host.
+EMULATED = shim_target() != host_target()
 
 
 def children_of(pid: int) -> list[int]:
@@ -144,6 +155,9 @@ def test_it_runs_with_no_arguments_and_the_environment_cleared(
     executable: StartedExecutable,
 ) -> None:
     cmdline = Path(f"/proc/{executable.parent_pid}/cmdline").read_bytes().split(b"\0")
+    if EMULATED:  # binfmt_misc (P flag) runs qemu with the program's path, then its argv
+        assert b"qemu" in cmdline[0]
+        cmdline = cmdline[2:]
     assert cmdline == [str(executable.installed.executable).encode(), b""]
     inherited = environment_of(executable.parent_pid)
     assert all(name.startswith(("RUST_LOG", "OTEL_")) for name in inherited), inherited
