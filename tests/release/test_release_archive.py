@@ -5,9 +5,7 @@ either is refused. The aarch64 executable itself runs the executable suite under
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from provider_archive.archive import ArchiveError, read_archive
 from provider_archive.glibc_floor import OLDEST_HOST_GLIBC, executable_floor, version_text
 from tests import independent_par_reader
+from tests.archive_edits import Change, retarred
 
 RELEASE_PAR = Path(os.environ.get("PROVIDER_PAR", "build/release/sqldb-postgres.par"))
 TARGETS = {"x86_64-linux": 62, "aarch64-linux": 183}  # ELF e_machine: x86-64, AArch64
@@ -45,23 +44,15 @@ def test_each_target_runs_on_the_oldest_host_image(release: bytes, tmp_path: Pat
         assert floor is not None and floor <= OLDEST_HOST_GLIBC, target
 
 
-def _tampered(data: bytes, member: str) -> bytes:
-    buffer = io.BytesIO()
-    with (
-        tarfile.open(fileobj=io.BytesIO(data)) as source,
-        tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar,
-    ):
-        for info in source:
-            content = source.extractfile(info).read()  # type: ignore[union-attr]
-            if info.name == member:
-                content = content[:-1] + bytes([content[-1] ^ 1])
-            info.size = len(content)
-            tar.addfile(info, io.BytesIO(content))
-    return buffer.getvalue()
+def _flip_last_byte(member: str) -> Change:
+    def change(name: str, content: bytes) -> tuple[str, bytes]:
+        return name, content[:-1] + bytes([content[-1] ^ 1]) if name == member else content
+
+    return change
 
 
 def test_a_tampered_aarch64_binary_is_refused(release: bytes) -> None:
-    tampered = _tampered(release, "aarch64-linux.bin")
+    tampered = retarred(release, _flip_last_byte("aarch64-linux.bin"))
     with pytest.raises(AssertionError, match=r"hash of aarch64-linux\.bin"):
         independent_par_reader.read(tampered)
     with pytest.raises(ArchiveError, match="'aarch64-linux'"):

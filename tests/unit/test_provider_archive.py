@@ -8,7 +8,6 @@ import io
 import json
 import tarfile
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from provider_archive.signing_keys import (
     resolve_key,
 )
 from tests import independent_par_reader
+from tests.archive_edits import Change, retarred
 
 BINARY = b"\x7fELF" + bytes(range(256)) * 40
 WORLD = b"\x00asm\x0d\x00\x01\x00" + b"world" * 10
@@ -62,27 +62,6 @@ def template(subject: NKeyPair, **fields: object) -> ProviderClaims:
 
 def an_archive(issuer: NKeyPair, subject: NKeyPair, **fields: object) -> ProviderArchive:
     return build_archive(template(subject, **fields), {"x86_64-linux": BINARY}, WORLD, issuer, NOW)
-
-
-Change = Callable[[str, bytes], "tuple[str, bytes] | None"]
-
-
-def retarred(data: bytes, change: Change) -> bytes:
-    """The archive with each member passed through `change` (None drops it)."""
-    buffer = io.BytesIO()
-    with (
-        tarfile.open(fileobj=io.BytesIO(data)) as source,
-        tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar,
-    ):
-        for member in source:
-            content = source.extractfile(member).read()  # type: ignore[union-attr]
-            changed = change(member.name, content)
-            if changed is None:
-                continue
-            info = tarfile.TarInfo(changed[0])
-            info.size = len(changed[1])
-            tar.addfile(info, io.BytesIO(changed[1]))
-    return buffer.getvalue()
 
 
 # --- keys ---------------------------------------------------------------------------------
