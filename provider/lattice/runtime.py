@@ -413,10 +413,8 @@ class ProviderRuntime:
             secrets = link.opened_secrets(self.xkeys, self.host_data.host_xkey_public_key)
             # Before anything can log or answer them: every secret, and a password even when
             # it came as plain config.
-            self.redactor.add(secrets.values())
-            self.redactor.add(
-                value for key, value in link.target_config.items() if "PASSWORD" in key.upper()
-            )
+            passwords = [v for k, v in link.target_config.items() if "PASSWORD" in k.upper()]
+            self.redactor.hold(key, [*secrets.values(), *passwords])
         except LinkError as exc:  # the guest's calls say why, not only the log
             log.error(
                 "link refused",
@@ -455,6 +453,7 @@ class ProviderRuntime:
         self, source_id: str, name: str, link: LinkDefinition | None = None
     ) -> None:
         self._applied_links.pop((source_id, name), None)
+        self.redactor.release((source_id, name))
         if link is None:
             link = LinkDefinition(source_id, self.host_data.provider_key, name, "", "", (), {},
                                   None)  # fmt: skip

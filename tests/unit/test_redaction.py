@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from provider.common.redaction import REDACTED, SecretRedactor
+from provider.common.redaction import MAX_RELEASED, REDACTED, SecretRedactor
 from provider.lattice.logs import JsonFormatter, RedactSecrets, TextFormatter
 from provider.wit.values import Case, Err, Ok
 
@@ -57,3 +57,37 @@ def test_both_log_formats_redact_message_context_and_traceback(
         first, second = (json.loads(line) for line in output.splitlines() if line.startswith("{"))
         assert first["database"] == f"{REDACTED}@h/db"
         assert "RuntimeError" in second["exception"]
+
+
+def test_a_links_values_are_held_while_it_lives_and_released_into_a_bounded_memory() -> None:
+    redactor = SecretRedactor()
+    redactor.add(["hostdata-seed-value"])
+    redactor.hold(("app", "default"), ["first-password"])
+    redactor.hold(("app", "default"), ["second-password"])  # rotated: the old one stays
+    assert redactor.redact("first-password second-password") == f"{REDACTED} {REDACTED}"
+    redactor.release(("app", "default"))  # deleted: its values stay among the released
+    assert redactor.redact("second-password") == REDACTED
+
+    # Component churn, each deployment with a password of its own: the memory stays bounded,
+    # the oldest released value goes first, HostData's never.
+    for n in range(MAX_RELEASED + 10):
+        redactor.hold((f"churn-{n}", "default"), [f"password-of-churn-{n:06d}"])
+        redactor.release((f"churn-{n}", "default"))
+    assert redactor.remembered() == MAX_RELEASED + 1
+    assert redactor.redact("password-of-churn-000000") == "password-of-churn-000000"
+    last = f"password-of-churn-{MAX_RELEASED + 9:06d}"
+    assert redactor.redact(f"{last} hostdata-seed-value") == f"{REDACTED} {REDACTED}"
+
+
+def test_a_value_two_links_hold_stays_while_either_does() -> None:
+    redactor = SecretRedactor()
+    redactor.hold(("a", "default"), ["shared-password"])
+    redactor.hold(("b", "default"), ["shared-password"])
+    for n in range(MAX_RELEASED + 1):  # pushes everything released out of memory
+        redactor.hold((f"x-{n}", "default"), [f"other-password-{n:06d}"])
+        redactor.release((f"x-{n}", "default"))
+    redactor.release(("a", "default"))
+    for n in range(MAX_RELEASED + 1):
+        redactor.hold((f"y-{n}", "default"), [f"more-password-{n:06d}"])
+        redactor.release((f"y-{n}", "default"))
+    assert redactor.redact("shared-password") == REDACTED  # b still holds it
