@@ -74,7 +74,8 @@ class PostgresProvider:
         self.forwarder: ReplicaCalls | None = None  # to other replicas' transactions
         self.call_observer: CallObserver | None = None  # a SERVER span per call (tracing on)
         self.telemetry: Telemetry | None = None  # OTLP export, when the host turned it on
-        self.loop_tasks = EventLoopCollector()  # read by the metrics endpoint, when served
+        self.loop_tasks = EventLoopCollector()  # the loop is known once attached
+        self.service.metrics.registry.register(self.loop_tasks)
 
     def observe(self, telemetry: Telemetry) -> None:
         """Export over OTLP as `telemetry` says: trace every call and statement when traces
@@ -86,7 +87,6 @@ class PostgresProvider:
 
     def serve_metrics(self, port: int, address: str = "127.0.0.1") -> None:
         """Expose the Prometheus text format on http://{address}:{port}/metrics."""
-        self.service.metrics.registry.register(self.loop_tasks)
         start_http_server(port, addr=address, registry=self.service.metrics.registry)
         log.info("metrics served", extra={"address": address, "port": port})
 
