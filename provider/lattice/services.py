@@ -45,9 +45,6 @@ class KeyValueBucket:
         value: bytes | None = entry.value
         return value
 
-    async def purge(self, key: str) -> None:
-        await self._kv.purge(key)
-
     async def erase(self, key: str) -> None:
         """Remove every message of `key`: a KV purge leaves a marker the bucket keeps (its
         history of one is that marker), so churned keys would fill it; this leaves nothing."""

@@ -11,6 +11,7 @@ token becomes unknown). Records are small and serialise with msgpack (`to_bytes`
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import weakref
@@ -154,8 +155,9 @@ class StatementRegistry:
         self.shared = shared
         self.shared_full = False  # the shared store refuses new records (said once, in health)
         # Deleted links whose shared records are still to be erased (the store was down when
-        # they were deleted), oldest first: erased at the next delete or share.
+        # they were deleted), oldest first: erased once a delete or share shows it answers.
         self._unforgotten: dict[str, None] = {}
+        self.erasing: asyncio.Task[None] | None = None  # that erase, while it runs
 
     def _statements(self, link: str, max_statements: int) -> LinkStatements:
         """`link`'s statements, bound by its current `max_statements` (a link updated in
@@ -209,8 +211,7 @@ class StatementRegistry:
         if self.shared_full:
             self.shared_full = False
             log.info("the shared statement store has room again")
-        if self._unforgotten:  # the store answers again
-            await self._erase_unforgotten()
+        self._erase_later()
 
     async def find(self, link: str, token: str, max_statements: int) -> StatementRecord | None:
         """This replica's record, else the one another replica shared (then kept here too)."""
@@ -237,18 +238,18 @@ class StatementRegistry:
         self._links.pop(link, None)
 
     async def forget_shared(self, link: str) -> None:
-        """Erase a deleted link's shared records; while the store is down they are kept to
-        erase later (never lost: every record left behind would stay for good)."""
+        """Erase a deleted link's shared records (one request). If the store does not answer,
+        they are kept to erase once it does: a record left behind would stay for good."""
         if self.shared is None:
             return
         self._unforgotten.pop(link, None)
-        self._unforgotten[link] = None
-        if len(self._unforgotten) > MAX_UNFORGOTTEN_LINKS:  # the store down for very long
-            dropped = next(iter(self._unforgotten))
-            del self._unforgotten[dropped]
-            log.warning("shared statements of a deleted link left in the store",
-                        extra={"link": dropped})  # fmt: skip
-        await self._erase_unforgotten()
+        try:
+            await self.shared.forget_link(link)
+        except Exception as exc:
+            log.warning("shared statements not forgotten", extra={"error": str(exc)})
+            self._keep_to_erase(link)
+            return
+        self._erase_later()
 
     def keep_shared(self, link: str) -> None:
         """`link` is put again: its records are live, no longer to be erased."""
@@ -256,6 +257,20 @@ class StatementRegistry:
 
     def unforgotten(self) -> int:
         return len(self._unforgotten)
+
+    def _keep_to_erase(self, link: str) -> None:
+        self._unforgotten[link] = None
+        if len(self._unforgotten) > MAX_UNFORGOTTEN_LINKS:  # the store down for very long
+            dropped = next(iter(self._unforgotten))
+            del self._unforgotten[dropped]
+            log.warning("shared statements of a deleted link left in the store",
+                        extra={"link": dropped})  # fmt: skip
+
+    def _erase_later(self) -> None:
+        """The store answers again: erase what earlier deletes left, in the background (up
+        to thousands of requests, never inside a guest's call)."""
+        if self._unforgotten and (self.erasing is None or self.erasing.done()):
+            self.erasing = asyncio.get_running_loop().create_task(self._erase_unforgotten())
 
     async def _erase_unforgotten(self) -> None:
         assert self.shared is not None

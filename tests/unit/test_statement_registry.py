@@ -726,7 +726,9 @@ async def test_a_link_deleted_while_the_store_was_down_is_erased_once_it_answers
     assert registry.unforgotten() == 1
     store.failing.clear()
     newer, _ = registry.register(OTHER_LINK, "SELECT 2", 10)
-    await registry.share(OTHER_LINK, newer)  # the store answers: what was kept goes first
+    await registry.share(OTHER_LINK, newer)  # the store answers: what was kept goes now
+    assert registry.erasing is not None  # in the background, not inside the guest's prepare
+    await registry.erasing
     assert {link for link, _ in store.records} == {OTHER_LINK}
     assert registry.unforgotten() == 0
 
