@@ -1,20 +1,69 @@
 """The part of a host's control interface a provider asks: `link.get` and `config.get`.
 
 A 1.x host answers `wasmbus.ctl.v1.{lattice}.link.get` with every link of the lattice, each
-naming its configs (never their values), and `config.get.{name}` with one named config. Here
-the answers come from the links a `LatticeHost` has put and not deleted: each link's values
-are one named config, `{source}-{name}`; sealed secrets are named as a host names them
-(`SECRET_…`), so a provider that missed such a link knows only a restart brings it.
+naming its configs (never their values), and `config.get.{name}` with one named config.
+`ControlInterface` answers from whatever it is given; `of_host` from the links a `LatticeHost`
+has put and not deleted: each link's values are one named config, `{source}-{name}`; sealed
+secrets are named as a host names them (`SECRET_…`), so a provider that missed such a link
+knows only a restart brings it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from host_shim.provider_process import LatticeHost
+from provider.lattice.link_reconciliation import config_get_subject, link_get_subject
 
 SECRET_PREFIX = "SECRET_"
+
+
+def control_reply(response: Any, message: str = "") -> bytes:
+    """A control-interface answer: success, and the response when there is one."""
+    document: dict[str, Any] = {"success": True, "message": message}
+    if response is not None:
+        document["response"] = response
+    return json.dumps(document).encode()
+
+
+class ControlInterface:
+    """Answers `link.get` with `links()` and, when `config` is given, `config.get.{name}` with
+    `config(name)` (None: not found). `asked` counts the `link.get` requests."""
+
+    def __init__(
+        self,
+        lattice: str,
+        links: Callable[[], list[dict[str, Any]]],
+        config: Callable[[str], dict[str, str] | None] | None = None,
+    ) -> None:
+        self.lattice, self.links, self.config, self.asked = lattice, links, config, 0
+
+    @classmethod
+    def of_host(cls, host: LatticeHost) -> ControlInterface:
+        def config(name: str) -> dict[str, str] | None:
+            found = next((d for d in host.links.values() if config_name(d) == name), None)
+            return None if found is None else dict(found["target_config"])
+
+        return cls(host.lattice, lambda: [link_summary(d) for d in host.links.values()], config)
+
+    async def serve(self, nc: Any) -> None:
+        """Answer on `nc` until it closes."""
+
+        async def links(msg: Any) -> None:
+            self.asked += 1
+            await msg.respond(control_reply(self.links()))
+
+        async def config(msg: Any) -> None:
+            assert self.config is not None
+            values = self.config(msg.subject.rsplit(".", 1)[-1])
+            await msg.respond(control_reply(values, "" if values else "Configuration not found"))
+
+        await nc.subscribe(link_get_subject(self.lattice), cb=links)
+        if self.config is not None:
+            await nc.subscribe(config_get_subject(self.lattice, "*"), cb=config)
+        await nc.flush()
 
 
 def config_name(definition: dict[str, Any]) -> str:
@@ -30,28 +79,6 @@ def link_summary(definition: dict[str, Any]) -> dict[str, Any]:
     return {**{key: definition[key] for key in keys}, "source_config": [], "target_config": names}
 
 
-def _reply(response: Any, message: str = "") -> bytes:
-    document: dict[str, Any] = {"success": True, "message": message}
-    if response is not None:
-        document["response"] = response
-    return json.dumps(document).encode()
-
-
 async def serve_control(nc: Any, host: LatticeHost) -> None:
     """Answer the provider's control requests from `host`'s links until `nc` closes."""
-
-    async def links(msg: Any) -> None:
-        await msg.respond(_reply([link_summary(link) for link in host.links.values()]))
-
-    async def config(msg: Any) -> None:
-        name = msg.subject.rsplit(".", 1)[-1]
-        found = next((d for d in host.links.values() if config_name(d) == name), None)
-        if found is None:
-            await msg.respond(_reply(None, "Configuration not found"))
-        else:
-            await msg.respond(_reply(found["target_config"]))
-
-    prefix = f"wasmbus.ctl.v1.{host.lattice}"
-    await nc.subscribe(f"{prefix}.link.get", cb=links)
-    await nc.subscribe(f"{prefix}.config.get.*", cb=config)
-    await nc.flush()
+    await ControlInterface.of_host(host).serve(nc)

@@ -25,10 +25,11 @@ import nats.errors
 import pytest
 
 from devkit.local_nats import free_port
+from host_shim.control_interface import ControlInterface, control_reply
 from host_shim.provider_process import LatticeHost
 from provider.lattice.host_data import HostData
 from provider.lattice.lattice_connection import LatticeUnavailable
-from provider.lattice.link_reconciliation import RestartMemo, config_get_subject, link_get_subject
+from provider.lattice.link_reconciliation import RestartMemo, link_get_subject
 from provider.lattice.links import LinkDefinition, seal_secrets
 from provider.lattice.runtime import FLUSH_BUDGET, ProviderRuntime
 from provider.lattice.services import LatticeServices
@@ -566,16 +567,11 @@ async def test_only_our_hosts_shutdown_stops_the_runtime(
 # --- links the lattice holds (reconciliation at start) --------------------------------------
 
 
-def control_reply(document: Any) -> bytes:
-    return json.dumps({"success": True, "message": "", "response": document}).encode()
-
-
-async def answer_link_get(nc: Any, host: LatticeHost, links: list[dict[str, Any]]) -> None:
-    async def answer(msg: Any) -> None:
-        await msg.respond(control_reply(links))
-
-    await nc.subscribe(link_get_subject(host.lattice), cb=answer)
-    await nc.flush()
+async def answer_link_get(nc: Any, host: LatticeHost, links: list[dict[str, Any]],
+                          configs: dict[str, dict[str, str]] | None = None) -> None:  # fmt: skip
+    control = ControlInterface(host.lattice, lambda: links,
+                               None if configs is None else configs.get)  # fmt: skip
+    await control.serve(nc)
 
 
 async def test_links_the_lattice_holds_are_compared_at_start(
@@ -583,20 +579,16 @@ async def test_links_the_lattice_holds_are_compared_at_start(
 ) -> None:
     configs = {"cfg-a": {"A": "1", "B": "2"}, "cfg-b": {"B": "3"}}
 
-    async def config(msg: Any) -> None:
-        await msg.respond(control_reply(configs[msg.subject.rsplit(".", 1)[-1]]))
-
     def summary(source: str, target: str, names: list[str]) -> dict[str, Any]:
         return {"source_id": source, "target": target, "name": "default",
                 "wit_namespace": "wasmcloud", "wit_package": "postgres",
                 "interfaces": ["query"], "source_config": [], "target_config": names}  # fmt: skip
 
-    await nc.subscribe(config_get_subject(host.lattice, "*"), cb=config)
     await answer_link_get(nc, host, [
         summary("app-kept", host.provider_id, ["cfg-a"]),
         summary("app-missed", host.provider_id, ["cfg-a", "cfg-b"]),
         summary("app-elsewhere", "other-provider", ["SECRET_x"]),  # not ours: not compared
-    ])  # fmt: skip
+    ], configs)  # fmt: skip
     kept = host.link_definition("app-kept", {"K": "1"})
     gone = host.link_definition("app-gone", {"G": "1"})
     # Deleted while we started: the hook gets a link with only its key and target.

@@ -17,7 +17,7 @@ import nats
 
 from devkit.local_nats import restartable_nats
 from devkit.provider_harness import Caller
-from host_shim.control_interface import serve_control
+from host_shim.control_interface import ControlInterface, control_reply, serve_control
 from host_shim.provider_process import LatticeHost, ProviderProcess
 from provider.lattice.link_reconciliation import (
     RestartMemo,
@@ -43,7 +43,7 @@ def _link(source: str, target: str = "sqldb-postgres", name: str | None = None) 
 
 
 def _reply(links: list[dict[str, Any]]) -> bytes:
-    return json.dumps({"success": True, "message": "", "response": links}).encode()
+    return control_reply(links)
 
 
 def test_a_link_get_reply_names_the_links_targeting_us() -> None:
@@ -95,34 +95,11 @@ def test_the_restart_memo_allows_one_restart_per_set_of_links(tmp_path: Path) ->
     memo.path.unlink()
 
 
-class ControlInterface:
-    """The hosts' answers to `link.get` and `config.get` on one lattice (what their in-memory
-    link maps and the config store hold)."""
-
-    def __init__(
-        self,
-        host: LatticeHost,
-        links: list[dict[str, Any]],
-        configs: dict[str, dict[str, str]] | None = None,
-    ) -> None:
-        self.host, self.links, self.configs, self.asked = host, links, configs, 0
-
-    async def serve(self, nc: Any) -> None:
-        async def answer(msg: Any) -> None:
-            self.asked += 1
-            await msg.respond(_reply(self.links))
-
-        async def config(msg: Any) -> None:
-            values = (self.configs or {}).get(msg.subject.rsplit(".", 1)[-1])
-            document = {"success": True, "message": "" if values else "Configuration not found"}
-            if values:
-                document["response"] = values
-            await msg.respond(json.dumps(document).encode())
-
-        await nc.subscribe(link_get_subject(self.host.lattice), cb=answer)
-        if self.configs is not None:
-            await nc.subscribe(config_get_subject(self.host.lattice, "*"), cb=config)
-        await nc.flush()
+def _control(host: LatticeHost, links: list[dict[str, Any]],
+             configs: dict[str, dict[str, str]] | None = None) -> ControlInterface:  # fmt: skip
+    """The hosts' answers to `link.get` and `config.get` (their link maps and config store)."""
+    return ControlInterface(host.lattice, lambda: links,
+                            None if configs is None else configs.get)  # fmt: skip
 
 
 def _log_path() -> Path:
@@ -150,7 +127,7 @@ async def test_a_link_put_before_the_provider_listened_comes_back_through_a_rest
     host: LatticeHost, nats_url: str, postgres_server: Any, database: str
 ) -> None:
     missed = host.link_definition("app-missed", postgres_server.link_config(database))
-    control = ControlInterface(host, [_link("app-missed", host.provider_id)])
+    control = _control(host, [_link("app-missed", host.provider_id)])
     nc = await nats.connect(nats_url)
     log_path = _log_path()
     try:
@@ -185,7 +162,7 @@ async def test_a_missed_link_without_secrets_is_applied_from_its_configs_without
     config = postgres_server.link_config(database)
     first, second = dict(list(config.items())[:2]), dict(list(config.items())[2:])
     link = {**_link("app-plain", host.provider_id), "target_config": ["first", "second"]}
-    control = ControlInterface(host, [link], configs={"first": first, "second": second})
+    control = _control(host, [link], configs={"first": first, "second": second})
     nc = await nats.connect(nats_url)
     process = ProviderProcess(host)
     try:
@@ -211,7 +188,7 @@ async def test_a_missed_link_without_secrets_is_applied_from_its_configs_without
 async def test_a_link_the_host_cannot_hand_over_costs_one_restart_only(
     host: LatticeHost, nats_url: str
 ) -> None:
-    control = ControlInterface(host, [_link("app-unresolvable", host.provider_id)])
+    control = _control(host, [_link("app-unresolvable", host.provider_id)])
     nc = await nats.connect(nats_url)
     log_path = _log_path()
     try:
@@ -236,7 +213,7 @@ async def test_a_link_deleted_before_the_provider_listened_is_deleted(
     host = LatticeHost(nats_url)
     config = postgres_server.link_config(database)
     kept, deleted = (host.link_definition(s, config) for s in ("app-kept", "app-deleted"))
-    control = ControlInterface(host, [_link("app-kept", host.provider_id)])
+    control = _control(host, [_link("app-kept", host.provider_id)])
     nc = await nats.connect(nats_url)
     try:
         await control.serve(nc)
