@@ -35,6 +35,7 @@ from tests.secure_nats import (
 )
 
 CONNECT_WINDOW = 3.0  # NATS_CONNECT_TIMEOUT for the failure tests (the default is 15 s)
+WINDOWED = {"NATS_CONNECT_TIMEOUT": str(CONNECT_WINDOW)}  # the provider config that sets it
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,19 @@ def exits_within(process: ProviderProcess, seconds: float) -> tuple[int, float]:
     return code, time.monotonic() - started
 
 
+def run_to_exit(
+    host: LatticeHost, log_path: Path, user: User | None, seconds: float, **host_data: Any
+) -> tuple[int, float, str]:
+    """Started as a host starts it and left to exit (killed after `seconds`): its exit code,
+    how long it took, and its log."""
+    process = start(host, log_path, user, **host_data)
+    try:
+        code, took = exits_within(process, seconds)
+    finally:
+        process.kill()
+    return code, took, log_path.read_text()
+
+
 async def first_unhealthy(process: ProviderProcess, nc: Any) -> dict[str, Any]:
     """Health until it says unhealthy (denials arrive asynchronously), for up to ~5 s."""
     health: dict[str, Any] = {}
@@ -168,12 +182,8 @@ async def test_refused_credentials_exit_within_the_window_with_the_cause(
     else:
         presented = minimal_user(lattice.account, host.lattice, expires_at=time.time() - 60)
     log_path = tmp_path / "provider.log"
-    process = start(host, log_path, presented, config={"NATS_CONNECT_TIMEOUT": str(CONNECT_WINDOW)})
-    try:
-        code, seconds = exits_within(process, CONNECT_WINDOW + 10)
-    finally:
-        process.kill()
-    log = log_path.read_text()
+    code, seconds, log = run_to_exit(host, log_path, presented, CONNECT_WINDOW + 10,
+                                     config=WINDOWED)  # fmt: skip
     assert code == 1
     assert seconds < CONNECT_WINDOW + 5
     (line,) = error_lines(log)
@@ -270,12 +280,8 @@ async def test_a_malformed_seed_exits_with_one_line_and_no_traceback(
     user = minimal_user(lattice.account, host.lattice)
     malformed = User("SUAnot-a-seed", user.public, user.jwt, user.account_public)
     log_path = tmp_path / "provider.log"
-    process = start(host, log_path, malformed, config={"NATS_CONNECT_TIMEOUT": str(CONNECT_WINDOW)})
-    try:
-        code, seconds = exits_within(process, CONNECT_WINDOW + 10)
-    finally:
-        process.kill()
-    log = log_path.read_text()
+    code, seconds, log = run_to_exit(host, log_path, malformed, CONNECT_WINDOW + 10,
+                                     config=WINDOWED)  # fmt: skip
     assert code != 0 and seconds < CONNECT_WINDOW + 5
     assert "Traceback" not in log, log[-3000:]
     (line,) = error_lines(log)
@@ -346,13 +352,8 @@ async def test_an_untrusted_nats_ca_exits_within_the_window(
     untrusted = make_untrusted_ca(tmp_path)
     host = LatticeHost(url)
     log_path = tmp_path / "provider.log"
-    config = {"NATS_TLS_CA": str(untrusted), "NATS_CONNECT_TIMEOUT": str(CONNECT_WINDOW)}
-    process = start(host, log_path, None, config=config)
-    try:
-        code, seconds = exits_within(process, CONNECT_WINDOW + 10)
-    finally:
-        process.kill()
-    log = log_path.read_text()
+    config = {"NATS_TLS_CA": str(untrusted), **WINDOWED}
+    code, seconds, log = run_to_exit(host, log_path, None, CONNECT_WINDOW + 10, config=config)
     assert code == 1 and seconds < CONNECT_WINDOW + 5
     (line,) = error_lines(log)
     assert "TLS: the server's certificate is not trusted" in line["message"]
@@ -372,11 +373,7 @@ async def test_no_nats_at_all_exits_within_the_window(tmp_path: Path) -> None:
 
     host = LatticeHost(f"nats://127.0.0.1:{free_port()}")  # nobody listens there
     log_path = tmp_path / "provider.log"
-    process = start(host, log_path, None, config={"NATS_CONNECT_TIMEOUT": "2"})
-    try:
-        code, seconds = exits_within(process, 15)
-    finally:
-        process.kill()
+    code, seconds, log = run_to_exit(host, log_path, None, 15, config={"NATS_CONNECT_TIMEOUT": "2"})
     assert code == 1 and seconds < 7
-    (line,) = error_lines(log_path.read_text())
+    (line,) = error_lines(log)
     assert line["message"].endswith("within 2 s: connection refused")
