@@ -167,25 +167,10 @@ def create(args: argparse.Namespace) -> int:
 
 def release(args: argparse.Namespace) -> int:
     from provider_archive.emulated_root import RootUnavailable
-    from provider_archive.glibc_floor import executable_floor
-    from provider_archive.release import (
-        EMULATED_TARGET,
-        BuiltTarget,
-        FloorTooHigh,
-        build_emulated,
-        checked,
-        summary_line,
-    )
+    from provider_archive.release import FloorTooHigh, release_targets, summary_line
 
-    native_target = host_target()
-    if native_target != "x86_64-linux":
-        print(f"error: the release is built on x86_64-linux (this is {native_target})",
-              file=sys.stderr)  # fmt: skip
-        return 1
-    native = BuiltTarget(native_target, args.native, executable_floor(args.native), "make par")
-    emulated_output = args.output.parent / EMULATED_TARGET / args.native.name
     try:
-        built = [checked(native), checked(build_emulated(emulated_output))]
+        built = release_targets(args.native, args.output.parent)
     except (RootUnavailable, FloorTooHigh) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

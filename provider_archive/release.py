@@ -16,8 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from provider_archive.archive import host_target
 from provider_archive.build_env import build_requirements, ensure_environment
-from provider_archive.emulated_root import EmulatedRoot, cache_dir
+from provider_archive.emulated_root import EmulatedRoot, RootUnavailable, cache_dir
 from provider_archive.executable import REPO_ROOT, build_in
 from provider_archive.glibc_floor import (
     OLDEST_HOST_GLIBC,
@@ -26,6 +27,7 @@ from provider_archive.glibc_floor import (
     version_text,
 )
 
+NATIVE_TARGET = "x86_64-linux"
 EMULATED_TARGET = "aarch64-linux"
 ROOT_PYTHON = "/usr/bin/python3.11"
 ROOT_ENV = "/opt/runtime-env"
@@ -103,6 +105,16 @@ def checked(built: BuiltTarget) -> BuiltTarget:
             "older distribution"
         )
     return built
+
+
+def release_targets(native: Path, output_dir: Path) -> list[BuiltTarget]:
+    """This machine's executable (`make par`'s) and the aarch64 one, floors checked. Raises
+    RootUnavailable (what to install) or FloorTooHigh."""
+    native_target = host_target()
+    if native_target != NATIVE_TARGET:
+        raise RootUnavailable(f"the release is built on {NATIVE_TARGET} (this is {native_target})")
+    built = BuiltTarget(native_target, native, executable_floor(native), "make par")
+    return [checked(built), checked(build_emulated(output_dir / EMULATED_TARGET / native.name))]
 
 
 def summary_line(built: BuiltTarget) -> str:
